@@ -1,0 +1,199 @@
+"""Many elections on one session, with one watch stream for all of them.
+
+A worker may stand for hundreds of cities. Go's ``Campaign`` blocks a goroutine and
+opens a watch per candidate; here one ``PrefixWatch`` on ``<ns>/election/`` keeps a
+local view of every candidate key, and each change re-evaluates only the cities it
+touched. The view decides *when* to look; leadership itself is only claimed after a
+read from etcd confirms that our key, with the create revision we got, is the oldest
+under the city's prefix (the view may lag, and a lease may have died meanwhile).
+
+Leadership is lost — and reported at once — when the watch shows our key deleted, when
+a fenced write is rejected, or when the session dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coordinator.election import Election, LeaderKey
+from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
+from coordinator.keys import Keys
+from coordinator.session import Session
+from coordinator.watch import PrefixWatch
+
+__all__ = ["Campaigns", "Candidate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    city: str
+    election: Election
+    revision: int
+    leader: LeaderKey | None = None
+
+
+class Campaigns:
+    def __init__(self, client: EtcdClient, keys: Keys, value: str, *,
+                 on_change: Callable[[set[str]], None],
+                 on_lost: Callable[[str, LeaderKey, str], None]) -> None:
+        self._client = client
+        self._keys = keys
+        self._value = value
+        self._on_change = on_change
+        self._on_lost = on_lost
+        self._lock = threading.RLock()
+        # city -> candidate key -> KeyValue, for every candidate of every city
+        self._view: dict[str, dict[str, KeyValue]] = {}
+        self._mine: dict[str, Candidate] = {}
+        self._session: Session | None = None
+        self._watch = PrefixWatch(client, keys.elections, on_snapshot=self._snapshot,
+                                  on_events=self._events, name="watch elections")
+
+    def start(self) -> Campaigns:
+        self._watch.start()
+        return self
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self._watch.synced.wait(timeout)
+
+    # -- what the worker asks -----------------------------------------------------------
+
+    def bind(self, session: Session) -> None:
+        """Use a new session; candidacies of the old one are forgotten (their keys die
+        with its lease)."""
+        with self._lock:
+            self._session = session
+            self._mine.clear()
+
+    def entered(self) -> set[str]:
+        with self._lock:
+            return set(self._mine)
+
+    def leaders(self) -> dict[str, LeaderKey]:
+        with self._lock:
+            return {c: cand.leader for c, cand in self._mine.items() if cand.leader}
+
+    def leader(self, city: str) -> LeaderKey | None:
+        with self._lock:
+            candidate = self._mine.get(city)
+            return candidate.leader if candidate else None
+
+    def queue(self, city: str) -> list[KeyValue]:
+        """Candidates of ``city`` in election order, as the watch last saw them."""
+        with self._lock:
+            return sorted(self._view.get(city, {}).values(), key=lambda kv: kv.create_revision)
+
+    def position(self, city: str) -> int | None:
+        """Our place in the city's queue (0 = leader), ``None`` if not a candidate."""
+        with self._lock:
+            candidate = self._mine.get(city)
+            if candidate is None:
+                return None
+            keys = [kv.key for kv in self.queue(city)]
+            return keys.index(candidate.election.key) if candidate.election.key in keys else None
+
+    def enter(self, city: str) -> None:
+        """Stand for ``city`` (one create-if-absent transaction)."""
+        with self._lock:
+            session = self._session
+            if session is None or city in self._mine:
+                return
+        election = Election(self._client, session, self._keys.election(city))
+        revision = election.enter(self._value)
+        with self._lock:
+            if self._session is not session:
+                return
+            self._mine[city] = Candidate(city, election, revision)
+            self._view.setdefault(city, {})[election.key] = KeyValue(
+                election.key, self._value.encode(), revision, revision, 1, session.lease_id
+            )
+        self.evaluate(city)
+
+    def withdraw(self, city: str) -> None:
+        """Leave ``city``'s election: resign if leading, else drop our candidate key."""
+        with self._lock:
+            candidate = self._mine.pop(city, None)
+        if candidate is None:
+            return
+        if candidate.leader is not None:
+            log.info("resigning %s (token %d)", city, candidate.leader.token)
+        candidate.election.withdraw()
+
+    def evaluate(self, city: str) -> LeaderKey | None:
+        """Claim leadership of ``city`` if the view says we lead and etcd confirms it."""
+        with self._lock:
+            candidate = self._mine.get(city)
+            if candidate is None or candidate.leader is not None:
+                return candidate.leader if candidate else None
+            queue = self.queue(city)
+            if not queue or queue[0].key != candidate.election.key:
+                return None
+        leader = candidate.election.confirm(candidate.revision)
+        if leader is None:
+            return None
+        with self._lock:
+            if self._mine.get(city) is not candidate:
+                return None
+            candidate.leader = leader
+        log.info("elected for %s with token %d", city, leader.token)
+        return leader
+
+    def drop(self, city: str, reason: str) -> None:
+        """Forget leadership of ``city`` at once (fenced out, key gone)."""
+        with self._lock:
+            candidate = self._mine.pop(city, None)
+        if candidate is not None and candidate.leader is not None:
+            self._on_lost(city, candidate.leader, reason)
+
+    # -- the watch ----------------------------------------------------------------------
+
+    def _snapshot(self, kvs: list[KeyValue], revision: int) -> None:
+        view: dict[str, dict[str, KeyValue]] = {}
+        for kv in kvs:
+            parsed = self._keys.candidate(kv.key)
+            if parsed is not None:
+                view.setdefault(parsed[0], {})[kv.key] = kv
+        with self._lock:
+            cities = set(view) | set(self._view)
+            self._view = view
+        self._check_lost(cities)
+        self._on_change(cities)
+
+    def _events(self, batch: WatchBatch) -> None:
+        cities = set()
+        with self._lock:
+            for event in batch.events:
+                parsed = self._keys.candidate(event.kv.key)
+                if parsed is None:
+                    continue
+                city = parsed[0]
+                cities.add(city)
+                if event.kind == "delete":
+                    self._view.get(city, {}).pop(event.kv.key, None)
+                else:
+                    self._view.setdefault(city, {})[event.kv.key] = event.kv
+        self._check_lost(cities)
+        self._on_change(cities)
+
+    def _check_lost(self, cities: set[str]) -> None:
+        lost = []
+        with self._lock:
+            for city in cities:
+                candidate = self._mine.get(city)
+                if candidate is None:
+                    continue
+                kv = self._view.get(city, {}).get(candidate.election.key)
+                if kv is None or kv.create_revision != candidate.revision:
+                    lost.append(city)
+        for city in lost:
+            self.drop(city, "our candidate key was deleted")
+            with self._lock:
+                self._mine.pop(city, None)

@@ -1,0 +1,100 @@
+"""``dispatch-worker``: run dispatch for a share of the cities until told to stop.
+
+Signals: the first SIGTERM or SIGINT is a warm shutdown (finish ticks in flight, resign
+every city so its next candidate takes over at once, revoke the lease); a second one
+stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from coordinator import __version__
+from coordinator.cli.common import connect, etcd_options, parse_pairs, run_cli
+from coordinator.keys import Keys, check_worker_id
+from coordinator.logs import setup_logging
+from coordinator.worker import Worker, WorkerConfig, default_worker_id
+
+log = logging.getLogger("coordinator.cli.worker")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "max_content_width": 100})
+@etcd_options
+@click.option("--worker-id", envvar="DISPATCH_WORKER_ID", default=None, metavar="ID",
+              help="This worker's id in etcd and in every decision it writes. "
+                   "[default: <hostname>-<pid>]")
+@click.option("--lease-ttl", envvar="DISPATCH_LEASE_TTL", default=5, show_default=True,
+              type=click.IntRange(1, 600), metavar="SECONDS",
+              help="Lease TTL: how long after this worker dies or is cut off its cities "
+                   "move to another worker.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              envvar="DISPATCH_LABELS",
+              help="A label describing this worker (e.g. zone=eu-west-1a); repeatable. "
+                   "From the environment: space-separated.")
+@click.option("--capacity", envvar="DISPATCH_CAPACITY", default=1.0, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True),
+              help="Relative weight of this worker when sharing cities.")
+@click.option("--tick-threads", envvar="DISPATCH_TICK_THREADS", default=8, show_default=True,
+              type=click.IntRange(1, 512), help="Threads running city ticks in parallel.")
+@click.option("--log-format", envvar="DISPATCH_LOG_FORMAT", default="text",
+              show_default=True, type=click.Choice(["text", "json"]),
+              help="text for people, json (one object a line) for log pipelines.")
+@click.option("--log-level", envvar="DISPATCH_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.version_option(__version__, prog_name="dispatch-worker")
+def command(**options: Any) -> None:
+    """Run a dispatch worker.
+
+    The worker holds one etcd lease, registers under <namespace>/workers/, stands in the
+    election of every enabled city under <namespace>/election/<city>/ and, for each city
+    it leads, ticks every period: load the state, run the city's solver, validate the
+    result, and commit it to <namespace>/decisions/<city> with a fenced transaction.
+    """
+    worker_id = check_worker_id(options["worker_id"] or default_worker_id())
+    setup_logging(options["log_format"], options["log_level"], worker=worker_id)
+    Keys(options["namespace"])  # validate early: a one-line error, not a traceback
+    config = WorkerConfig(
+        worker_id=worker_id,
+        namespace=options["namespace"],
+        lease_ttl=options["lease_ttl"],
+        labels=parse_pairs(tuple(options["labels"]), "--label"),
+        capacity=options["capacity"],
+        tick_threads=options["tick_threads"],
+    )
+    client = connect(options)
+    worker = Worker(client, config)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] == 1:
+            log.info("%s: stopping gracefully (send again to stop at once)",
+                     signal.Signals(signum).name)
+            worker.request_stop()
+        else:
+            log.warning("%s again: stopping at once", signal.Signals(signum).name)
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner = threading.Thread(target=worker.run, name="control", daemon=True)
+    runner.start()
+    while runner.is_alive():
+        runner.join(0.5)
+    client.close()
+
+
+def main() -> None:
+    run_cli(command, "dispatch-worker")
+
+
+if __name__ == "__main__":
+    main()

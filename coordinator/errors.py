@@ -1,0 +1,115 @@
+"""Every error the coordinator raises, under one root.
+
+::
+
+    DispatchError
+    ├── EtcdError                 anything that went wrong talking to etcd
+    │   ├── EtcdUnavailable       no endpoint answered (down, partitioned, no quorum)
+    │   ├── EtcdTimeout           a request ran past its deadline
+    │   ├── EtcdAuthError         wrong user/password, certificate or permission
+    │   └── EtcdCompacted         a revision asked for has been compacted away
+    ├── LeaseLost                 the session's lease expired or was revoked
+    ├── NotLeader                 an election verb needs leadership we do not hold
+    │   └── FencedOut             a fenced write was rejected: someone else leads
+    ├── ConfigError               invalid settings or command-line input
+    │   └── CitySettingsError     a city's settings in etcd are malformed
+    ├── StateError                a city's state could not be loaded or is malformed
+    ├── PluginError               a solver or state source could not be loaded
+    └── SolverFailed              a solver raised, hung, or returned an invalid result
+
+etcd and gRPC exceptions are translated in exactly one place, ``coordinator.etcd``; the
+original is kept as ``__cause__``. A solver's own exception is wrapped in
+``SolverFailed`` by the solve runner, so code above it never sees foreign types.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CitySettingsError",
+    "ConfigError",
+    "DispatchError",
+    "EtcdAuthError",
+    "EtcdCompacted",
+    "EtcdError",
+    "EtcdTimeout",
+    "EtcdUnavailable",
+    "FencedOut",
+    "LeaseLost",
+    "NotLeader",
+    "PluginError",
+    "SolverFailed",
+    "StateError",
+]
+
+
+class DispatchError(Exception):
+    """Root of every error this project raises."""
+
+
+class EtcdError(DispatchError):
+    """A request to etcd failed."""
+
+
+class EtcdUnavailable(EtcdError):
+    """No etcd endpoint could serve the request."""
+
+
+class EtcdTimeout(EtcdError):
+    """An etcd request ran past its deadline (often: the cluster has no quorum)."""
+
+
+class EtcdAuthError(EtcdError):
+    """etcd refused our credentials or our permissions."""
+
+
+class EtcdCompacted(EtcdError):
+    """The revision asked for is older than etcd's compaction point."""
+
+    def __init__(self, message: str, compact_revision: int) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class LeaseLost(DispatchError):
+    """The session's lease is gone: everything attached to it is gone too."""
+
+
+class NotLeader(DispatchError):
+    """The caller does not (or no longer) lead the election."""
+
+
+class FencedOut(NotLeader):
+    """A write guarded by a fencing token was rejected by etcd.
+
+    Raised when the compare ``create_revision(candidate key) == token`` fails inside
+    the write's transaction: the caller's leadership ended (lease expired, key deleted,
+    a newer leader exists) and it must stop acting for the city at once.
+    """
+
+    def __init__(self, city: str, token: int, key: str) -> None:
+        super().__init__(
+            f"fenced out of {city}: candidate key {key} no longer has create revision {token}"
+        )
+        self.city = city
+        self.token = token
+        self.key = key
+
+
+class ConfigError(DispatchError):
+    """Invalid configuration or command-line input."""
+
+
+class CitySettingsError(ConfigError):
+    """A city's settings stored in etcd cannot be used."""
+
+
+class StateError(DispatchError):
+    """A city's state could not be loaded, or it is malformed."""
+
+
+class PluginError(DispatchError):
+    """A solver or state source plugin could not be loaded or breaks the contract."""
+
+
+class SolverFailed(DispatchError):
+    """A solver raised, ran past its budget, or returned an invalid solution."""

@@ -1,0 +1,121 @@
+"""A consistent picture of a namespace, read in one transaction.
+
+``dispatchctl status`` (and anything else that shows ownership) reads cities, election
+candidates, decisions, statuses and members in a single read-only transaction, so every
+figure in one view comes from the same etcd revision, in one round trip however many
+cities there are.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from coordinator.codec import decode
+from coordinator.errors import CitySettingsError
+from coordinator.etcd import EtcdClient, KeyValue
+from coordinator.keys import Keys
+from coordinator.settings import CityConfig, parse_settings
+from protos import dispatch_pb2 as pb
+
+__all__ = ["CityView", "Overview", "read_overview"]
+
+
+@dataclass
+class CityView:
+    city: str
+    solver: str = ""
+    enabled: bool = True
+    period: float = 0.0
+    owner: str = ""
+    token: int = 0
+    standbys: list[str] = field(default_factory=list)
+    decision_age: float | None = None
+    decision_token: int = 0
+    decision_worker: str = ""
+    decision_revision: int = 0
+    state: str = ""
+    last_error: str = ""
+    settings_error: str = ""
+
+    @property
+    def late(self) -> bool:
+        return self.enabled and not self.settings_error and (
+            self.decision_age is None or self.decision_age > 3 * max(self.period, 0.1)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["candidatesQueued"] = len(self.standbys)
+        return out
+
+
+@dataclass
+class Overview:
+    revision: int
+    cities: list[CityView]
+    workers: dict[str, pb.WorkerInfo]
+    drained: set[str]
+
+
+def _stamp_seconds(stamp: Any) -> float:
+    return float(stamp.ToNanoseconds()) / 1e9
+
+
+def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -> Overview:
+    now = time.time() if now is None else now
+    roots = [keys.cities, keys.elections, keys.decisions, keys.statuses, keys.workers,
+             keys.drains]
+    result = client.txn([], [client.op_range(root, prefix=True) for root in roots])
+    cities_kv, election_kv, decision_kv, status_kv, worker_kv, drain_kv = result.ranges()
+
+    queues: dict[str, list[KeyValue]] = {}
+    for kv in election_kv:
+        parsed = keys.candidate(kv.key)
+        if parsed is not None:
+            queues.setdefault(parsed[0], []).append(kv)
+    decisions = {Keys.tail(kv.key, keys.decisions): kv for kv in decision_kv}
+    statuses = {Keys.tail(kv.key, keys.statuses): kv for kv in status_kv}
+    workers = {}
+    for kv in worker_kv:
+        try:
+            workers[Keys.tail(kv.key, keys.workers)] = decode(pb.WorkerInfo, kv.value)
+        except ValueError:
+            continue
+
+    views = []
+    for kv in cities_kv:
+        city = Keys.tail(kv.key, keys.cities)
+        view = CityView(city)
+        try:
+            config: CityConfig = parse_settings(city, kv.value)
+            view.solver, view.enabled, view.period = config.solver, config.enabled, config.period
+        except CitySettingsError as exc:
+            view.settings_error = str(exc)
+        queue = sorted(queues.get(city, []), key=lambda k: k.create_revision)
+        if queue:
+            view.owner = queue[0].value.decode(errors="replace")
+            view.token = queue[0].create_revision
+            view.standbys = [k.value.decode(errors="replace") for k in queue[1:]]
+        if city in decisions:
+            try:
+                decision = decode(pb.Decision, decisions[city].value)
+                view.decision_age = max(0.0, now - _stamp_seconds(decision.decided_at))
+                view.decision_token = decision.token
+                view.decision_worker = decision.worker_id
+                view.decision_revision = decisions[city].mod_revision
+            except ValueError:
+                view.last_error = "decision value is malformed"
+        if city in statuses:
+            try:
+                status = decode(pb.CityStatus, statuses[city].value)
+                if status.token == view.token or not view.token:
+                    view.state, view.last_error = status.state, status.last_error
+            except ValueError:
+                pass
+        if view.settings_error:
+            view.state, view.last_error = "failing", view.settings_error
+        views.append(view)
+    drained = {Keys.tail(kv.key, keys.drains) for kv in drain_kv}
+    return Overview(result.revision, sorted(views, key=lambda v: v.city), workers, drained)

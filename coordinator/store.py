@@ -1,0 +1,65 @@
+"""The fenced decision store: the only way a decision reaches etcd.
+
+A decision (and, when it changes, the city's status) is written by one transaction::
+
+    if create_revision(<leader's candidate key>) == token:
+        put <ns>/decisions/<city>   (and <ns>/status/<city>)
+    else:
+        nothing
+
+so a worker whose leadership ended — lease expired while it was paused, key deleted,
+a newer leader elected — has its write rejected by etcd itself, however sure it is
+that it still leads. The token is the candidate key's create revision, which grows with
+every new leader, and is stored in the decision for downstream services to carry into
+their own stores.
+"""
+
+from __future__ import annotations
+
+from coordinator.codec import decode, encode
+from coordinator.election import LeaderKey
+from coordinator.errors import FencedOut
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from protos import dispatch_pb2 as pb
+
+__all__ = ["DecisionStore"]
+
+
+class DecisionStore:
+    def __init__(self, client: EtcdClient, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+
+    def commit(self, city: str, leader: LeaderKey, decision: pb.Decision,
+               status: pb.CityStatus | None = None) -> int:
+        """Write ``decision`` (and ``status``) if ``leader`` still leads; return the
+        revision it was written at. Raises ``FencedOut`` if the fence rejected it."""
+        ops = [self._client.op_put(self._keys.decision(city), encode(decision))]
+        if status is not None:
+            ops.append(self._client.op_put(self._keys.status(city), encode(status)))
+        return self._fenced(city, leader, ops)
+
+    def write_status(self, city: str, leader: LeaderKey, status: pb.CityStatus) -> int:
+        """Record a city's status; fenced like decisions so a deposed owner cannot
+        overwrite the new owner's report."""
+        return self._fenced(
+            city, leader, [self._client.op_put(self._keys.status(city), encode(status))]
+        )
+
+    def _fenced(self, city: str, leader: LeaderKey, ops: list[object]) -> int:
+        result = self._client.txn([leader.compare()], ops)
+        if not result.succeeded:
+            raise FencedOut(city, leader.token, leader.key)
+        return result.revision
+
+    def latest(self, city: str, *, revision: int = 0) -> tuple[pb.Decision, int] | None:
+        """The decision current at ``revision`` (default: now) and its mod revision."""
+        kv = self._client.get(self._keys.decision(city), revision=revision)
+        if kv is None:
+            return None
+        return decode(pb.Decision, kv.value, what=f"decision of {city}"), kv.mod_revision
+
+    def status(self, city: str) -> pb.CityStatus | None:
+        kv = self._client.get(self._keys.status(city))
+        return None if kv is None else decode(pb.CityStatus, kv.value, what="status")

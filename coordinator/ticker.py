@@ -1,0 +1,166 @@
+"""Per-city ticks on a shared thread pool: on time, never overlapping, never piling up.
+
+One scheduler thread keeps a heap of due times. When a city's tick is due and its
+previous tick is still running, the tick is *skipped* (counted, not queued): a slow
+solve must not turn into a backlog of stale decisions. Due times stay on the city's
+period grid, so one late tick does not shift every later one.
+
+A tick that overruns its period makes the city skip the ticks whose time passed while
+it ran. A tick function may ask for its next tick later than the period (backoff after a
+failure) by returning a delay in seconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+__all__ = ["Ticker"]
+
+log = logging.getLogger(__name__)
+
+TickFn = Callable[[str, float], float | None]
+
+
+@dataclass
+class _Slot:
+    period: float
+    generation: int
+    ticks: int = 0
+    skipped: int = 0
+
+
+class Ticker:
+    def __init__(self, tick: TickFn, *, max_workers: int = 8,
+                 on_skip: Callable[[str], None] | None = None) -> None:
+        self._tick = tick
+        self._on_skip = on_skip
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tick")
+        self._slots: dict[str, _Slot] = {}
+        # Keyed by city, not slot: a tick still running from an earlier add() must
+        # finish before the city's next tick starts, whoever scheduled it.
+        self._idle: dict[str, threading.Event] = {}
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+        self._generations = itertools.count(1)
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
+        self._thread.start()
+
+    def add(self, city: str, period: float, *, first_in: float = 0.0) -> None:
+        """Start ticking ``city`` every ``period`` seconds, the first tick in ``first_in``."""
+        with self._cond:
+            slot = _Slot(period=period, generation=next(self._generations))
+            self._slots[city] = slot
+            self._push(time.monotonic() + first_in, city, slot.generation)
+
+    def set_period(self, city: str, period: float) -> None:
+        with self._cond:
+            slot = self._slots.get(city)
+            if slot is not None:
+                slot.period = period
+
+    def remove(self, city: str) -> threading.Event | None:
+        """Stop ticking ``city``; returns an event set once its tick in flight is done."""
+        with self._cond:
+            slot = self._slots.pop(city, None)
+            self._cond.notify()
+            idle = self._idle.get(city)
+        if slot is None:
+            return None
+        if idle is None:
+            idle = threading.Event()
+            idle.set()
+        return idle
+
+    def running(self, city: str) -> bool:
+        with self._cond:
+            idle = self._idle.get(city)
+            return idle is not None and not idle.is_set()
+
+    def cities(self) -> set[str]:
+        with self._cond:
+            return set(self._slots)
+
+    def stats(self, city: str) -> tuple[int, int]:
+        with self._cond:
+            slot = self._slots.get(city)
+            return (slot.ticks, slot.skipped) if slot else (0, 0)
+
+    def stop(self, *, wait: bool = True) -> None:
+        with self._cond:
+            self._stopped = True
+            self._slots.clear()
+            self._cond.notify()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _push(self, due: float, city: str, generation: int) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), city, generation))
+        self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, _, city, generation = self._heap[0]
+                now = time.monotonic()
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                heapq.heappop(self._heap)
+                slot = self._slots.get(city)
+                if slot is None or slot.generation != generation:
+                    continue
+                idle = self._idle.get(city)
+                if idle is None:
+                    idle = self._idle[city] = threading.Event()
+                    idle.set()
+                if not idle.is_set():
+                    # Busy with a tick scheduled by an earlier add() of this city (each
+                    # slot has one entry queued or one tick running, never both).
+                    self._skip(city, slot, 1)
+                    self._push(self._next_due(due, slot.period, now), city, generation)
+                    continue
+                idle.clear()
+                self._pool.submit(self._run_tick, city, slot, due, idle)
+
+    def _skip(self, city: str, slot: _Slot, count: int) -> None:
+        slot.skipped += count
+        if self._on_skip is not None:
+            for _ in range(count):
+                self._on_skip(city)
+
+    @staticmethod
+    def _next_due(due: float, period: float, now: float) -> float:
+        """The first time on the period grid after ``now``."""
+        missed = max(0, int((now - due) // period))
+        return due + (missed + 1) * period
+
+    def _run_tick(self, city: str, slot: _Slot, due: float, idle: threading.Event) -> None:
+        delay: float | None = None
+        try:
+            delay = self._tick(city, due)
+        except Exception:
+            log.exception("tick of %s raised", city)
+        finally:
+            with self._cond:
+                slot.ticks += 1
+                idle.set()
+                if self._slots.get(city) is slot and not self._stopped:
+                    now = time.monotonic()
+                    next_due = self._next_due(due, slot.period, now)
+                    overrun = int(round((next_due - due) / slot.period)) - 1
+                    if overrun > 0:
+                        self._skip(city, slot, overrun)
+                    if delay is not None:
+                        next_due = max(next_due, now + delay)
+                    self._push(next_due, city, slot.generation)

@@ -1,0 +1,110 @@
+"""A prefix watch that survives stream errors, failover and compaction.
+
+etcd drops a watch stream when its member dies, loses the raft leader, or the client
+fails over to another endpoint, and it does not resume it for us. ``PrefixWatch`` keeps
+one stream per prefix alive: after an error it opens a new stream from the last revision
+it delivered + 1, so no event is lost or repeated. If that revision has been compacted
+away, events in between are unrecoverable, so it re-reads the whole prefix and hands the
+listener a fresh snapshot instead.
+
+The listener sees a snapshot first (``on_snapshot``), then batches of events
+(``on_events``) in revision order, all from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+from coordinator.errors import DispatchError, EtcdCompacted
+from coordinator.etcd import EtcdClient, KeyValue, WatchBatch, WatchStream
+
+__all__ = ["PrefixWatch"]
+
+log = logging.getLogger(__name__)
+
+SnapshotHandler = Callable[[list[KeyValue], int], None]
+EventsHandler = Callable[[WatchBatch], None]
+
+
+class PrefixWatch:
+    def __init__(self, client: EtcdClient, prefix: str, *, on_snapshot: SnapshotHandler,
+                 on_events: EventsHandler, name: str | None = None,
+                 on_error: Callable[[Exception], None] | None = None) -> None:
+        self._client = client
+        self.prefix = prefix
+        self._on_snapshot = on_snapshot
+        self._on_events = on_events
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._stream: WatchStream | None = None
+        self._lock = threading.Lock()
+        self.revision = 0  # last revision delivered to the listener
+        self.synced = threading.Event()
+        self.restarts = 0
+        self._thread = threading.Thread(
+            target=self._run, name=name or f"watch {prefix}", daemon=True
+        )
+
+    def start(self) -> PrefixWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._stream is not None:
+                self._stream.close()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _snapshot(self) -> None:
+        kvs, revision = self._client.get_prefix(self.prefix)
+        self._on_snapshot(kvs, revision)
+        self.revision = revision
+        self.synced.set()
+
+    def _run(self) -> None:
+        delay = 0.1
+        need_snapshot = True
+        while not self._stop.is_set():
+            try:
+                if need_snapshot:
+                    self._snapshot()
+                    need_snapshot = False
+                stream = self._client.watch_stream(self.prefix, self.revision + 1)
+                with self._lock:
+                    if self._stop.is_set():
+                        stream.close()
+                        return
+                    self._stream = stream
+                delay = 0.1
+                for batch in stream:
+                    if batch.events:
+                        self._on_events(batch)
+                        # Resume after the last event, not the header revision: a
+                        # catching-up watcher may get a header ahead of its events.
+                        self.revision = max(self.revision, batch.events[-1].kv.mod_revision)
+                    else:
+                        self.revision = max(self.revision, batch.revision)
+            except EtcdCompacted as exc:
+                log.warning("watch on %s fell behind compaction (%s); re-reading it",
+                            self.prefix, exc)
+                need_snapshot = True
+            except DispatchError as exc:
+                if self._stop.is_set():
+                    return
+                if self._on_error is not None:
+                    self._on_error(exc)
+                log.warning("watch on %s interrupted: %s; resuming from revision %d in %.1fs",
+                            self.prefix, exc, self.revision + 1, delay)
+                self._stop.wait(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+            finally:
+                with self._lock:
+                    if self._stream is not None:
+                        self._stream.close()
+                        self._stream = None
+            self.restarts += 1

@@ -1,0 +1,363 @@
+"""The worker: session, membership, campaigns, ticks — composed.
+
+Threads, each with one job:
+
+- the session's keep-alive thread (``coordinator.session``);
+- two watch threads, cities and elections (``registry``, ``campaigns``);
+- the control loop (``Worker.run``): keeps a live session, stands for the cities this
+  worker should hold, starts and stops ticking as leadership comes and goes;
+- the ticker's scheduler and its pool of tick threads (``coordinator.ticker``).
+
+A tick's data flows one way: state source → solver → validation → fenced commit. A
+failing city is retried with exponential backoff and reported on its status; it never
+stalls another city. Losing leadership (fenced out, key deleted, lease lost) stops the
+city's ticks at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from coordinator import __version__
+from coordinator.campaigns import Campaigns
+from coordinator.election import LeaderKey
+from coordinator.errors import (
+    CitySettingsError,
+    DispatchError,
+    EtcdError,
+    FencedOut,
+    LeaseLost,
+    PluginError,
+    SolverFailed,
+    StateError,
+)
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from coordinator.logs import CityLog
+from coordinator.membership import WorkerIdTaken, register
+from coordinator.plugins import PluginLoader
+from coordinator.registry import CityRegistry
+from coordinator.runner import SolveRunner
+from coordinator.session import Session
+from coordinator.settings import CityConfig
+from coordinator.sources import SourceContext
+from coordinator.store import DecisionStore
+from coordinator.ticker import Ticker
+from protos import dispatch_pb2 as pb
+from solvers.cost import solution_cost
+from solvers.validate import InvalidSolution, check_solution
+
+__all__ = ["Worker", "WorkerConfig", "default_worker_id"]
+
+log = logging.getLogger("coordinator.worker")
+
+
+def default_worker_id() -> str:
+    host = socket.gethostname().split(".")[0] or "worker"
+    return f"{host}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str = field(default_factory=default_worker_id)
+    namespace: str = "/dispatch"
+    lease_ttl: int = 5
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: float = 1.0
+    tick_threads: int = 8
+    admin_address: str = ""
+    #: share of a city's period a solve may use; past ``hang_factor`` × budget it is
+    #: abandoned
+    budget_fraction: float = 0.8
+    hang_factor: float = 2.0
+    max_backoff: float = 30.0
+
+
+@dataclass
+class _Health:
+    failures: int = 0
+    last_error: str = ""
+    error_since: float = 0.0
+    reported_token: int = 0
+    ticks: int = 0
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+class Worker:
+    def __init__(self, client: EtcdClient, config: WorkerConfig) -> None:
+        self.client = client
+        self.config = config
+        self.keys = Keys(config.namespace)
+        self.store = DecisionStore(client, self.keys)
+        self.plugins = PluginLoader(SourceContext(client, self.keys))
+        self.runner = SolveRunner()
+        self.session: Session | None = None
+        self._registered = False
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._health: dict[str, _Health] = {}
+        self._health_lock = threading.Lock()
+        self.registry = CityRegistry(client, self.keys, on_change=self._changed)
+        self.campaigns = Campaigns(client, self.keys, config.worker_id,
+                                   on_change=self._changed, on_lost=self._lost)
+        self.ticker = Ticker(self._tick, max_workers=config.tick_threads)
+        self.fenced_out = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Warm shutdown: finish ticks in flight, resign every city, revoke the lease."""
+        self._stopping.set()
+        self._dirty.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def run(self) -> None:
+        log.info("worker %s starting (namespace %s, lease TTL %ds, etcd %s)",
+                 self.config.worker_id, self.keys.namespace, self.config.lease_ttl,
+                 ",".join(self.client.config.endpoints))
+        self.registry.start()
+        self.campaigns.start()
+        backoff = 0.2
+        try:
+            while not self._stopping.is_set():
+                wait = 0.5
+                try:
+                    self._step()
+                    backoff = 0.2
+                except (EtcdError, LeaseLost, WorkerIdTaken) as exc:
+                    log.warning("%s; retrying in %.1fs", exc, backoff)
+                    wait = backoff * (0.5 + random.random())
+                    backoff = min(backoff * 2, 5.0)
+                self._dirty.wait(wait)
+                self._dirty.clear()
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)):
+            return
+        session = self.session
+        if session is None or session.lost.is_set():
+            self._new_session()
+        if not self._registered:
+            self._register()
+        self._reconcile()
+
+    def _new_session(self) -> None:
+        old = self.session
+        if old is not None:
+            self._drop_all(f"lease {old.lease_hex} lost: {old.lost_reason}")
+        self._registered = False
+        self.session = Session(self.client, self.config.lease_ttl, on_lost=self._session_lost)
+        self.campaigns.bind(self.session)
+        log.info("new session with lease %s (TTL %ds)", self.session.lease_hex,
+                 self.config.lease_ttl)
+
+    def _register(self) -> None:
+        assert self.session is not None
+        info = pb.WorkerInfo(
+            worker_id=self.config.worker_id, host=socket.gethostname(), pid=os.getpid(),
+            version=__version__, capacity=self.config.capacity, labels=self.config.labels,
+            admin_address=self.config.admin_address, started_at=_timestamp(time.time()),
+        )
+        register(self.client, self.keys, self.session, info)
+        self._registered = True
+
+    def _session_lost(self, session: Session, reason: str) -> None:
+        self._drop_all(f"lease {session.lease_hex} lost: {reason}")
+        self._dirty.set()
+
+    def _drop_all(self, reason: str) -> None:
+        for city in list(self.campaigns.leaders()):
+            self.campaigns.drop(city, reason)
+
+    def _shutdown(self) -> None:
+        log.info("stopping: finishing ticks in flight and handing cities over")
+        leaders = self.campaigns.leaders()
+        idles = [(city, self.ticker.remove(city)) for city in leaders]
+        for city, idle in idles:
+            if idle is not None and not idle.wait(self._period(city) + 1.0):
+                log.warning("tick of %s still running at shutdown", city)
+        for city in leaders:
+            try:
+                self.campaigns.withdraw(city)
+            except DispatchError as exc:
+                log.warning("could not resign %s: %s", city, exc)
+        self.ticker.stop(wait=False)
+        if self.session is not None:
+            self.session.close()
+        self.campaigns.stop()
+        self.registry.stop()
+        log.info("worker %s stopped", self.config.worker_id)
+        self._stopped.set()
+
+    # -- ownership ----------------------------------------------------------------------
+
+    def _changed(self, _cities: set[str]) -> None:
+        self._dirty.set()
+
+    def _lost(self, city: str, leader: LeaderKey, reason: str) -> None:
+        """Stop acting for ``city`` at once."""
+        self.ticker.remove(city)
+        CityLog(log, city, leader.token).warning("stepping down from %s: %s", city, reason)
+        self._dirty.set()
+
+    def wanted(self) -> set[str]:
+        """The cities this worker stands for: every city someone should own."""
+        return self.registry.enabled()
+
+    def _reconcile(self) -> None:
+        wanted = self.wanted()
+        entered = self.campaigns.entered()
+        for city in sorted(entered - wanted):
+            self._leave(city)
+        for city in sorted(wanted - entered):
+            self.campaigns.enter(city)
+        for city in sorted(wanted & entered):
+            self.campaigns.evaluate(city)
+        leaders = self.campaigns.leaders()
+        ticking = self.ticker.cities()
+        for city in ticking - set(leaders):
+            self.ticker.remove(city)
+        for city in sorted(set(leaders) - ticking):
+            self.ticker.add(city, self._period(city))
+        for city in set(leaders) & ticking:
+            self.ticker.set_period(city, self._period(city))
+
+    def _leave(self, city: str) -> None:
+        idle = self.ticker.remove(city)
+        if idle is not None:
+            idle.wait(self._period(city) + 1.0)
+        self.campaigns.withdraw(city)
+
+    def _period(self, city: str) -> float:
+        entry = self.registry.get(city)
+        return entry.period if isinstance(entry, CityConfig) else 2.0
+
+    # -- ticks --------------------------------------------------------------------------
+
+    def _health_of(self, city: str) -> _Health:
+        with self._health_lock:
+            return self._health.setdefault(city, _Health())
+
+    def _tick(self, city: str, due: float) -> float | None:
+        leader = self.campaigns.leader(city)
+        if leader is None or self._stopping.is_set():
+            return None
+        clog = CityLog(log, city, leader.token)
+        health = self._health_of(city)
+        try:
+            self._decide(city, leader, health)
+        except FencedOut as exc:
+            self.fenced_out += 1
+            clog.warning("fenced out: %s; stepping down", exc)
+            self.campaigns.drop(city, "fenced out by etcd")
+            return None
+        except EtcdError as exc:
+            clog.warning("tick of %s could not reach etcd: %s", city, exc)
+            return self._backoff(city, health)
+        except (CitySettingsError, PluginError, StateError, SolverFailed) as exc:
+            return self._failed(city, leader, health, str(exc), clog)
+        except Exception as exc:
+            clog.exception("tick of %s failed unexpectedly", city)
+            return self._failed(city, leader, health,
+                                f"internal error: {type(exc).__name__}: {exc}", clog)
+        return None
+
+    def _decide(self, city: str, leader: LeaderKey, health: _Health) -> None:
+        entry = self.registry.get(city)
+        if entry is None:
+            return
+        if isinstance(entry, CitySettingsError):
+            raise entry
+        if not entry.enabled:
+            return
+        source = self.plugins.source(entry.state_source)
+        solver = self.plugins.solver(entry.solver)
+        state = source.load(entry, time.time())
+        budget = entry.period * self.config.budget_fraction
+        result = self.runner.solve(entry.solver, solver, state, entry.params,
+                                   budget=budget, deadline=budget * self.config.hang_factor)
+        try:
+            check_solution(state, result.solution)
+        except InvalidSolution as exc:
+            raise SolverFailed(f"solver {entry.solver!r} returned an invalid solution: "
+                               f"{exc}") from exc
+        solution = result.solution
+        orders = state.order_ids[solution.orders]
+        couriers = state.courier_ids[solution.couriers]
+        assigned = set(solution.orders.tolist())
+        health.ticks += 1
+        decision = pb.Decision(
+            city=city, token=leader.token, worker_id=self.config.worker_id,
+            solver=entry.solver, lease_id=f"{leader.lease:x}",
+            assignments={str(o): str(c) for o, c in zip(orders, couriers, strict=True)},
+            unassigned=[str(state.order_ids[i]) for i in range(state.n_orders)
+                        if i not in assigned],
+            state_read_at=_timestamp(state.taken_at), solve_seconds=result.seconds,
+            decided_at=_timestamp(time.time()), tick=health.ticks,
+            details=[pb.Assignment(order_id=str(o), courier_id=str(c), pickup_eta_seconds=e)
+                     for o, c, e in zip(orders, couriers, solution.pickup_eta.tolist(),
+                                        strict=True)],
+            cost=float(solution_cost(state, solution)),
+        )
+        status = None
+        if health.failures or health.reported_token != leader.token:
+            status = pb.CityStatus(city=city, worker_id=self.config.worker_id,
+                                   token=leader.token, state="ok",
+                                   updated_at=_timestamp(time.time()))
+        self.store.commit(city, leader, decision, status)
+        if health.failures:
+            CityLog(log, city, leader.token).info("%s recovered after %d failed ticks",
+                                                  city, health.failures)
+        health.failures, health.last_error = 0, ""
+        health.reported_token = leader.token
+
+    def _backoff(self, city: str, health: _Health) -> float:
+        health.failures += 1
+        base = min(self._period(city) * 2 ** (health.failures - 1), self.config.max_backoff)
+        return base * (0.75 + random.random() / 2)
+
+    def _failed(self, city: str, leader: LeaderKey, health: _Health, error: str,
+                clog: CityLog) -> float:
+        first = health.failures == 0 or error != health.last_error
+        if health.failures == 0:
+            health.error_since = time.time()
+        delay = self._backoff(city, health)
+        health.last_error = error
+        (clog.error if first else clog.info)(
+            "tick of %s failed (%d in a row, retry in %.1fs): %s",
+            city, health.failures, delay, error,
+        )
+        status = pb.CityStatus(
+            city=city, worker_id=self.config.worker_id, token=leader.token, state="failing",
+            last_error=error, error_since=_timestamp(health.error_since),
+            consecutive_failures=health.failures, updated_at=_timestamp(time.time()),
+            retry_in_seconds=round(delay, 3),
+        )
+        try:
+            self.store.write_status(city, leader, status)
+            health.reported_token = leader.token
+        except FencedOut as exc:
+            self.fenced_out += 1
+            clog.warning("fenced out: %s; stepping down", exc)
+            self.campaigns.drop(city, "fenced out by etcd")
+        except EtcdError as exc:
+            clog.warning("could not record the failure of %s: %s", city, exc)
+        return delay
