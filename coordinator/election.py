@@ -15,6 +15,7 @@ whatever it believes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -193,10 +194,8 @@ class Election:
 
     def withdraw(self) -> None:
         """Delete our candidate key whether or not it leads (a cancelled campaign)."""
-        try:
+        with contextlib.suppress(EtcdError):  # if etcd is away, the lease takes the key
             self._client.delete(self.key)
-        except EtcdError:
-            pass  # the lease will take the key with it
         self._leader = None
 
     def leader(self) -> KeyValue | None:

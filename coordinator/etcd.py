@@ -284,6 +284,8 @@ class EtcdClient:
                         timeout=timeout or self.config.timeout,
                         metadata=self._metadata(endpoint),
                     )
+                except ValueError as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
+                    raise EtcdUnavailable("the etcd client has been closed") from exc
                 except grpc.RpcError as exc:
                     last, last_endpoint = exc, endpoint
                     if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0 \

@@ -62,9 +62,8 @@ class SolveRunner:
         error = box.get("error")
         if error is not None:
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise SolverFailed(
-                f"solver {name!r} raised {type(error).__name__}" + (f": {message}" if message else "")
-            ) from error
+            detail = f": {message}" if message else ""
+            raise SolverFailed(f"solver {name!r} raised {type(error).__name__}{detail}") from error
         solution = box.get("solution")
         if not isinstance(solution, Solution):
             raise SolverFailed(

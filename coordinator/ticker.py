@@ -158,7 +158,7 @@ class Ticker:
                 if self._slots.get(city) is slot and not self._stopped:
                     now = time.monotonic()
                     next_due = self._next_due(due, slot.period, now)
-                    overrun = int(round((next_due - due) / slot.period)) - 1
+                    overrun = round((next_due - due) / slot.period) - 1
                     if overrun > 0:
                         self._skip(city, slot, overrun)
                     if delay is not None:

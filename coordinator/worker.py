@@ -25,8 +25,11 @@ import time
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from solvers.cost import solution_cost
+from solvers.validate import InvalidSolution, check_solution
 
 from coordinator import __version__
+from coordinator.balancer import CityNeeds, Member, Plan, plan
 from coordinator.campaigns import Campaigns
 from coordinator.election import LeaderKey
 from coordinator.errors import (
@@ -42,6 +45,7 @@ from coordinator.errors import (
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.logs import CityLog
+from coordinator.members import Members
 from coordinator.membership import WorkerIdTaken, register
 from coordinator.plugins import PluginLoader
 from coordinator.registry import CityRegistry
@@ -52,8 +56,6 @@ from coordinator.sources import SourceContext
 from coordinator.store import DecisionStore
 from coordinator.ticker import Ticker
 from protos import dispatch_pb2 as pb
-from solvers.cost import solution_cost
-from solvers.validate import InvalidSolution, check_solution
 
 __all__ = ["Worker", "WorkerConfig", "default_worker_id"]
 
@@ -76,6 +78,8 @@ class WorkerConfig:
     admin_address: str = ""
     #: share of a city's period a solve may use; past ``hang_factor`` × budget it is
     #: abandoned
+    #: hot standby candidates each city keeps queued on other workers
+    standbys: int = 1
     budget_fraction: float = 0.8
     hang_factor: float = 2.0
     max_backoff: float = 30.0
@@ -114,6 +118,8 @@ class Worker:
         self.registry = CityRegistry(client, self.keys, on_change=self._changed)
         self.campaigns = Campaigns(client, self.keys, config.worker_id,
                                    on_change=self._changed, on_lost=self._lost)
+        self.members = Members(client, self.keys, on_change=self._dirty.set)
+        self.plan = Plan({}, [])
         self.ticker = Ticker(self._tick, max_workers=config.tick_threads)
         self.fenced_out = 0
 
@@ -133,6 +139,7 @@ class Worker:
                  ",".join(self.client.config.endpoints))
         self.registry.start()
         self.campaigns.start()
+        self.members.start()
         backoff = 0.2
         try:
             while not self._stopping.is_set():
@@ -150,7 +157,8 @@ class Worker:
             self._shutdown()
 
     def _step(self) -> None:
-        if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)):
+        if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)
+                and self.members.synced()):
             return
         session = self.session
         if session is None or session.lost.is_set():
@@ -199,10 +207,13 @@ class Worker:
                 self.campaigns.withdraw(city)
             except DispatchError as exc:
                 log.warning("could not resign %s: %s", city, exc)
+            else:
+                log.info("resigned %s", city)
         self.ticker.stop(wait=False)
         if self.session is not None:
             self.session.close()
         self.campaigns.stop()
+        self.members.stop()
         self.registry.stop()
         log.info("worker %s stopped", self.config.worker_id)
         self._stopped.set()
@@ -218,15 +229,46 @@ class Worker:
         CityLog(log, city, leader.token).warning("stepping down from %s: %s", city, reason)
         self._dirty.set()
 
-    def wanted(self) -> set[str]:
-        """The cities this worker stands for: every city someone should own."""
-        return self.registry.enabled()
+    def _make_plan(self) -> Plan:
+        entries = self.registry.entries()
+        needs = {
+            city: CityNeeds(entry.require_labels, entry.prefer_labels)
+            if isinstance(entry, CityConfig) else CityNeeds()
+            for city, entry in entries.items()
+            if not isinstance(entry, CityConfig) or entry.enabled
+        }
+        members = self.members.members()
+        me = self.config.worker_id
+        if self._registered and not any(m.worker_id == me for m in members):
+            # our own membership key may not have come back through the watch yet
+            members.append(Member(me, self.config.capacity, self.config.labels,
+                                  me in self.members.drained()))
+        return plan(needs, members, standbys=self.config.standbys)
+
+    def _queued(self, city: str, worker_id: str) -> bool:
+        return any(kv.value.decode(errors="replace") == worker_id
+                   for kv in self.campaigns.queue(city)[1:])
 
     def _reconcile(self) -> None:
-        wanted = self.wanted()
+        self.plan = self._make_plan()
+        me = self.config.worker_id
+        enabled = self.registry.enabled()
+        wanted = self.plan.wanted_by(me)
+        leaders = self.campaigns.leaders()
+        handover = []
+        for city in leaders:
+            planned = self.plan.owner(city)
+            if city not in enabled:
+                continue  # disabled or removed: leave below
+            if planned != me and planned is not None and self._queued(city, planned):
+                # Graceful handover: the planned owner is queued, so resigning after the
+                # tick in flight hands the city over with no gap.
+                log.info("handing %s over to %s", city, planned)
+                handover.append(city)
+                continue
+            wanted.add(city)  # keep leading until someone can take over
         entered = self.campaigns.entered()
-        for city in sorted(entered - wanted):
-            self._leave(city)
+        self._leave(sorted(set(handover) | (entered - wanted)))
         for city in sorted(wanted - entered):
             self.campaigns.enter(city)
         for city in sorted(wanted & entered):
@@ -236,15 +278,29 @@ class Worker:
         for city in ticking - set(leaders):
             self.ticker.remove(city)
         for city in sorted(set(leaders) - ticking):
-            self.ticker.add(city, self._period(city))
+            self.ticker.add(city, self._period(city), first_in=self._first_tick_in(city))
         for city in set(leaders) & ticking:
             self.ticker.set_period(city, self._period(city))
 
-    def _leave(self, city: str) -> None:
-        idle = self.ticker.remove(city)
-        if idle is not None:
-            idle.wait(self._period(city) + 1.0)
-        self.campaigns.withdraw(city)
+    def _leave(self, cities: list[str]) -> None:
+        """Stop ticking, let ticks in flight finish, then resign or withdraw."""
+        idles = [(city, self.ticker.remove(city)) for city in cities]
+        for city, idle in idles:
+            if idle is not None:
+                idle.wait(self._period(city) + 1.0)
+            self.campaigns.withdraw(city)
+
+    def _first_tick_in(self, city: str) -> float:
+        """Keep the city's rhythm across a handover: tick one period after the last
+        decision (at once when it is older, as after a crash)."""
+        try:
+            latest = self.store.latest(city)
+        except (EtcdError, ValueError):
+            return 0.0
+        if latest is None:
+            return 0.0
+        decided = latest[0].decided_at.ToNanoseconds() / 1e9
+        return max(0.0, min(decided + self._period(city) - time.time(), self._period(city)))
 
     def _period(self, city: str) -> float:
         entry = self.registry.get(city)

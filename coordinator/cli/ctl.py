@@ -7,11 +7,12 @@ import math
 from typing import Any
 
 import click
+from google.protobuf import json_format
 
 from coordinator import __version__
 from coordinator.cli.common import connect, etcd_options, parse_pairs, run_cli
-from coordinator.codec import encode
-from coordinator.errors import ConfigError
+from coordinator.codec import decode, encode
+from coordinator.errors import ConfigError, EtcdCompacted
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys, check_city_name
 from coordinator.overview import CityView, read_overview
@@ -317,6 +318,94 @@ def status(ctl: Ctl, as_json: bool) -> None:
         click.echo(f"no cities under {ctl.keys.namespace} (add one with `dispatchctl city add`)")
         return
     _print_table(status_rows(overview.cities))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("city_name", metavar="CITY")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="How many past decisions to list, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctl
+def history(ctl: Ctl, city_name: str, limit: int, as_json: bool) -> None:
+    """Past decisions of a city, read from etcd's revision history (newest first).
+
+    History reaches back to etcd's last compaction; see the README on retention.
+    """
+    check_city_name(city_name)
+    rows = []
+    revision = 0
+    key = ctl.keys.decision(city_name)
+    while len(rows) < limit:
+        try:
+            kv = ctl.client.get(key, revision=revision)
+        except EtcdCompacted:
+            break
+        if kv is None:
+            break
+        try:
+            d = decode(pb.Decision, kv.value)
+            rows.append({"revision": kv.mod_revision, "decidedAt": d.decided_at.ToJsonString(),
+                         "token": d.token, "workerId": d.worker_id, "solver": d.solver,
+                         "assignments": len(d.assignments), "unassigned": len(d.unassigned),
+                         "cost": round(d.cost, 1)})
+        except ValueError as exc:
+            rows.append({"revision": kv.mod_revision, "error": str(exc)})
+        if kv.version <= 1:
+            break
+        revision = kv.mod_revision - 1
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        raise ConfigError(f"no decision of {city_name} in etcd's history")
+    table = [["REVISION", "DECIDED AT", "TOKEN", "WORKER", "SOLVER", "ASSIGNED", "UNASSIGNED"]]
+    for r in rows:
+        table.append([str(r["revision"]), str(r.get("decidedAt", "?")), str(r.get("token", "?")),
+                      str(r.get("workerId", r.get("error", ""))), str(r.get("solver", "")),
+                      str(r.get("assignments", "")), str(r.get("unassigned", ""))])
+    _print_table(table)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("city_name", metavar="CITY")
+@click.option("--revision", type=click.IntRange(min=1),
+              help="Show the decision current at this etcd revision (see `history`).")
+@pass_ctl
+def show(ctl: Ctl, city_name: str, revision: int | None) -> None:
+    """Print one decision in full (JSON): who made it, with which token, what it says."""
+    check_city_name(city_name)
+    kv = ctl.client.get(ctl.keys.decision(city_name), revision=revision or 0)
+    if kv is None:
+        raise ConfigError(f"no decision of {city_name}"
+                          + (f" at revision {revision}" if revision else ""))
+    d = decode(pb.Decision, kv.value)
+    out = json_format.MessageToDict(d)
+    out = {"revision": kv.mod_revision, **out}
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--from", "start", default=1, show_default=True, type=click.IntRange(min=1),
+              help="First etcd revision to check (history before it must not matter).")
+@pass_ctl
+def verify(ctl: Ctl, start: int) -> None:
+    """Check etcd's history: was every decision written by the leader of its time?
+
+    Replays the election and decision keys from revision --from and checks, for every
+    decision: its token is the create revision of the leading candidate key just
+    before it was written, its workerId is that candidate's, and tokens never go down.
+    Exits 1 and prints one line per violation if any.
+    """
+    from coordinator.verify import verify as run_verify
+
+    report = run_verify(ctl.client, ctl.keys, start_revision=start)
+    for violation in report.violations:
+        click.echo(f"VIOLATION {violation}")
+    click.echo(f"checked {report.decisions} decisions of {len(report.cities)} cities, "
+               f"revisions {report.start_revision}..{report.end_revision}: "
+               f"{len(report.violations)} violations")
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they
+# need: a virtual environment with the package, and etcd from Debian's packages.
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DURATION ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: setup etcd venv test lint typecheck protos demo bench chaos clean
+
+setup: etcd venv
+
+etcd:
+	@if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then \
+		echo "installing etcd-server and etcd-client from Debian's packages"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client >/dev/null; \
+	fi
+	@# Debian starts a default etcd service where systemd runs; ours use their own ports.
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml plugins/dispatch-ortools/pyproject.toml tests/plugins/dispatch-testsolvers/pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e plugins/dispatch-ortools -e tests/plugins/dispatch-testsolvers
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check coordinator solvers protos tests bench plugins
+	$(VENV)/bin/mypy coordinator solvers
+
+protos: venv
+	$(PY) -m protos.build
+
+demo: setup
+	$(PY) -m coordinator.demo --duration $(DURATION)
+
+bench: setup
+	$(PY) bench/solvers.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

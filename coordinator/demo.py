@@ -1,0 +1,205 @@
+"""``make demo``: a local 3-member etcd cluster, three workers, a dozen simulated cities,
+and a live ownership view. After a while one worker is killed with SIGKILL and its
+cities fail over; later it is restarted. Ctrl-C (or ``--duration``) stops everything
+and prints a summary checked against etcd's own history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.etcd import EtcdClient, EtcdConfig
+from coordinator.keys import Keys
+from coordinator.localetcd import EtcdCluster
+from coordinator.overview import Overview, read_overview
+from coordinator.settings import CityConfig
+from coordinator.verify import verify
+
+NAMESPACE = "/dispatch"
+CITIES = [
+    ("amsterdam", "greedy"), ("berlin", "hungarian"), ("lisbon", "bundle"),
+    ("madrid", "greedy"), ("milan", "hungarian"), ("oslo", "bundle"),
+    ("paris", "hungarian"), ("prague", "greedy"), ("rome", "bundle"),
+    ("vienna", "hungarian"), ("warsaw", "greedy"), ("zurich", "bundle"),
+]
+WORKERS = ["worker-a", "worker-b", "worker-c"]
+TTL = 3
+PERIOD = 1.0
+
+GREEN, YELLOW, RED, DIM, BOLD, RESET = (
+    "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
+)
+
+
+@dataclass
+class Failover:
+    city: str
+    from_worker: str
+    to_worker: str
+    seconds: float
+
+
+@dataclass
+class Scene:
+    started: float = field(default_factory=time.monotonic)
+    events: list[str] = field(default_factory=list)
+    killed: dict[str, float] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    failovers: list[Failover] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.events.append(f"{time.monotonic() - self.started:6.1f}s  {text}")
+
+
+def start_worker(worker_id: str, endpoints: str, logs: Path) -> subprocess.Popen[bytes]:
+    log = open(logs / f"{worker_id}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli.worker", "--etcd", endpoints,
+         "--namespace", NAMESPACE, "--worker-id", worker_id, "--lease-ttl", str(TTL)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def track(scene: Scene, overview: Overview) -> None:
+    """Note ownership changes, and time failovers from the kill to the new decision."""
+    for view in overview.cities:
+        before = scene.owners.get(view.city)
+        writer = view.decision_worker
+        if writer and before and writer != before:
+            killed_at = scene.killed.get(before)
+            if killed_at is not None:
+                took = time.monotonic() - killed_at
+                scene.failovers.append(Failover(view.city, before, writer, took))
+                scene.note(f"{view.city}: {before} -> {writer} "
+                           f"(first decision {took:.1f}s after the kill)")
+            else:
+                scene.note(f"{view.city}: {before} -> {writer}")
+        if writer:
+            scene.owners[view.city] = writer
+
+
+def render(scene: Scene, overview: Overview, workers: dict[str, subprocess.Popen[bytes]],
+           remaining: float | None) -> str:
+    lines = [f"{BOLD}dispatch coordinator demo{RESET}  etcd revision {overview.revision}"
+             f"   {DIM}Ctrl-C to stop"
+             + (f", ending in {remaining:.0f}s" if remaining is not None else "") + RESET, ""]
+    lines.append(f"{'CITY':<11}{'OWNER':<11}{'TOKEN':>7}  {'STANDBYS':<22}{'SOLVER':<11}"
+                 f"{'LAST DECISION':<14}STATE")
+    for v in overview.cities:
+        age = "never" if v.decision_age is None else f"{v.decision_age:.1f}s ago"
+        colour = RED if v.state == "failing" else (YELLOW if v.late else GREEN)
+        state = v.state or ("late" if v.late else "ok")
+        lines.append(f"{v.city:<11}{v.owner or '-':<11}{v.token or '-':>7}  "
+                     f"{','.join(v.standbys)[:21]:<22}{v.solver:<11}{age:<14}"
+                     f"{colour}{state}{RESET}")
+    lines.append("")
+    owned: dict[str, int] = {}
+    for v in overview.cities:
+        if v.owner:
+            owned[v.owner] = owned.get(v.owner, 0) + 1
+    for worker_id, proc in workers.items():
+        alive = proc.poll() is None
+        mark = f"{GREEN}running{RESET}" if alive else f"{RED}dead{RESET}"
+        lines.append(f"  {worker_id:<10} {mark}  owns {owned.get(worker_id, 0)} cities")
+    lines.append("")
+    lines.extend(f"  {DIM}{e}{RESET}" for e in scene.events[-8:])
+    return "\033[H\033[2J" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    parser.add_argument("--duration", type=float, default=0,
+                        help="stop by itself after this many seconds (0: run until Ctrl-C)")
+    parser.add_argument("--kill-after", type=float, default=20.0,
+                        help="seconds before one worker is killed with SIGKILL")
+    parser.add_argument("--restart-after", type=float, default=20.0,
+                        help="seconds after the kill before it is restarted")
+    args = parser.parse_args(argv)
+
+    root = Path(".demo").resolve()
+    root.mkdir(exist_ok=True)
+    print("starting a 3-member etcd cluster on loopback ...", flush=True)
+    cluster = EtcdCluster(3, base=root).start()
+    client = EtcdClient(EtcdConfig(endpoints=tuple(cluster.endpoints.split(","))))
+    keys = Keys(NAMESPACE)
+    for city, solver in CITIES:
+        params = {"orders": 60, "couriers": 40, "seed": len(city)}
+        client.put(keys.city(city), CityConfig(city, solver, PERIOD, params=params).encode())
+    workers = {w: start_worker(w, cluster.endpoints, root) for w in WORKERS}
+    start_revision = 1
+    scene = Scene()
+    scene.note(f"etcd {cluster.endpoints}; {len(CITIES)} cities; workers "
+               f"{', '.join(WORKERS)} (lease TTL {TTL}s); logs in {root}")
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    victim = WORKERS[1]
+    try:
+        while not stop["now"]:
+            elapsed = time.monotonic() - scene.started
+            if args.duration and elapsed >= args.duration:
+                break
+            if victim not in scene.killed and elapsed >= args.kill_after:
+                os.kill(workers[victim].pid, signal.SIGKILL)
+                scene.killed[victim] = time.monotonic()
+                scene.note(f"{RED}kill -9 {victim}{RESET}: its cities move after the "
+                           f"{TTL}s lease TTL")
+            if victim in scene.killed and workers[victim].poll() is not None and \
+                    elapsed >= args.kill_after + args.restart_after:
+                workers[victim] = start_worker(victim, cluster.endpoints, root)
+                scene.note(f"{GREEN}restarted {victim}{RESET}")
+            try:
+                overview = read_overview(client, keys)
+            except Exception as exc:  # keep the view alive through etcd hiccups
+                scene.note(f"etcd read failed: {exc}")
+                time.sleep(0.5)
+                continue
+            track(scene, overview)
+            remaining = args.duration - elapsed if args.duration else None
+            print(render(scene, overview, workers, remaining), flush=True)
+            time.sleep(0.5)
+    finally:
+        print("\nstopping workers (SIGTERM: they hand their cities over) ...", flush=True)
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in workers.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        report = None
+        try:
+            report = verify(client, keys, start_revision=start_revision)
+        except Exception as exc:
+            print(f"history check failed to run: {exc}")
+        client.close()
+        cluster.close()
+    print(f"\n{BOLD}summary{RESET}")
+    print(f"  ran {time.monotonic() - scene.started:.0f}s with {len(CITIES)} cities and "
+          f"{len(WORKERS)} workers")
+    if report is not None:
+        print(f"  decisions accepted by etcd: {report.decisions}")
+        verdict = f"{GREEN}0 violations{RESET}" if report.ok else \
+            f"{RED}{len(report.violations)} violations{RESET}"
+        print(f"  history check (every decision from the leader of its time): {verdict}")
+        for v in report.violations[:10]:
+            print(f"    {v}")
+    if scene.failovers:
+        took = sorted(f.seconds for f in scene.failovers)
+        print(f"  failovers after kill -9: {len(took)} cities, first decision by the new "
+              f"owner after {took[0]:.1f}-{took[-1]:.1f}s (lease TTL {TTL}s)")
+    else:
+        print("  failovers: none seen")
+    return 0 if report is None or report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

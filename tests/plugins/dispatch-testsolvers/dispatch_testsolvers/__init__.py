@@ -1,0 +1,61 @@
+"""Solvers that break the contract on purpose, to prove the coordinator contains them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from solvers.contract import CityState, Solution, Solver
+
+
+def _first_pairs(state: CityState, n: int) -> Solution:
+    k = min(n, state.n_orders, state.n_couriers)
+    return Solution(np.arange(k, dtype=np.int64), np.arange(k, dtype=np.int64),
+                    np.zeros(k, dtype=np.float64))
+
+
+class RaisingSolver(Solver):
+    description = "Raises on every solve."
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        raise RuntimeError("boom: the model exploded")
+
+
+class DoubleAssignSolver(Solver):
+    description = "Assigns the first order to two couriers."
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        return Solution(np.array([0, 0], dtype=np.int64), np.array([0, 1], dtype=np.int64),
+                        np.zeros(2, dtype=np.float64))
+
+
+class UnknownCourierSolver(Solver):
+    description = "Sends an order to a courier that does not exist."
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        return Solution(np.array([0], dtype=np.int64),
+                        np.array([state.n_couriers + 5], dtype=np.int64),
+                        np.zeros(1, dtype=np.float64))
+
+
+class HangingSolver(Solver):
+    description = "Never returns (sleeps for an hour)."
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        time.sleep(3600)
+        return Solution.empty()
+
+
+class SlowSolver(Solver):
+    description = "Sleeps `sleep` seconds (param), then pairs orders and couriers in order."
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        time.sleep(float(params.get("sleep", 0.5)))
+        return _first_pairs(state, 10)
+
+
+class NotASolver:
+    description = "Does not subclass solvers.contract.Solver."

@@ -1,0 +1,168 @@
+"""Workers as real processes: ownership, failover, pauses, graceful handover, live cities."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from coordinator.verify import verify
+from tests.conftest import WorkerProcess, wait_until
+from tests.etcd_server import EtcdCluster, etcdctl_leader
+from tests.helpers import decision, dispatchctl
+
+Spawn = Callable[..., WorkerProcess]
+
+
+def add_city(etcd: EtcdCluster, namespace: str, city: str, *extra: str,
+             period: float = 0.3) -> None:
+    dispatchctl(etcd.endpoints, namespace, "city", "add", city, "--solver", "greedy",
+                "--period", str(period), *extra)
+
+
+def owner(etcd: EtcdCluster, keys: Keys, city: str) -> str:
+    return etcdctl_leader(etcd.endpoints, keys.election(city))
+
+
+def test_the_leader_decides_with_its_token_and_etcdctl_shows_it(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    spawn_worker("w1")
+    add_city(etcd, namespace, "paris")
+    d = wait_until(lambda: decision(client, keys, "paris"), message="a decision")
+    kvs, _ = client.get_prefix(keys.election("paris") + "/")
+    assert d.worker_id == "w1" and d.token == kvs[0].create_revision  # type: ignore[union-attr]
+    assert d.assignments and d.solver == "greedy"  # type: ignore[union-attr]
+    assert owner(etcd, keys, "paris") == "w1"
+    assert verify(client, keys).ok
+
+
+def test_kill_9_of_the_owner_moves_the_city_within_ttl_plus_2s(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    ttl = 2
+    workers = {w: spawn_worker(w, ttl=ttl) for w in ("w1", "w2")}
+    add_city(etcd, namespace, "paris")
+    first = wait_until(lambda: decision(client, keys, "paris"), message="a decision")
+    wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
+               message="a standby candidate")
+    victim = first.worker_id  # type: ignore[union-attr]
+    survivor = "w2" if victim == "w1" else "w1"
+
+    killed_at = time.monotonic()
+    workers[victim].kill()
+    wait_until(lambda: (d := decision(client, keys, "paris")) and d.worker_id == survivor,
+               timeout=ttl + 2, interval=0.02, message=f"a decision by {survivor}")
+    took = time.monotonic() - killed_at
+    assert took <= ttl + 2, took
+    report = verify(client, keys)
+    assert report.ok, report.violations
+
+
+def test_a_paused_owner_is_fenced_out_when_it_wakes_and_steps_down(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    ttl = 2
+    workers = {w: spawn_worker(w, ttl=ttl) for w in ("w1", "w2")}
+    add_city(etcd, namespace, "paris", period=0.2)
+    first = wait_until(lambda: decision(client, keys, "paris"), message="a decision")
+    wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
+               message="a standby candidate")
+    paused = first.worker_id  # type: ignore[union-attr]
+    other = "w2" if paused == "w1" else "w1"
+
+    workers[paused].signal(signal.SIGSTOP)
+    wait_until(lambda: (d := decision(client, keys, "paris")) and d.worker_id == other,
+               timeout=ttl + 3, message="the other worker to take over")
+    time.sleep(1.0)  # paused for well over the TTL
+    workers[paused].signal(signal.SIGCONT)
+
+    log = wait_until(lambda: (text := workers[paused].log()) and "stepping down" in text
+                     and text, timeout=10, message="the woken worker to step down")
+    assert "fenced out" in log or "lease" in log  # type: ignore[operator]
+    time.sleep(1.0)
+    d = decision(client, keys, "paris")
+    assert d is not None and d.worker_id == other
+    report = verify(client, keys)
+    assert report.ok, report.violations
+    # the woken worker stands again, behind the new owner
+    wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
+               timeout=10, message="the woken worker to queue again")
+
+
+def test_sigterm_hands_the_city_over_at_once_and_revokes_the_lease(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    workers = {w: spawn_worker(w, ttl=5) for w in ("w1", "w2")}
+    add_city(etcd, namespace, "paris", period=0.3)
+    first = wait_until(lambda: decision(client, keys, "paris"), message="a decision")
+    wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
+               message="a standby candidate")
+    leaving = first.worker_id  # type: ignore[union-attr]
+    staying = "w2" if leaving == "w1" else "w1"
+
+    started = time.monotonic()
+    assert workers[leaving].terminate() == 0
+    wait_until(lambda: (d := decision(client, keys, "paris")) and d.worker_id == staying,
+               timeout=3, interval=0.02, message="the standby to take over")
+    # far sooner than the 5 s TTL: the city was handed over, not abandoned
+    assert time.monotonic() - started < 3
+    assert client.get(keys.worker(leaving)) is None
+    assert verify(client, keys).ok
+
+
+def test_cities_are_added_reconfigured_disabled_and_removed_live(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    spawn_worker("w1")
+    add_city(etcd, namespace, "paris", period=0.2)
+    wait_until(lambda: decision(client, keys, "paris"), message="a first decision")
+
+    dispatchctl(etcd.endpoints, namespace, "city", "set", "paris", "--solver", "hungarian")
+    wait_until(lambda: decision(client, keys, "paris").solver == "hungarian",  # type: ignore[union-attr]
+               timeout=2, message="the new solver to be used")
+
+    dispatchctl(etcd.endpoints, namespace, "city", "disable", "paris")
+    wait_until(lambda: not client.get_prefix(keys.election("paris") + "/")[0],
+               timeout=2, message="the owner to resign")
+    frozen = client.get(keys.decision("paris"))
+    time.sleep(0.6)
+    assert client.get(keys.decision("paris")) == frozen, "a disabled city still got decisions"
+
+    dispatchctl(etcd.endpoints, namespace, "city", "enable", "paris")
+    wait_until(lambda: client.get(keys.decision("paris")) != frozen, timeout=3,
+               message="decisions to resume")
+
+    dispatchctl(etcd.endpoints, namespace, "city", "remove", "paris")
+    wait_until(lambda: not client.get_prefix(keys.election("paris") + "/")[0],
+               timeout=2, message="the owner to stop")
+    assert verify(client, keys).ok
+
+
+def test_an_etcdctl_candidate_holds_the_city_and_no_worker_decides(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    import subprocess
+
+    from tests.etcd_server import ETCDCTL
+
+    proc = subprocess.Popen([ETCDCTL, f"--endpoints={etcd.endpoints}", "elect",
+                             keys.election("paris"), "operator"], stdout=subprocess.PIPE)
+    try:
+        wait_until(lambda: client.get_prefix(keys.election("paris") + "/")[0],
+                   message="etcdctl to stand")
+        spawn_worker("w1")
+        add_city(etcd, namespace, "paris", period=0.2)
+        wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
+                   message="the worker to queue behind etcdctl")
+        time.sleep(1.0)
+        assert decision(client, keys, "paris") is None
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        wait_until(lambda: decision(client, keys, "paris"), timeout=5,
+                   message="the worker to decide once etcdctl resigned")
+        assert verify(client, keys).ok
+    finally:
+        proc.kill()
