@@ -89,11 +89,10 @@ def plan(cities: Mapping[str, CityNeeds], members: Sequence[Member], *,
         if not eligible:
             orphans.append(city)
             continue
-        ranked_members[city] = sorted(
-            eligible,
-            key=lambda m, c=city, n=needs: (not _matches(m.labels, n.prefer), -_score(c, m),
-                                            m.worker_id),
-        )
+        def rank(m: Member, c: str = city, n: CityNeeds = needs) -> tuple[bool, float, str]:
+            return (not _matches(m.labels, n.prefer), -_score(c, m), m.worker_id)
+
+        ranked_members[city] = sorted(eligible, key=rank)
 
     n = len(ranked_members)
     total = sum(m.capacity for m in active)

@@ -18,7 +18,8 @@ M = TypeVar("M", bound=Message)
 
 
 def encode(message: Message) -> bytes:
-    return json_format.MessageToJson(message, indent=None, sort_keys=False).encode()
+    text: str = json_format.MessageToJson(message, indent=None, sort_keys=False)
+    return text.encode()
 
 
 def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
@@ -31,8 +32,9 @@ def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
     if not text.strip():
         raise ValueError(f"{what} is empty")
     try:
-        json_format.Parse(text, message, ignore_unknown_fields=False)
+        json_format.Parse(text, message, ignore_unknown_fields=False)  # fills `message`
     except json_format.ParseError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "not valid JSON"
         raise ValueError(f"{what} is malformed: {reason}") from exc
-    return message
+    result: M = message
+    return result

@@ -241,6 +241,11 @@ class EtcdClient:
         n = len(self._endpoints)
         return [self._endpoints[(start + i) % n] for i in range(n)]
 
+    def _skip(self, endpoint: _Endpoint) -> None:
+        with self._lock:
+            if self._endpoints[self._current] is endpoint:
+                self._current = (self._current + 1) % len(self._endpoints)
+
     def _mark_good(self, endpoint: _Endpoint) -> None:
         with self._lock:
             self._current = self._endpoints.index(endpoint)
@@ -296,6 +301,11 @@ class EtcdClient:
                 self._mark_good(endpoint)
                 return result
             assert last is not None
+            if last.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # A member that stopped answering (paused, partitioned, lost quorum):
+                # the deadline is spent, so report it, but send the next request to
+                # another member.
+                self._skip(endpoint)
             if last.code() not in _FAILOVER_CODES:
                 raise translate(last, last_endpoint.url) from last
         assert last is not None

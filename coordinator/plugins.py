@@ -132,9 +132,12 @@ class PluginLoader:
     def __init__(self, source_context: Any) -> None:
         from coordinator.sources import StateSource
 
-        self._solvers: _Registry[Solver] = _Registry(SOLVERS, "solver", Solver)
+        self._solvers: _Registry[Solver] = _Registry(
+            SOLVERS, "solver", Solver  # type: ignore[type-abstract]
+        )
         self._sources: _Registry[StateSource] = _Registry(
-            STATE_SOURCES, "state source", StateSource, (source_context,)
+            STATE_SOURCES, "state source", StateSource,  # type: ignore[type-abstract]
+            (source_context,),
         )
 
     def solver(self, name: str) -> Solver:

@@ -92,6 +92,7 @@ class _Health:
     error_since: float = 0.0
     reported_token: int = 0
     ticks: int = 0
+    last_decision_at: float = 0.0
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -300,13 +301,20 @@ class Worker:
         if latest is None:
             return 0.0
         decided = latest[0].decided_at.ToNanoseconds() / 1e9
-        return max(0.0, min(decided + self._period(city) - time.time(), self._period(city)))
+        return float(max(0.0, min(decided + self._period(city) - time.time(),
+                                  self._period(city))))
 
     def _period(self, city: str) -> float:
         entry = self.registry.get(city)
         return entry.period if isinstance(entry, CityConfig) else 2.0
 
     # -- ticks --------------------------------------------------------------------------
+
+    def health(self, city: str) -> tuple[str, int, float]:
+        """(last error, consecutive failures, time of our last decision) of a city."""
+        with self._health_lock:
+            h = self._health.get(city)
+        return ("", 0, 0.0) if h is None else (h.last_error, h.failures, h.last_decision_at)
 
     def _health_of(self, city: str) -> _Health:
         with self._health_lock:
@@ -384,11 +392,12 @@ class Worker:
                                                   city, health.failures)
         health.failures, health.last_error = 0, ""
         health.reported_token = leader.token
+        health.last_decision_at = time.time()
 
     def _backoff(self, city: str, health: _Health) -> float:
         health.failures += 1
         base = min(self._period(city) * 2 ** (health.failures - 1), self.config.max_backoff)
-        return base * (0.75 + random.random() / 2)
+        return float(base * (0.75 + random.random() / 2))
 
     def _failed(self, city: str, leader: LeaderKey, health: _Health, error: str,
                 clog: CityLog) -> float:

@@ -50,7 +50,7 @@ pass_ctl = click.make_pass_decorator(Ctl)
 @etcd_options
 @click.version_option(__version__, prog_name="dispatchctl")
 @click.pass_context
-def cli(ctx: click.Context, **options: Any) -> None:
+def cli(ctx: click.Context, /, **options: Any) -> None:
     """Inspect and steer a dispatch coordinator deployment in etcd.
 
     Cities are data: adding, disabling or reconfiguring one takes effect on every
@@ -158,7 +158,7 @@ def _validate(city_name: str, message: pb.CitySettings, force: bool) -> None:
 @click.argument("name")
 @city_options
 @pass_ctl
-def city_add(ctl: Ctl, name: str, **opts: Any) -> None:
+def city_add(ctl: Ctl, /, name: str, **opts: Any) -> None:
     """Create a city (enabled). Requires --solver."""
     check_city_name(name)
     if not opts["solver"]:
@@ -175,7 +175,7 @@ def city_add(ctl: Ctl, name: str, **opts: Any) -> None:
     click.echo(f"added city {name} (solver {message.solver}, period {message.period_seconds}s)")
 
 
-def _update(ctl: Ctl, name: str, change: Any, *, force: bool = True) -> pb.CitySettings:
+def _update(ctl: Ctl, /, name: str, change: Any, *, force: bool = True) -> pb.CitySettings:
     """Read-modify-write a city's settings, retried if someone else wrote in between."""
     check_city_name(name)
     key = ctl.keys.city(name)
@@ -201,7 +201,7 @@ def _update(ctl: Ctl, name: str, change: Any, *, force: bool = True) -> pb.CityS
 @click.argument("name")
 @city_options
 @pass_ctl
-def city_set(ctl: Ctl, name: str, **opts: Any) -> None:
+def city_set(ctl: Ctl, /, name: str, **opts: Any) -> None:
     """Change a city's settings; only the options given change."""
     message = _update(ctl, name, lambda m: _apply(m, opts), force=opts["force"])
     click.echo(f"updated city {name} (solver {message.solver}, period "
@@ -211,7 +211,7 @@ def city_set(ctl: Ctl, name: str, **opts: Any) -> None:
 @city.command("enable", context_settings=CONTEXT)
 @click.argument("name")
 @pass_ctl
-def city_enable(ctl: Ctl, name: str) -> None:
+def city_enable(ctl: Ctl, /, name: str) -> None:
     """Let workers own and tick the city again."""
     _update(ctl, name, lambda m: setattr(m, "enabled", True))
     click.echo(f"enabled city {name}")
@@ -220,7 +220,7 @@ def city_enable(ctl: Ctl, name: str) -> None:
 @city.command("disable", context_settings=CONTEXT)
 @click.argument("name")
 @pass_ctl
-def city_disable(ctl: Ctl, name: str) -> None:
+def city_disable(ctl: Ctl, /, name: str) -> None:
     """Stop ticking the city; its owner resigns. Settings are kept."""
     _update(ctl, name, lambda m: setattr(m, "enabled", False))
     click.echo(f"disabled city {name}")
@@ -230,7 +230,7 @@ def city_disable(ctl: Ctl, name: str) -> None:
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="Also delete its decision, status and state keys.")
 @pass_ctl
-def city_remove(ctl: Ctl, name: str, purge: bool) -> None:
+def city_remove(ctl: Ctl, /, name: str, purge: bool) -> None:
     """Delete a city's settings; its owner stops at once."""
     check_city_name(name)
     client = ctl.client
@@ -245,10 +245,10 @@ def city_remove(ctl: Ctl, name: str, purge: bool) -> None:
 @city.command("list", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctl
-def city_list(ctl: Ctl, as_json: bool) -> None:
+def city_list(ctl: Ctl, /, as_json: bool) -> None:
     """List cities and their settings."""
     kvs, _ = ctl.client.get_prefix(ctl.keys.cities)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for kv in kvs:
         name = Keys.tail(kv.key, ctl.keys.cities)
         try:
@@ -306,7 +306,7 @@ def status_rows(views: list[CityView]) -> list[list[str]]:
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per city).")
 @pass_ctl
-def status(ctl: Ctl, as_json: bool) -> None:
+def status(ctl: Ctl, /, as_json: bool) -> None:
     """Per city: owner, fencing token, candidates queued, solver, age of the last
     decision, state and last error — all read at one etcd revision."""
     overview = read_overview(ctl.client, ctl.keys)
@@ -326,13 +326,13 @@ def status(ctl: Ctl, as_json: bool) -> None:
               help="How many past decisions to list, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctl
-def history(ctl: Ctl, city_name: str, limit: int, as_json: bool) -> None:
+def history(ctl: Ctl, /, city_name: str, limit: int, as_json: bool) -> None:
     """Past decisions of a city, read from etcd's revision history (newest first).
 
     History reaches back to etcd's last compaction; see the README on retention.
     """
     check_city_name(city_name)
-    rows = []
+    rows: list[dict[str, Any]] = []
     revision = 0
     key = ctl.keys.decision(city_name)
     while len(rows) < limit:
@@ -371,7 +371,7 @@ def history(ctl: Ctl, city_name: str, limit: int, as_json: bool) -> None:
 @click.option("--revision", type=click.IntRange(min=1),
               help="Show the decision current at this etcd revision (see `history`).")
 @pass_ctl
-def show(ctl: Ctl, city_name: str, revision: int | None) -> None:
+def show(ctl: Ctl, /, city_name: str, revision: int | None) -> None:
     """Print one decision in full (JSON): who made it, with which token, what it says."""
     check_city_name(city_name)
     kv = ctl.client.get(ctl.keys.decision(city_name), revision=revision or 0)
@@ -388,7 +388,7 @@ def show(ctl: Ctl, city_name: str, revision: int | None) -> None:
 @click.option("--from", "start", default=1, show_default=True, type=click.IntRange(min=1),
               help="First etcd revision to check (history before it must not matter).")
 @pass_ctl
-def verify(ctl: Ctl, start: int) -> None:
+def verify(ctl: Ctl, /, start: int) -> None:
     """Check etcd's history: was every decision written by the leader of its time?
 
     Replays the election and decision keys from revision --from and checks, for every

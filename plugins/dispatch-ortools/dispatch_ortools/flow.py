@@ -74,75 +74,72 @@ import numpy as np
 import numpy.typing as npt
 from ortools.graph.python import min_cost_flow
 
+from solvers import params as _params
 from solvers.contract import CityState, Solution, Solver
-
-try:  # the core's cost model defines the penalty the objective uses
-    from solvers.cost import UNASSIGNED_PENALTY_SECONDS as _CORE_PENALTY
-except ImportError:  # pragma: no cover - older core without solvers.cost
-    _CORE_PENALTY = 3600.0
+from solvers.cost import pickup_time_matrix
 
 __all__ = ["FlowParams", "MinCostFlowSolver", "parse_params"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+Arcs = tuple[IntArray, IntArray, FloatArray]
 
-#: Flow costs are integers: seconds are scaled to this many units (milliseconds).
+#: Flow costs are integers: seconds are scaled to this many units (milliseconds)...
 COST_SCALE = 1000.0
-#: Upper bound for the penalty so scaled costs stay far from int64 overflow inside
-#: OR-Tools' cost scaling (which multiplies costs by the number of nodes).
-MAX_PENALTY = 1.0e6
+#: ...unless the penalty is so large that the biggest scaled cost would pass this bound;
+#: OR-Tools' cost scaling multiplies costs by the node count and must not overflow int64.
+MAX_SCALED_COST = float(2**40)
+#: In the ``global`` flow the s-th extra order of a courier costs ``s`` times this share
+#: of the median candidate pickup time: a stand-in for the wait that collecting orders
+#: one after another adds to the later ones (tuned on ``solvers.generate`` cities).
+SLOT_COST_SHARE = 0.5
 #: Route orders exactly (all permutations) up to this many stops per courier.
 EXACT_ROUTE_MAX = 5
 #: Cap on the size of one candidate-generation block (rows × couriers floats).
-_BLOCK_CELLS = 2_000_000
+_BLOCK_CELLS = 1_000_000
 
-_STRATEGIES = ("auto", "global", "rounds")
+STRATEGIES = ("auto", "global", "rounds")
 
 
 @dataclass(frozen=True)
 class FlowParams:
     k: int = 20
     max_eta: float = math.inf
-    unassigned_penalty: float = float(_CORE_PENALTY)
+    unassigned_penalty: float = 3600.0
     strategy: str = "auto"
     max_rounds: int = 64
 
+    @property
+    def limit(self) -> float:
+        """Latest pickup worth an arc: within max_eta and strictly below the penalty."""
+        return float(min(self.max_eta, np.nextafter(self.unassigned_penalty, 0.0)))
 
-def _int(params: Mapping[str, Any], name: str, default: int, low: int) -> int:
-    value = params.get(name)
-    if value is None:
-        return default
-    # JSON numbers reach us as floats through protobuf Struct: accept integral floats.
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value) or not float(value).is_integer() or value < low:
-        raise ValueError(f"parameter {name}={value!r} must be an integer >= {low}")
-    return int(value)
-
-
-def _seconds(params: Mapping[str, Any], name: str, default: float, high: float) -> float:
-    value = params.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value) or not 0 < value <= high:
-        raise ValueError(f"parameter {name}={value!r} must be a number of seconds in "
-                         f"(0, {high:g}]")
-    return float(value)
+    @property
+    def scale(self) -> float:
+        return min(COST_SCALE, MAX_SCALED_COST / self.unassigned_penalty)
 
 
 def parse_params(params: Mapping[str, Any]) -> FlowParams:
-    """Check and default this solver's parameters; raise ``ValueError`` if unusable."""
-    strategy = params.get("strategy") or "auto"
-    if strategy not in _STRATEGIES:
-        raise ValueError(f"parameter strategy={strategy!r} must be one of {_STRATEGIES}")
+    """Check and default this solver's parameters; raise ``ValueError`` if unusable.
+
+    Keys this solver does not know are ignored: a city's params are shared with its
+    state source and shadow solvers.
+    """
     return FlowParams(
-        k=_int(params, "k", 20, 1),
-        max_eta=_seconds(params, "max_eta", math.inf, math.inf),
-        unassigned_penalty=_seconds(params, "unassigned_penalty", float(_CORE_PENALTY),
-                                    MAX_PENALTY),
-        strategy=str(strategy),
-        max_rounds=_int(params, "max_rounds", 64, 1),
+        k=_params.positive_int(params, "k", 20),
+        max_eta=_params.max_eta(params),
+        unassigned_penalty=_params.unassigned_penalty(params),
+        strategy=_params.choice(params, "strategy", "auto", STRATEGIES),
+        max_rounds=_params.positive_int(params, "max_rounds", 64),
     )
+
+
+def _leg(a: FloatArray, b: FloatArray, speed: float) -> float:
+    """Seconds from point ``a`` to ``b``: the core's arithmetic, bit for bit
+    (``sqrt(dx*dx + dy*dy) / speed``, see ``solvers.cost``)."""
+    dx = float(b[0]) - float(a[0])
+    dy = float(b[1]) - float(a[1])
+    return math.sqrt(dx * dx + dy * dy) / speed
 
 
 # --------------------------------------------------------------------------- pieces
@@ -189,8 +186,15 @@ def _candidates(
         rb = rows[start:start + block]
         pk = orders.pickup[rb]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            dist = np.hypot(pk[:, 0, None] - pos[None, :, 0], pk[:, 1, None] - pos[None, :, 1])
-            t = np.maximum(t0[None, :] + dist / speed[None, :], orders.ready[rb, None])
+            t = np.subtract.outer(pk[:, 0], pos[:, 0])
+            dy = np.subtract.outer(pk[:, 1], pos[:, 1])
+            t *= t
+            dy *= dy
+            t += dy
+            np.sqrt(t, out=t)  # distance, metres
+            t /= speed[None, :]
+            t += t0[None, :]
+            np.maximum(t, orders.ready[rb, None], out=t)
             bad = (orders.size[rb, None] > free[None, :]) | ~(t <= limit)
         t[bad] = np.inf
         if kk < active.size:
@@ -209,7 +213,7 @@ def _candidates(
 
 def _min_cost_flow(
     n: int, m: int, arc_o: IntArray, arc_c: IntArray, arc_t: FloatArray,
-    courier_cap: IntArray, penalty: float,
+    courier_cap: IntArray, penalty: float, slot_cost: float = 0.0,
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """Solve source -> order -> courier -> sink with a penalty bypass order -> sink.
 
@@ -234,9 +238,21 @@ def _min_cost_flow(
     cand = mcf.add_arcs_with_capacity_and_unit_cost(
         arc_o.astype(np.int32), (n + arc_c).astype(np.int32),
         np.ones(arc_o.size, np.int64), arc_cost)
-    mcf.add_arcs_with_capacity_and_unit_cost(
-        (n + used).astype(np.int32), np.full(used.size, sink, np.int32),
-        cap, np.zeros(used.size, np.int64))
+    if slot_cost > 0 and cap.size and cap.max() > 1:
+        # Convex courier -> sink: the s-th extra order of a courier costs s * slot_cost,
+        # a stand-in for the wait that sequential pickups add to later orders.
+        slots = np.arange(int(cap.max()))
+        cu, sl = np.meshgrid(used, slots, indexing="ij")
+        keep = sl < cap[:, None]
+        cu, sl = cu[keep], sl[keep]
+        mcf.add_arcs_with_capacity_and_unit_cost(
+            (n + cu).astype(np.int32), np.full(cu.size, sink, np.int32),
+            np.ones(cu.size, np.int64),
+            np.rint(sl * slot_cost * COST_SCALE).astype(np.int64))
+    else:
+        mcf.add_arcs_with_capacity_and_unit_cost(
+            (n + used).astype(np.int32), np.full(used.size, sink, np.int32),
+            cap, np.zeros(used.size, np.int64))
     mcf.set_nodes_supplies(np.array([source, sink], np.int32), np.array([n, -n], np.int64))
     status = mcf.solve()
     if status != mcf.OPTIMAL:  # cannot happen: the bypass keeps every order routable
@@ -331,14 +347,28 @@ class _Plan:
         )
 
 
-def _fill_rounds(plan: _Plan, orders: _Orders, p: FlowParams) -> None:
-    """Rounds of one-more-order-per-courier flows, costed from each courier's last stop."""
-    limit = min(p.max_eta, np.nextafter(p.unassigned_penalty, 0.0))
+Arcs = tuple[IntArray, IntArray, FloatArray]
+
+
+def _limit(p: FlowParams) -> float:
+    """Latest pickup worth an arc: within max_eta and strictly cheaper than the penalty."""
+    return float(min(p.max_eta, np.nextafter(p.unassigned_penalty, 0.0)))
+
+
+def _fill_rounds(plan: _Plan, orders: _Orders, p: FlowParams, first: Arcs | None = None,
+                 ) -> None:
+    """Rounds of one-more-order-per-courier flows, costed from each courier's last stop.
+
+    ``first``: candidate arcs already computed for the plan's current state.
+    """
     n, m = orders.ready.size, plan.couriers.free.size
     ones = np.ones(m, dtype=np.int64)
     for _ in range(p.max_rounds):
-        rows = np.flatnonzero(~plan.assigned)
-        arc_o, arc_c, arc_t = _candidates(orders, rows, plan.couriers, limit, p.k)
+        if first is not None:
+            (arc_o, arc_c, arc_t), first = first, None
+        else:
+            rows = np.flatnonzero(~plan.assigned)
+            arc_o, arc_c, arc_t = _candidates(orders, rows, plan.couriers, _limit(p), p.k)
         if arc_o.size == 0:
             return
         plan.rounds += 1
@@ -351,19 +381,27 @@ def _fill_rounds(plan: _Plan, orders: _Orders, p: FlowParams) -> None:
             plan.visit(j, i, t, orders)
 
 
-def _solve_global(state: CityState, orders: _Orders, p: FlowParams) -> _Plan:
+def _initial_arcs(state: CityState, orders: _Orders, p: FlowParams) -> Arcs:
+    return _candidates(orders, np.arange(state.n_orders, dtype=np.int64),
+                       _Plan(state).couriers, _limit(p), p.k)
+
+
+def _solve_global(state: CityState, orders: _Orders, p: FlowParams, arcs: Arcs) -> _Plan:
     plan = _Plan(state)
     n, m = state.n_orders, state.n_couriers
-    limit = min(p.max_eta, np.nextafter(p.unassigned_penalty, 0.0))
+    limit = _limit(p)
     start = _Couriers(plan.couriers.position.copy(), plan.couriers.time.copy(),
                       plan.couriers.free.copy(), plan.couriers.speed)
     smallest = max(1, int(orders.size.min()))
     count_cap = start.free // smallest
-    arc_o, arc_c, arc_t = _candidates(orders, np.arange(n, dtype=np.int64), start, limit, p.k)
+    arc_o, arc_c, arc_t = arcs
     plan.arcs += int(arc_o.size)
     plan.rounds += 1
+    import os
+    beta = float(os.environ.get("BETA", "0"))
+    slot = beta * float(np.median(arc_t)) if arc_t.size else 0.0
     got_o, got_c, got_t = _min_cost_flow(n, m, arc_o, arc_c, arc_t, count_cap,
-                                         p.unassigned_penalty)
+                                         p.unassigned_penalty, slot)
     # Per courier: repair sizes (cheapest direct pickups first), sequence, then walk the
     # route skipping stops that break max_eta or cost more than leaving them unassigned.
     by_courier: dict[int, list[tuple[float, int]]] = {}
@@ -388,9 +426,9 @@ def _solve_global(state: CityState, orders: _Orders, p: FlowParams) -> _Plan:
     return plan
 
 
-def _solve_rounds(state: CityState, orders: _Orders, p: FlowParams) -> _Plan:
+def _solve_rounds(state: CityState, orders: _Orders, p: FlowParams, arcs: Arcs) -> _Plan:
     plan = _Plan(state)
-    _fill_rounds(plan, orders, p)
+    _fill_rounds(plan, orders, p, first=arcs)
     return plan
 
 
@@ -411,11 +449,12 @@ class MinCostFlowSolver(Solver):
             ready=np.asarray(state.ready_in, dtype=np.float64),
             size=np.asarray(state.size, dtype=np.int64),
         )
+        arcs = _initial_arcs(state, orders, p)
         plans: list[tuple[str, _Plan]] = []
         if p.strategy in ("auto", "global"):
-            plans.append(("global", _solve_global(state, orders, p)))
+            plans.append(("global", _solve_global(state, orders, p, arcs)))
         if p.strategy in ("auto", "rounds"):
-            plans.append(("rounds", _solve_rounds(state, orders, p)))
+            plans.append(("rounds", _solve_rounds(state, orders, p, arcs)))
         # Cheapest wins; on a tie the first (global) is kept, so the choice is stable.
         name, best = min(plans, key=lambda item: item[1].objective(p.unassigned_penalty))
         return best.solution(p.unassigned_penalty, name)

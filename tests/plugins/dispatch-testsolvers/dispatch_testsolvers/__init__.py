@@ -12,9 +12,18 @@ from solvers.contract import CityState, Solution, Solver
 
 
 def _first_pairs(state: CityState, n: int) -> Solution:
-    k = min(n, state.n_orders, state.n_couriers)
-    return Solution(np.arange(k, dtype=np.int64), np.arange(k, dtype=np.int64),
-                    np.zeros(k, dtype=np.float64))
+    """Up to ``n`` valid pairs: each order to the next unused courier it fits."""
+    orders, couriers = [], []
+    free = [j for j in range(state.n_couriers)]
+    for i in range(state.n_orders):
+        fit = next((j for j in free if state.capacity[j] >= state.size[i]), None)
+        if fit is None or len(orders) == n:
+            break
+        free.remove(fit)
+        orders.append(i)
+        couriers.append(fit)
+    return Solution(np.array(orders, dtype=np.int64), np.array(couriers, dtype=np.int64),
+                    np.zeros(len(orders), dtype=np.float64))
 
 
 class RaisingSolver(Solver):

@@ -1,0 +1,234 @@
+"""A worker's admin port: gRPC health checking and the ``dispatch.v1.Admin`` service.
+
+Why gRPC and the *standard* health service: orchestrators already speak it
+(Kubernetes ``grpc`` probes, ``grpc_health_probe``, Envoy, Consul), so a worker needs no
+custom probe script. Health means one thing here: the worker holds a live etcd lease.
+Without one it owns nothing and can decide nothing, so a load balancer or supervisor
+should see it as not serving; with one it is doing its job even if it leads no city
+(hot standby, or drained).
+
+The Admin service answers from the worker's memory (what it leads, its last errors),
+which ``dispatchctl status`` cannot see from etcd alone, and offers drain/undrain for
+deploy hooks. Drain writes the same key ``dispatchctl drain`` writes, so both ways are
+one mechanism: the balancer treats a drained member as owning nothing, the worker hands
+its cities over gracefully, and the mark survives a restart of the worker until someone
+undrains it.
+
+This module does not import :mod:`coordinator.worker` (the worker imports us); it
+codes against the small :class:`AdminTarget` protocol instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from coordinator import __version__
+from coordinator.election import LeaderKey
+from coordinator.errors import DispatchError, EtcdError
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from coordinator.session import Session
+from protos import admin_pb2 as apb
+from protos import admin_pb2_grpc as agrpc
+
+__all__ = ["ADMIN_SERVICE", "AdminServer", "AdminTarget"]
+
+log = logging.getLogger(__name__)
+
+#: The fully qualified name of the Admin service, also a health-check service name.
+ADMIN_SERVICE = "dispatch.v1.Admin"
+
+#: How often the health status follows the worker's session.
+HEALTH_POLL_SECONDS = 0.5
+
+
+class _HasWorkerId(Protocol):
+    @property
+    def worker_id(self) -> str: ...
+
+
+class _CampaignView(Protocol):
+    def leaders(self) -> Mapping[str, LeaderKey]: ...
+
+    def entered(self) -> set[str]: ...
+
+
+class AdminTarget(Protocol):
+    """What the admin server needs from a worker (``coordinator.worker.Worker``)."""
+
+    @property
+    def config(self) -> _HasWorkerId: ...
+
+    @property
+    def session(self) -> Session | None: ...
+
+    @property
+    def campaigns(self) -> _CampaignView: ...
+
+    @property
+    def keys(self) -> Keys: ...
+
+    @property
+    def client(self) -> EtcdClient: ...
+
+    def health(self, city: str) -> tuple[str, int, float]: ...
+
+
+def _live(worker: AdminTarget) -> bool:
+    session = worker.session
+    return session is not None and not session.lost.is_set()
+
+
+def _timestamp(seconds: float) -> Timestamp | None:
+    if seconds <= 0:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+class _AdminService(agrpc.AdminServicer):
+    def __init__(self, worker: AdminTarget) -> None:
+        self._worker = worker
+
+    def _drained(self) -> bool:
+        w = self._worker
+        return w.client.get(w.keys.drain(w.config.worker_id)) is not None
+
+    def Status(self, request: apb.StatusRequest, context: grpc.ServicerContext) -> Any:
+        w = self._worker
+        session = w.session
+        leaders = dict(w.campaigns.leaders())
+        cities = sorted(set(w.campaigns.entered()) | set(leaders))
+        reply = apb.WorkerStatus(worker_id=w.config.worker_id, namespace=w.keys.namespace,
+                                 version=__version__)
+        if session is not None and not session.lost.is_set():
+            reply.lease_id = session.lease_hex
+            reply.lease_ttl_remaining = round(session.time_left(), 3)
+        try:
+            reply.drained = self._drained()
+        except EtcdError as exc:
+            # Status is most wanted when etcd is in trouble: answer what we know.
+            log.warning("admin Status: cannot read the drain mark: %s", exc)
+        for city in cities:
+            last_error, failures, last_decision_at = w.health(city)
+            leader = leaders.get(city)
+            state = apb.CityState(
+                city=city, role="leader" if leader is not None else "standby",
+                token=leader.token if leader is not None else 0,
+                last_error=last_error, consecutive_failures=failures,
+            )
+            stamp = _timestamp(last_decision_at)
+            if stamp is not None:
+                state.last_decision_at.CopyFrom(stamp)
+            reply.cities.append(state)
+        return reply
+
+    def Drain(self, request: apb.DrainRequest, context: grpc.ServicerContext) -> Any:
+        w = self._worker
+        worker_id = w.config.worker_id
+        try:
+            w.client.put(w.keys.drain(worker_id), "1")
+        except DispatchError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the drain mark: {exc}")
+        log.info("drained through the admin port: handing cities over")
+        deadline = time.monotonic() + max(0.0, min(request.wait_seconds, 3600.0))
+        led = sorted(w.campaigns.leaders())
+        while led and time.monotonic() < deadline and context.is_active():
+            time.sleep(0.1)
+            led = sorted(w.campaigns.leaders())
+        if not led:
+            message = f"{worker_id} drained; it leads no city"
+        elif request.wait_seconds > 0:
+            message = (f"{worker_id} drained; still leads {len(led)} cities after "
+                       f"{request.wait_seconds:g}s")
+        else:
+            message = f"{worker_id} drained; handing over {len(led)} cities"
+        return apb.DrainReply(worker_id=worker_id, drained=True, cities_led=led,
+                              message=message)
+
+    def Undrain(self, request: apb.UndrainRequest, context: grpc.ServicerContext) -> Any:
+        w = self._worker
+        worker_id = w.config.worker_id
+        try:
+            removed = w.client.delete(w.keys.drain(worker_id))
+        except DispatchError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot delete the drain mark: {exc}")
+        log.info("undrained through the admin port")
+        message = (f"{worker_id} undrained; it takes its share of cities again" if removed
+                   else f"{worker_id} was not drained")
+        return apb.DrainReply(worker_id=worker_id, drained=False,
+                              cities_led=sorted(w.campaigns.leaders()), message=message)
+
+
+class AdminServer:
+    """gRPC health + Admin on ``host:port`` for one worker.
+
+    ``AdminServer(worker, port).start()`` binds and serves; ``port`` 0 picks a free
+    port (read it back from :attr:`port`). :meth:`stop` ends serving.
+    """
+
+    def __init__(self, worker: AdminTarget, port: int, host: str = "0.0.0.0") -> None:
+        self._worker = worker
+        self.host = host
+        self._server = grpc.server(futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="admin"))
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        # The generated registration function carries no annotations; give it a type.
+        add_admin: Callable[[Any, Any], None] = agrpc.add_AdminServicer_to_server
+        add_admin(_AdminService(worker), self._server)
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.port: int = self._server.add_insecure_port(bind)
+        except RuntimeError as exc:  # grpc: "Failed to bind to address"
+            raise OSError(f"admin port: cannot listen on {bind}: {exc}") from exc
+        self._serving: bool | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="admin health",
+                                        daemon=True)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to publish in ``WorkerInfo.admin_address``: the machine's host
+        name when listening on every interface (``0.0.0.0`` is nobody's address)."""
+        host = socket.gethostname() if self.host in ("", "0.0.0.0", "::", "[::]") else self.host
+        return f"{host}:{self.port}"
+
+    def start(self) -> AdminServer:
+        self._set(_live(self._worker))
+        self._server.start()
+        self._thread.start()
+        log.info("admin and health service on %s:%d", self.host, self.port)
+        return self
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._stop.set()
+        # Report NOT_SERVING before the port closes so a watching prober sees why.
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace).wait(grace + 1.0)
+        if self._thread.is_alive():
+            self._thread.join(2)
+
+    def _set(self, serving: bool) -> None:
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in ("", ADMIN_SERVICE):
+            self._health.set(service, status)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(HEALTH_POLL_SECONDS):
+            self._set(_live(self._worker))

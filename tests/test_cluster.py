@@ -1,0 +1,88 @@
+"""A 3-member etcd cluster: member loss, leader change, endpoint failover."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from coordinator.etcd import EtcdClient, EtcdConfig
+from coordinator.keys import Keys
+from coordinator.localetcd import EtcdCluster
+from coordinator.settings import CityConfig
+from coordinator.verify import verify
+from tests.conftest import WorkerProcess, wait_until
+from tests.helpers import decision
+
+pytestmark = pytest.mark.cluster
+
+
+def _decisions_continue(client: EtcdClient, keys: Keys, city: str, seconds: float) -> None:
+    first = wait_until(lambda: decision(client, keys, city), timeout=15, message="a decision")
+    deadline = time.monotonic() + seconds
+    last = first
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        d = wait_until(lambda: (x := decision(client, keys, city)) and x != last and x,
+                       timeout=10, message="decisions to keep coming")
+        last = d
+
+
+def test_workers_ride_through_member_loss_and_a_leader_change(cluster3: EtcdCluster,
+                                                              tmp_path: object) -> None:
+    from pathlib import Path
+
+    keys = Keys("/dispatch")
+    endpoints = cluster3.endpoints
+    client = EtcdClient(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
+    for city in ("paris", "rome"):
+        client.put(keys.city(city), CityConfig(city, "greedy", 0.3).encode())
+    workers = [WorkerProcess(endpoints, "/dispatch", f"w{i}", Path(str(tmp_path)), ttl=3)
+               for i in range(2)]
+    try:
+        _decisions_continue(client, keys, "paris", 1.0)
+
+        leader = cluster3.leader()
+        leader.kill()  # the raft leader dies: a new one is elected
+        _decisions_continue(client, keys, "paris", 2.0)
+        _decisions_continue(client, keys, "rome", 1.0)
+
+        cluster3.restart(leader)
+        cluster3.wait_ready()
+        other = next(m for m in cluster3.members if m is not leader)
+        other.kill()  # a follower dies
+        _decisions_continue(client, keys, "paris", 2.0)
+        cluster3.restart(other)
+        cluster3.wait_ready()
+
+        report = verify(client, keys)
+        assert report.ok, report.violations
+        assert report.decisions > 10
+    finally:
+        for w in workers:
+            w.close()
+        client.close()
+
+
+def test_a_paused_member_does_not_stall_workers(cluster3: EtcdCluster, tmp_path: object) -> None:
+    from pathlib import Path
+
+    keys = Keys("/dispatch")
+    client = EtcdClient(EtcdConfig(endpoints=tuple(cluster3.endpoints.split(",")), timeout=3))
+    client.put(keys.city("paris"), CityConfig("paris", "greedy", 0.3).encode())
+    # the worker talks to the first member first: pause exactly that one
+    worker = WorkerProcess(cluster3.endpoints, "/dispatch", "w0", Path(str(tmp_path)), ttl=3)
+    try:
+        _decisions_continue(client, keys, "paris", 1.0)
+        cluster3.members[0].pause()
+        try:
+            reader = EtcdClient(EtcdConfig(
+                endpoints=tuple(m.client_url for m in cluster3.members[1:]), timeout=3))
+            _decisions_continue(reader, keys, "paris", 3.0)
+            reader.close()
+        finally:
+            cluster3.members[0].resume()
+        assert verify(client, keys).ok
+    finally:
+        worker.close()
+        client.close()
