@@ -18,11 +18,20 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
+
+# grpc's C core writes failed TLS handshakes (wrong CA: INFO; no client certificate:
+# ERROR) straight to stderr, bypassing logging: that breaks the command lines' one-line
+# errors and a worker's JSON log lines. Every such failure also reaches us as a status
+# (translated below), so the core's own lines add nothing. It reads this variable once,
+# when it loads; set GRPC_VERBOSITY yourself to see them.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 from etcd3 import etcdrpc
@@ -48,12 +57,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Keep-alive pings detect a silently dead member (SIGSTOP, cut cable) within seconds
-# instead of waiting for TCP to time out, which would leave a watch hanging forever.
+# HTTP/2 keep-alive pings detect a dead connection instead of waiting for TCP to time
+# out. etcd's server refuses pings closer than --grpc-keepalive-min-time (5 s by
+# default) or sent with no stream open, answering GOAWAY "too_many_pings" and dropping
+# every stream on the connection; so ping gently. A silently stalled member is detected
+# much sooner by request deadlines and by watch progress checks (``WatchStream``).
 _CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 2000),
-    ("grpc.keepalive_timeout_ms", 2000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -514,13 +526,28 @@ class WatchStream:
         self._call: Any = None
         self._responses: Iterator[Any] | None = None
         self.watch_id = next(_watch_ids)
+        self.last_seen = time.monotonic()
+        self.stalled = False
+
+    #: seconds between progress requests; a stream that stays silent for
+    #: ``STALL_AFTER`` seconds is treated as dead (its member stalled or lost quorum)
+    PROGRESS_EVERY = 1.0
+    STALL_AFTER = 3.0
 
     def _requests(self) -> Iterator[Any]:
         yield etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
             key=self.prefix.encode(), range_end=prefix_end(self.prefix),
             start_revision=self.start_revision, prev_kv=self._prev_kv, progress_notify=True,
         ))
-        self._closed.wait()
+        # A stopped (SIGSTOP) or partitioned member leaves the TCP connection open and
+        # the stream silent. Ask for progress every second; etcd answers with an empty
+        # response at the current revision, so silence means the member is gone.
+        while not self._closed.wait(self.PROGRESS_EVERY):
+            if time.monotonic() - self.last_seen > self.STALL_AFTER:
+                self.stalled = True
+                self.close()
+                return
+            yield etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
 
     def open(self) -> None:
         metadata = self._client._metadata(self._endpoint, [("hasleader", "true")])
@@ -552,6 +579,7 @@ class WatchStream:
         assert self._responses is not None, "open() first"
         try:
             for response in self._responses:
+                self.last_seen = time.monotonic()
                 self._check(response)
                 events = [
                     WatchEvent(
@@ -563,6 +591,10 @@ class WatchStream:
                 ]
                 yield WatchBatch(response.header.revision, events)
         except grpc.RpcError as exc:
+            if self.stalled:
+                self._client._skip(self._endpoint)
+                raise EtcdTimeout(f"etcd {self._endpoint.url} stopped answering the watch "
+                                  f"on {self.prefix}") from exc
             if self._closed.is_set():
                 return
             raise translate(exc, self._endpoint.url) from exc

@@ -96,7 +96,7 @@ def test_a_broken_city_is_reported_and_the_others_keep_running(
         assert expected in st.last_error, st.last_error  # type: ignore[union-attr]
         assert "\n" not in st.last_error  # type: ignore[union-attr]
 
-        before = decision(client, keys, "good")
+        before = wait_until(lambda: decision(client, keys, "good"), message="a good decision")
         time.sleep(1.0)
         after = decision(client, keys, "good")
         assert before is not None and after is not None
