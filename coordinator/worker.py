@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from solvers.cost import solution_cost
-from solvers.validate import InvalidSolution, check_solution
 
 from coordinator import __version__
 from coordinator.balancer import CityNeeds, Member, Plan, plan
@@ -56,6 +54,8 @@ from coordinator.sources import SourceContext
 from coordinator.store import DecisionStore
 from coordinator.ticker import Ticker
 from protos import dispatch_pb2 as pb
+from solvers.cost import solution_cost
+from solvers.validate import InvalidSolution, check_solution
 
 __all__ = ["Worker", "WorkerConfig", "default_worker_id"]
 

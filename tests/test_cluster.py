@@ -23,9 +23,11 @@ def _decisions_continue(client: EtcdClient, keys: Keys, city: str, seconds: floa
     last = first
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        d = wait_until(lambda: (x := decision(client, keys, city)) and x != last and x,
-                       timeout=10, message="decisions to keep coming")
-        last = d
+        def newer(previous: object = last) -> object:
+            current = decision(client, keys, city)
+            return current if current is not None and current != previous else None
+
+        last = wait_until(newer, timeout=10, message="decisions to keep coming")
 
 
 def test_workers_ride_through_member_loss_and_a_leader_change(cluster3: EtcdCluster,
