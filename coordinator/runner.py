@@ -1,23 +1,44 @@
-"""Running a solver with a deadline, so a broken one cannot hold a city hostage.
+"""Running solvers with a deadline, so a broken one cannot hold a city — or the worker —
+hostage.
 
-The coordinator never lets a solver's exception or a hang escape into its own loops:
-``SolveRunner.solve`` returns a result or raises ``SolverFailed`` with a one-line reason.
-A solve that runs past its deadline is abandoned — its result, should it ever arrive,
-is dropped, never committed.
+``SolveRunner.solve`` returns a result or raises ``SolverFailed`` with a one-line reason;
+a solver's exception never escapes into the coordinator's loops. A solve that runs past
+its deadline is abandoned, and its result, should it ever arrive, is never committed.
+
+Two ways to run a solve:
+
+``process`` (default)
+    Each solve runs in one of a small pool of solver processes. Solvers such as ``lap``
+    or OR-Tools hold the GIL for a whole solve; in our own process that would starve the
+    lease keep-alive and the ticker (a 1,000² ``lapjv`` delays a 50 ms ticker by up to
+    ~100 ms). In a separate process they cannot, a solver that eats a core eats its own,
+    and a hung solve is ended by killing its process and starting a fresh one.
+``thread``
+    Each solve runs on its own daemon thread in the worker process: no IPC cost, fit for
+    solvers that release the GIL (numpy, scipy). A hung solve can only be abandoned,
+    not stopped: it keeps one parked thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from coordinator.errors import SolverFailed
 from solvers.contract import CityState, Solution, Solver
 
-__all__ = ["SolveResult", "SolveRunner"]
+__all__ = ["ProcessSolveRunner", "SolveResult", "SolveRunner", "ThreadSolveRunner",
+           "make_runner"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,15 +47,42 @@ class SolveResult:
     seconds: float
 
 
+def _describe(name: str, kind: str, message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return f"solver {name!r} raised {kind}" + (f": {first}" if first else "")
+
+
+def _late(name: str, budget: float, deadline: float) -> SolverFailed:
+    return SolverFailed(f"solver {name!r} did not finish within {deadline:.2f}s "
+                        f"(budget {budget:.2f}s); the solve was abandoned")
+
+
+def _checked(name: str, solution: object, seconds: float) -> SolveResult:
+    if not isinstance(solution, Solution):
+        raise SolverFailed(f"solver {name!r} returned {type(solution).__name__}, not a Solution")
+    return SolveResult(solution, seconds)
+
+
 class SolveRunner:
-    """Runs each solve on its own daemon thread and waits at most ``deadline`` for it.
+    """Interface: run ``solver`` (registered as ``name``) on ``state``."""
 
-    A thread per solve (rather than a pool) means a hung solver costs one parked thread,
-    not a pool slot every other city needs.
-    """
+    abandoned = 0
 
-    def __init__(self) -> None:
-        self.abandoned = 0
+    def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
+              *, budget: float, deadline: float) -> SolveResult:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """Whether a solve could start now (a worker stands for no city before)."""
+        return True
+
+    def close(self) -> None:
+        """Release processes or threads."""
+
+
+class ThreadSolveRunner(SolveRunner):
+    """A thread per solve (not a pool: a hung solver must not take a slot every other
+    city needs)."""
 
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
@@ -55,18 +103,183 @@ class SolveRunner:
         thread.start()
         if not done.wait(deadline):
             self.abandoned += 1
-            raise SolverFailed(
-                f"solver {name!r} did not finish within {deadline:.2f}s "
-                f"(budget {budget:.2f}s); the solve was abandoned"
-            )
+            raise _late(name, budget, deadline)
         error = box.get("error")
         if error is not None:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            detail = f": {message}" if message else ""
-            raise SolverFailed(f"solver {name!r} raised {type(error).__name__}{detail}") from error
-        solution = box.get("solution")
-        if not isinstance(solution, Solution):
-            raise SolverFailed(
-                f"solver {name!r} returned {type(solution).__name__}, not a Solution"
-            )
-        return SolveResult(solution, float(box["seconds"]))
+            raise SolverFailed(_describe(name, type(error).__name__, str(error))) from error
+        return _checked(name, box.get("solution"), float(box["seconds"]))
+
+
+def _child_main(conn: multiprocessing.connection.Connection) -> None:
+    """Solver process: load solvers by entry-point name, solve what the parent sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    from coordinator.plugins import PluginLoader
+
+    loader = PluginLoader(None)
+    # Import every installed solver before saying we are ready, so that no solve pays
+    # for imports (scipy, OR-Tools) inside its deadline.
+    from coordinator.plugins import SOLVERS, installed
+
+    for info in installed(SOLVERS, describe=False):
+        with contextlib.suppress(Exception):
+            loader.solver(info.name)
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        name, state, params, budget = message
+        started = time.perf_counter()
+        try:
+            solver = loader.solver(name)
+            solution = solver.solve(state.freeze(), params, budget)
+            reply: tuple[Any, ...] = ("ok", solution, time.perf_counter() - started)
+        except BaseException as exc:
+            reply = ("error", type(exc).__name__, str(exc))
+        try:
+            conn.send(reply)
+        except Exception as exc:  # e.g. an unpicklable result
+            conn.send(("error", type(exc).__name__, f"result could not be returned: {exc}"))
+
+
+class _Process:
+    def __init__(self, context: Any, index: int) -> None:
+        parent, child = context.Pipe()
+        self.conn: multiprocessing.connection.Connection = parent
+        self.process = context.Process(target=_child_main, args=(child,), daemon=True,
+                                       name=f"dispatch-solver-{index}")
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, timeout: float) -> bool:
+        try:
+            return bool(self.conn.poll(timeout)) and self.conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            return False
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.kill()
+            self.process.join(2)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class ProcessSolveRunner(SolveRunner):
+    """A fixed pool of warm solver processes; a hung or crashed one is replaced.
+
+    Processes are started ahead of need and join the pool only once they have imported
+    every installed solver, so starting one never eats into a solve's deadline.
+    """
+
+    START_TIMEOUT = 120.0
+
+    def __init__(self, processes: int | None = None) -> None:
+        self.size = processes or max(1, min(4, os.cpu_count() or 1))
+        # "spawn": never fork a process that runs gRPC threads
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Condition()
+        self._created = 0
+        self._idle: list[_Process] = []
+        self._closed = False
+        self._ever_ready = False
+        for _ in range(self.size):
+            self._start_one()
+
+    def _start_one(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._created += 1
+            index = self._created
+        threading.Thread(target=self._warm_up, args=(index,), daemon=True,
+                         name=f"start solver process {index}").start()
+
+    def _warm_up(self, index: int) -> None:
+        try:
+            proc = _Process(self._context, index)
+        except Exception:
+            log.exception("could not start a solver process")
+            time.sleep(1.0)
+            self._start_one()
+            return
+        if not proc.wait_ready(self.START_TIMEOUT):
+            log.error("solver process %d did not start; replacing it", index)
+            proc.kill()
+            self._start_one()
+            return
+        self._give_back(proc)
+
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ever_ready
+
+    def _take(self, until: float) -> _Process:
+        with self._lock:
+            while not self._idle:
+                remaining = until - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    raise SolverFailed("no solver process was free before the deadline "
+                                       "(all busy or still starting)")
+                self._lock.wait(remaining)
+            return self._idle.pop()
+
+    def _give_back(self, proc: _Process | None) -> None:
+        if proc is None:
+            self._start_one()  # replace the one we killed
+            return
+        with self._lock:
+            if self._closed:
+                proc.kill()
+                return
+            self._idle.append(proc)
+            self._ever_ready = True
+            self._lock.notify()
+
+    def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
+              *, budget: float, deadline: float) -> SolveResult:
+        until = time.monotonic() + deadline
+        proc = self._take(until)
+        try:
+            proc.conn.send((name, state, dict(params), budget))
+            if not proc.conn.poll(max(0.0, until - time.monotonic())):
+                self.abandoned += 1
+                proc.kill()  # the only way to stop a hung solve
+                proc = None  # type: ignore[assignment]
+                raise _late(name, budget, deadline)
+            reply = proc.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            if proc is not None:
+                proc.kill()
+            proc = None  # type: ignore[assignment]
+            raise SolverFailed(f"solver {name!r} crashed its solver process "
+                               f"({type(exc).__name__})") from exc
+        finally:
+            self._give_back(proc)
+        if reply[0] == "error":
+            raise SolverFailed(_describe(name, reply[1], reply[2]))
+        return _checked(name, reply[1], float(reply[2]))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._lock.notify_all()
+        for proc in idle:
+            with contextlib.suppress(Exception):
+                proc.conn.send(None)
+            proc.kill()
+
+
+Isolation = Literal["process", "thread"]
+
+
+def make_runner(isolation: Isolation, processes: int | None = None) -> SolveRunner:
+    if isolation == "thread":
+        return ThreadSolveRunner()
+    return ProcessSolveRunner(processes)

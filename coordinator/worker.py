@@ -22,7 +22,10 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -47,13 +50,14 @@ from coordinator.members import Members
 from coordinator.membership import WorkerIdTaken, register
 from coordinator.plugins import PluginLoader
 from coordinator.registry import CityRegistry
-from coordinator.runner import SolveRunner
+from coordinator.runner import make_runner
 from coordinator.session import Session
 from coordinator.settings import CityConfig
 from coordinator.sources import SourceContext
 from coordinator.store import DecisionStore
 from coordinator.ticker import Ticker
 from protos import dispatch_pb2 as pb
+from solvers.contract import CityState
 from solvers.cost import solution_cost
 from solvers.validate import InvalidSolution, check_solution
 
@@ -80,6 +84,10 @@ class WorkerConfig:
     #: abandoned
     #: hot standby candidates each city keeps queued on other workers
     standbys: int = 1
+    #: "process": solves run in a pool of solver processes (safe for solvers that hold
+    #: the GIL or hang); "thread": in this process
+    solve_isolation: str = "process"
+    solve_processes: int | None = None
     budget_fraction: float = 0.8
     hang_factor: float = 2.0
     max_backoff: float = 30.0
@@ -108,7 +116,10 @@ class Worker:
         self.keys = Keys(config.namespace)
         self.store = DecisionStore(client, self.keys)
         self.plugins = PluginLoader(SourceContext(client, self.keys))
-        self.runner = SolveRunner()
+        self.runner = make_runner(
+            "thread" if config.solve_isolation == "thread" else "process",
+            config.solve_processes,
+        )
         self.session: Session | None = None
         self._registered = False
         self._dirty = threading.Event()
@@ -122,6 +133,7 @@ class Worker:
         self.members = Members(client, self.keys, on_change=self._dirty.set)
         self.plan = Plan({}, [])
         self.ticker = Ticker(self._tick, max_workers=config.tick_threads)
+        self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self.fenced_out = 0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -159,8 +171,8 @@ class Worker:
 
     def _step(self) -> None:
         if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)
-                and self.members.synced()):
-            return
+                and self.members.synced() and self.runner.ready()):
+            return  # stand for no city before we can see the namespace and solve
         session = self.session
         if session is None or session.lost.is_set():
             self._new_session()
@@ -211,6 +223,8 @@ class Worker:
             else:
                 log.info("resigned %s", city)
         self.ticker.stop(wait=False)
+        self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()
         if self.session is not None:
             self.session.close()
         self.campaigns.stop()
@@ -356,6 +370,8 @@ class Worker:
         solver = self.plugins.solver(entry.solver)
         state = source.load(entry, time.time())
         budget = entry.period * self.config.budget_fraction
+        shadows = [self._shadow_pool.submit(self._shadow, name, state, entry.params, budget)
+                   for name in entry.shadow_solvers if name != entry.solver]
         result = self.runner.solve(entry.solver, solver, state, entry.params,
                                    budget=budget, deadline=budget * self.config.hang_factor)
         try:
@@ -380,6 +396,7 @@ class Worker:
                      for o, c, e in zip(orders, couriers, solution.pickup_eta.tolist(),
                                         strict=True)],
             cost=float(solution_cost(state, solution)),
+            shadows=[future.result() for future in shadows],
         )
         status = None
         if health.failures or health.reported_token != leader.token:
@@ -393,6 +410,27 @@ class Worker:
         health.failures, health.last_error = 0, ""
         health.reported_token = leader.token
         health.last_decision_at = time.time()
+
+    def _shadow(self, name: str, state: CityState, params: Mapping[str, Any],
+                budget: float) -> pb.ShadowResult:
+        """Run a shadow solver on the tick's state; any failure is recorded, not raised.
+
+        A shadow gets the active solver's budget as its hard deadline, so it can never
+        delay the decision by more than that.
+        """
+        try:
+            solver = self.plugins.solver(name)
+            result = self.runner.solve(name, solver, state, params, budget=budget,
+                                       deadline=budget)
+            check_solution(state, result.solution)
+        except (PluginError, SolverFailed, InvalidSolution) as exc:
+            return pb.ShadowResult(solver=name, error=str(exc))
+        assigned = int(result.solution.orders.shape[0])
+        return pb.ShadowResult(
+            solver=name, cost=float(solution_cost(state, result.solution)),
+            solve_seconds=result.seconds, assigned=assigned,
+            unassigned=state.n_orders - assigned,
+        )
 
     def _backoff(self, city: str, health: _Health) -> float:
         health.failures += 1

@@ -95,7 +95,7 @@ class Assignment(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., courier_id: _Optional[str] = ..., pickup_eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("city", "token", "worker_id", "solver", "assignments", "unassigned", "state_read_at", "solve_seconds", "decided_at", "tick", "details", "cost", "lease_id")
+    __slots__ = ("city", "token", "worker_id", "solver", "assignments", "unassigned", "state_read_at", "solve_seconds", "decided_at", "tick", "details", "cost", "lease_id", "shadows")
     class AssignmentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class Decision(_message.Message):
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
     city: str
     token: int
     worker_id: str
@@ -129,7 +130,24 @@ class Decision(_message.Message):
     details: _containers.RepeatedCompositeFieldContainer[Assignment]
     cost: float
     lease_id: str
-    def __init__(self, city: _Optional[str] = ..., token: _Optional[int] = ..., worker_id: _Optional[str] = ..., solver: _Optional[str] = ..., assignments: _Optional[_Mapping[str, str]] = ..., unassigned: _Optional[_Iterable[str]] = ..., state_read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., solve_seconds: _Optional[float] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tick: _Optional[int] = ..., details: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., cost: _Optional[float] = ..., lease_id: _Optional[str] = ...) -> None: ...
+    shadows: _containers.RepeatedCompositeFieldContainer[ShadowResult]
+    def __init__(self, city: _Optional[str] = ..., token: _Optional[int] = ..., worker_id: _Optional[str] = ..., solver: _Optional[str] = ..., assignments: _Optional[_Mapping[str, str]] = ..., unassigned: _Optional[_Iterable[str]] = ..., state_read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., solve_seconds: _Optional[float] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tick: _Optional[int] = ..., details: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., cost: _Optional[float] = ..., lease_id: _Optional[str] = ..., shadows: _Optional[_Iterable[_Union[ShadowResult, _Mapping]]] = ...) -> None: ...
+
+class ShadowResult(_message.Message):
+    __slots__ = ("solver", "cost", "solve_seconds", "assigned", "unassigned", "error")
+    SOLVER_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    UNASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    solver: str
+    cost: float
+    solve_seconds: float
+    assigned: int
+    unassigned: int
+    error: str
+    def __init__(self, solver: _Optional[str] = ..., cost: _Optional[float] = ..., solve_seconds: _Optional[float] = ..., assigned: _Optional[int] = ..., unassigned: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class CityStatus(_message.Message):
     __slots__ = ("city", "worker_id", "token", "state", "last_error", "error_since", "consecutive_failures", "updated_at", "retry_in_seconds")

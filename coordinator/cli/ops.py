@@ -358,6 +358,8 @@ def register(cli: click.Group) -> None:
             click.echo(json.dumps([{"level": f.level, "check": f.check, "message": f.message}
                                    for f in report.findings], indent=2))
         else:
-            click.echo(f"{report.count('fail')} problems, {report.count('warn')} warnings")
+            fails, warns = report.count("fail"), report.count("warn")
+            click.echo(f"{fails} problem{'' if fails == 1 else 's'}, "
+                       f"{warns} warning{'' if warns == 1 else 's'}")
         if failed:
             raise SystemExit(1)

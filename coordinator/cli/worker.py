@@ -44,6 +44,18 @@ log = logging.getLogger("coordinator.cli.worker")
               help="Relative weight of this worker when sharing cities.")
 @click.option("--tick-threads", envvar="DISPATCH_TICK_THREADS", default=8, show_default=True,
               type=click.IntRange(1, 512), help="Threads running city ticks in parallel.")
+@click.option("--standbys", envvar="DISPATCH_STANDBYS", default=1, show_default=True,
+              type=click.IntRange(0, 16),
+              help="Hot standby candidates each city keeps queued on other workers.")
+@click.option("--solve-isolation", envvar="DISPATCH_SOLVE_ISOLATION", default="process",
+              show_default=True, type=click.Choice(["process", "thread"]),
+              help="process: solves run in a pool of solver processes, so a solver that "
+                   "holds the GIL, eats a core or hangs cannot delay the lease keep-alive "
+                   "or other cities (a hung one is killed). thread: in this process; "
+                   "cheaper, for solvers that release the GIL.")
+@click.option("--solve-processes", envvar="DISPATCH_SOLVE_PROCESSES", default=None,
+              type=click.IntRange(1, 256), metavar="N",
+              help="Size of the solver process pool. [default: CPU count, at most 4]")
 @click.option("--log-format", envvar="DISPATCH_LOG_FORMAT", default="text",
               show_default=True, type=click.Choice(["text", "json"]),
               help="text for people, json (one object a line) for log pipelines.")
@@ -68,6 +80,9 @@ def command(**options: Any) -> None:
         labels=parse_pairs(tuple(options["labels"]), "--label"),
         capacity=options["capacity"],
         tick_threads=options["tick_threads"],
+        standbys=options["standbys"],
+        solve_isolation=options["solve_isolation"],
+        solve_processes=options["solve_processes"],
     )
     client = connect(options)
     worker = Worker(client, config)
