@@ -181,8 +181,13 @@ class AdminServer:
     def __init__(self, worker: AdminTarget, port: int, host: str = "0.0.0.0") -> None:
         self._worker = worker
         self.host = host
-        self._server = grpc.server(futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="admin"))
+        # grpc turns SO_REUSEPORT on by default: a second worker started on the same
+        # host and port would then *share* the port, and probes would reach either
+        # worker at random. Refuse the port instead.
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="admin"),
+            options=[("grpc.so_reuseport", 0)],
+        )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         # The generated registration function carries no annotations; give it a type.

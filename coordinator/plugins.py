@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from stevedore import _cache as stevedore_cache
 from stevedore import driver
 from stevedore.exception import NoMatches
 
@@ -87,6 +88,8 @@ class _Registry(Generic[T]):
         return plugin
 
     def _load(self, name: str) -> T:
+        # A package installed since we last looked must be found: drop import caches.
+        importlib.invalidate_caches()
         failures: list[str] = []
 
         def on_failure(_manager: Any, ep: Any, exc: BaseException) -> None:
@@ -95,12 +98,28 @@ class _Registry(Generic[T]):
                 f"{type(exc).__name__}: {exc}"
             )
 
-        try:
-            manager = driver.DriverManager(
+        def manager() -> driver.DriverManager[Any]:
+            return driver.DriverManager(
                 self._namespace, name, invoke_on_load=False,
                 on_load_failure_callback=on_failure,
                 on_missing_entrypoints_callback=lambda _names: None,
             )
+
+        try:
+            try:
+                found = manager()
+            except NoMatches:
+                if failures or name not in {ep.name for ep in _entry_points(self._namespace)}:
+                    raise
+                # Installed since stevedore first scanned: its per-process entry-point
+                # caches never expire, so drop them (private attributes, hence guarded).
+                internal = getattr(getattr(stevedore_cache, "_c", None), "_internal", None)
+                if isinstance(internal, dict):
+                    internal.clear()
+                cache = getattr(driver.DriverManager, "ENTRY_POINT_CACHE", None)
+                if isinstance(cache, dict):
+                    cache.pop(self._namespace, None)
+                found = manager()
         except NoMatches:
             if failures:
                 raise PluginError(failures[0]) from None
@@ -110,10 +129,10 @@ class _Registry(Generic[T]):
             ) from None
         except Exception as exc:  # stevedore raises plain exceptions for duplicates
             raise PluginError(f"{self._kind} {name!r}: {exc}") from exc
-        cls = manager.driver
+        cls = found.driver
         if not (isinstance(cls, type) and issubclass(cls, self._base)):
             raise PluginError(
-                f"{self._kind} {name!r} ({manager.extensions[0].entry_point.value}) is not a "
+                f"{self._kind} {name!r} ({found.extensions[0].entry_point.value}) is not a "
                 f"subclass of {self._base.__module__}.{self._base.__qualname__}"
             )
         try:
@@ -122,7 +141,7 @@ class _Registry(Generic[T]):
             raise PluginError(
                 f"{self._kind} {name!r} could not be created: {type(exc).__name__}: {exc}"
             ) from exc
-        log.info("loaded %s %r from %s", self._kind, name, manager.extensions[0].entry_point.value)
+        log.info("loaded %s %r from %s", self._kind, name, found.extensions[0].entry_point.value)
         return instance
 
 

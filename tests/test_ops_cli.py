@@ -194,14 +194,12 @@ def test_watch_once_colours_late_and_failing_cities(
     by_city = {row.split()[0]: row for row in rows}
     assert by_city["lyon"].split()[1] == "sleepy" and "late" in by_city["lyon"]
 
-    lines = {line.split("\x1b[0m")[0]: line for line in coloured.splitlines()}
     lyon = next(line for line in coloured.splitlines() if "lyon" in line)
     paris = next(line for line in coloured.splitlines() if "paris" in line)
     broken = next(line for line in coloured.splitlines() if "broken" in line)
     assert lyon.startswith("\x1b[33m"), repr(lyon)      # yellow: late
     assert paris.startswith("\x1b[31m"), repr(paris)    # red: no owner
     assert broken.startswith("\x1b[31m"), repr(broken)  # red: malformed settings
-    assert lines  # the header line is bold and summarises
     assert "1 late" in coloured.splitlines()[0] and "2 failing or unowned" in coloured
 
 
@@ -305,7 +303,7 @@ def test_doctor_names_what_is_wrong_and_exits_non_zero(
     assert "drain marks for workers that are not running: ghost" in warns
     assert "gone (decisions/state)" in warns
     assert f"{keys.namespace}/stray" in warns
-    assert result.stdout.strip().splitlines()[-1].endswith("warnings")
+    assert result.stdout.strip().splitlines()[-1].endswith(" warnings")
 
     as_json = json.loads(ctl(etcd, namespace, "doctor", "--skew-sample", "0",
                              "--json").stdout)
@@ -331,7 +329,7 @@ def test_doctor_against_an_unreachable_etcd_is_short() -> None:
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("FAIL  etcd members: could not check:"), result.stdout
-    assert lines[-1] == "1 problems, 0 warnings"
+    assert lines[-1] == "1 problem, 0 warnings"
 
 
 @pytest.mark.cluster
@@ -339,6 +337,9 @@ def test_doctor_reports_a_member_down_and_keeps_going(cluster3: EtcdCluster,
                                                       namespace: str) -> None:
     cluster3.members[2].kill()
     endpoints = ",".join(m.client_url for m in cluster3.members[:2])
+    # if m2 led, the other two elect a new leader first
+    wait_until(lambda: cluster3.etcdctl("endpoint", "health", check=False).returncode == 0,
+               timeout=20, interval=0.2, message="the remaining members to be healthy")
     result = ctl(endpoints, namespace, "--etcd-timeout", "2", "doctor", "--skew-sample", "0")
     levels = _levels(result.stdout)
     assert any("2 of 3 members answer; down or unreachable from here: m2" in line
@@ -372,7 +373,7 @@ def _stamp(seconds: float) -> Timestamp:
 
 
 @pytest.mark.parametrize("offset, level, words", [
-    (5.0, "fail", "at least 4."),   # decidedAt in our future: proven ahead
+    (5.0, "fail", "s ahead of this host's"),  # decidedAt in our future: proven ahead
     (-5.0, "warn", "or its commits are that slow"),
     (0.0, "ok", "1 worker within 1s"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -363,6 +364,88 @@ def history(ctl: Ctl, /, city_name: str, limit: int, as_json: bool) -> None:
         table.append([str(r["revision"]), str(r.get("decidedAt", "?")), str(r.get("token", "?")),
                       str(r.get("workerId", r.get("error", ""))), str(r.get("solver", "")),
                       str(r.get("assignments", "")), str(r.get("unassigned", ""))])
+    _print_table(table)
+
+
+def _recent_decisions(ctl: Ctl, city_name: str, limit: int) -> list[tuple[int, pb.Decision]]:
+    """Up to ``limit`` past decisions of a city, newest first, from etcd's history."""
+    out: list[tuple[int, pb.Decision]] = []
+    key = ctl.keys.decision(city_name)
+    revision = 0
+    while len(out) < limit:
+        try:
+            kv = ctl.client.get(key, revision=revision)
+        except EtcdCompacted:
+            break
+        if kv is None:
+            break
+        with contextlib.suppress(ValueError):
+            out.append((kv.mod_revision, decode(pb.Decision, kv.value)))
+        if kv.version <= 1:
+            break
+        revision = kv.mod_revision - 1
+    return out
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("city_name", metavar="CITY")
+@click.option("--ticks", default=50, show_default=True, type=click.IntRange(1, 10_000),
+              help="How many recent decisions to compare over.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctl
+def compare(ctl: Ctl, /, city_name: str, ticks: int, as_json: bool) -> None:
+    """Active solver versus shadow solvers over a city's recent ticks.
+
+    Shadow solvers (``city set CITY --shadow NAME``) run on the same state as the active
+    one every tick; their cost, unassigned orders and solve time are recorded beside
+    the decision. Lower cost is better (sum of estimated pickup times plus a penalty per
+    unassigned order).
+    """
+    check_city_name(city_name)
+    decisions = _recent_decisions(ctl, city_name, ticks)
+    if not decisions:
+        raise ConfigError(f"no decision of {city_name} in etcd's history")
+    stats: dict[tuple[str, str], dict[str, float]] = {}
+
+    def add(role: str, solver: str, cost: float, unassigned: float, seconds: float,
+            error: bool) -> None:
+        row = stats.setdefault((role, solver), {"n": 0, "cost": 0.0, "unassigned": 0.0,
+                                                "seconds": 0.0, "errors": 0, "ok": 0})
+        row["n"] += 1
+        if error:
+            row["errors"] += 1
+            return
+        row["ok"] += 1
+        row["cost"] += cost
+        row["unassigned"] += unassigned
+        row["seconds"] += seconds
+
+    for _, d in decisions:
+        add("active", d.solver, d.cost, len(d.unassigned), d.solve_seconds, False)
+        for shadow in d.shadows:
+            add("shadow", shadow.solver, shadow.cost, shadow.unassigned, shadow.solve_seconds,
+                bool(shadow.error))
+    rows: list[dict[str, Any]] = []
+    for (role, solver), row in stats.items():
+        ok = row["ok"] or 1
+        rows.append({"role": role, "solver": solver, "ticks": int(row["n"]),
+                     "meanCost": row["cost"] / ok, "meanUnassigned": row["unassigned"] / ok,
+                     "meanSolveMs": 1000 * row["seconds"] / ok, "errors": int(row["errors"])})
+    rows.sort(key=lambda r: (r["role"] != "active", r["meanCost"]))
+    if as_json:
+        click.echo(json.dumps({"city": city_name, "decisions": len(decisions), "solvers": rows},
+                              indent=2))
+        return
+    table = [["ROLE", "SOLVER", "TICKS", "MEAN COST", "VS ACTIVE", "MEAN UNASSIGNED",
+              "MEAN SOLVE", "ERRORS"]]
+    active_cost = next((r["meanCost"] for r in rows if r["role"] == "active"), 0.0)
+    for r in rows:
+        delta = (f"{100 * (r['meanCost'] / active_cost - 1):+.1f}%"
+                 if active_cost and r["role"] == "shadow" and r["ticks"] > r["errors"] else "")
+        table.append([str(r["role"]), str(r["solver"]), str(r["ticks"]), f"{r['meanCost']:.0f}",
+                      delta, f"{r['meanUnassigned']:.1f}", f"{r['meanSolveMs']:.1f} ms",
+                      str(r["errors"])])
+    click.echo(f"{city_name}: last {len(decisions)} decisions")
     _print_table(table)
 
 
