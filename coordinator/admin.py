@@ -41,7 +41,7 @@ from coordinator.session import Session
 from protos import admin_pb2 as apb
 from protos import admin_pb2_grpc as agrpc
 
-__all__ = ["ADMIN_SERVICE", "AdminServer", "AdminTarget"]
+__all__ = ["ADMIN_SERVICE", "AdminServer", "AdminTarget", "probe"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,20 @@ class _AdminService(agrpc.AdminServicer):
                               cities_led=sorted(w.campaigns.leaders()), message=message)
 
 
+class _Health(health.HealthServicer):  # type: ignore[misc]
+    """The standard health service, brought up to date before every ``Check`` so a
+    probe sees the session as it is now; ``Watch`` subscribers are updated by the
+    poll in :class:`AdminServer`."""
+
+    def __init__(self, refresh: Callable[[], None]) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._refresh = refresh
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._refresh()
+        return super().Check(request, context)
+
+
 class AdminServer:
     """gRPC health + Admin on ``host:port`` for one worker.
 
@@ -188,7 +202,7 @@ class AdminServer:
             futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="admin"),
             options=[("grpc.so_reuseport", 0)],
         )
-        self._health = health.HealthServicer(experimental_non_blocking=True)
+        self._health = _Health(self._refresh)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         # The generated registration function carries no annotations; give it a type.
         add_admin: Callable[[Any, Any], None] = agrpc.add_AdminServicer_to_server
@@ -199,6 +213,7 @@ class AdminServer:
         except RuntimeError as exc:  # grpc: "Failed to bind to address"
             raise OSError(f"admin port: cannot listen on {bind}: {exc}") from exc
         self._serving: bool | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="admin health",
                                         daemon=True)
@@ -225,15 +240,53 @@ class AdminServer:
         if self._thread.is_alive():
             self._thread.join(2)
 
+    def _refresh(self) -> None:
+        if not self._stop.is_set():
+            self._set(_live(self._worker))
+
     def _set(self, serving: bool) -> None:
-        if serving == self._serving:
-            return
-        self._serving = serving
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for service in ("", ADMIN_SERVICE):
-            self._health.set(service, status)
+        with self._lock:
+            if serving == self._serving:
+                return
+            self._serving = serving
+            status = (health_pb2.HealthCheckResponse.SERVING if serving
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            for service in ("", ADMIN_SERVICE):
+                self._health.set(service, status)
 
     def _follow(self) -> None:
         while not self._stop.wait(HEALTH_POLL_SECONDS):
-            self._set(_live(self._worker))
+            self._refresh()
+
+
+def probe(address: str, service: str = "", timeout: float = 2.0) -> tuple[bool, str]:
+    """Ask the health service at ``address`` (``host:port``) whether it is SERVING.
+
+    For container health checks where ``grpc_health_probe`` is not installed:
+    ``python -m coordinator.admin probe 127.0.0.1:50051``.
+    """
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as exc:
+            return False, f"{address}: {exc.code().name}: {exc.details()}"
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING, f"{address}: {name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coordinator.admin probe HOST:PORT [SERVICE]``: exit 0 when SERVING."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (2, 3) or args[0] != "probe":
+        print("usage: python -m coordinator.admin probe HOST:PORT [SERVICE]", file=sys.stderr)
+        return 2
+    serving, message = probe(args[1], args[2] if len(args) == 3 else "")
+    print(message, file=sys.stdout if serving else sys.stderr)
+    return 0 if serving else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -77,6 +77,7 @@ def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -
             queues.setdefault(parsed[0], []).append(kv)
     decisions = {Keys.tail(kv.key, keys.decisions): kv for kv in decision_kv}
     statuses = {Keys.tail(kv.key, keys.statuses): kv for kv in status_kv}
+    drained = {Keys.tail(kv.key, keys.drains) for kv in drain_kv}
     workers = {}
     for kv in worker_kv:
         try:
@@ -88,8 +89,9 @@ def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -
     for kv in cities_kv:
         city = Keys.tail(kv.key, keys.cities)
         view = CityView(city)
+        config: CityConfig | None = None
         try:
-            config: CityConfig = parse_settings(city, kv.value)
+            config = parse_settings(city, kv.value)
             view.solver, view.enabled, view.period = config.solver, config.enabled, config.period
         except CitySettingsError as exc:
             view.settings_error = str(exc)
@@ -116,6 +118,14 @@ def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -
                 pass
         if view.settings_error:
             view.state, view.last_error = "failing", view.settings_error
+        elif config is not None and config.enabled and not view.owner and not any(
+            name not in drained and all(info.labels.get(k) == v
+                                        for k, v in config.require_labels.items())
+            for name, info in workers.items()
+        ):
+            wanted = ", ".join(f"{k}={v}" for k, v in config.require_labels.items())
+            view.state = "unowned"
+            view.last_error = (f"no live, undrained worker carries {wanted}" if wanted
+                               else "no live, undrained worker")
         views.append(view)
-    drained = {Keys.tail(kv.key, keys.drains) for kv in drain_kv}
     return Overview(result.revision, sorted(views, key=lambda v: v.city), workers, drained)

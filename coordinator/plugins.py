@@ -12,6 +12,7 @@ installed while the worker runs is picked up without a restart.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -158,6 +159,16 @@ class PluginLoader:
             STATE_SOURCES, "state source", StateSource,  # type: ignore[type-abstract]
             (source_context,),
         )
+
+    def preload(self) -> None:
+        """Import every installed solver and state source now, so that the first tick
+        of a city taken over mid-flight does not pay for imports (scipy, OR-Tools)."""
+        for info in installed(SOLVERS, describe=False):
+            with contextlib.suppress(PluginError):
+                self._solvers.get(info.name)
+        for info in installed(STATE_SOURCES, describe=False):
+            with contextlib.suppress(PluginError):
+                self._sources.get(info.name)
 
     def solver(self, name: str) -> Solver:
         return self._solvers.get(name)

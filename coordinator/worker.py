@@ -126,6 +126,8 @@ class Worker:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._health: dict[str, _Health] = {}
+        self._losses: list[float] = []
+        self._sit_out_until = 0.0
         self._health_lock = threading.Lock()
         self.registry = CityRegistry(client, self.keys, on_change=self._changed)
         self.campaigns = Campaigns(client, self.keys, config.worker_id,
@@ -153,6 +155,7 @@ class Worker:
         self.registry.start()
         self.campaigns.start()
         self.members.start()
+        self.plugins.preload()
         backoff = 0.2
         try:
             while not self._stopping.is_set():
@@ -180,10 +183,26 @@ class Worker:
             self._register()
         self._reconcile()
 
+    #: a worker that lost its lease this many times within ``FLAP_WINDOW`` seconds sits
+    #: out before standing again, instead of bouncing cities around
+    FLAP_LIMIT = 3
+    FLAP_WINDOW = 120.0
+
     def _new_session(self) -> None:
-        old = self.session
+        old, now = self.session, time.monotonic()
         if old is not None:
+            self.session = None
             self._drop_all(f"lease {old.lease_hex} lost: {old.lost_reason}")
+            self._losses = [t for t in self._losses if now - t < self.FLAP_WINDOW] + [now]
+            if len(self._losses) >= self.FLAP_LIMIT:
+                pause = min(60.0, 5.0 * 2 ** (len(self._losses) - self.FLAP_LIMIT))
+                self._sit_out_until = now + pause
+                log.warning("lease lost %d times in %.0fs: standing for no city for %.0fs "
+                            "so that ownership does not bounce around", len(self._losses),
+                            self.FLAP_WINDOW, pause)
+        if now < self._sit_out_until:
+            raise LeaseLost(f"sitting out for {self._sit_out_until - now:.0f}s more after "
+                            "repeated lease loss")
         self._registered = False
         self.session = Session(self.client, self.config.lease_ttl, on_lost=self._session_lost)
         self.campaigns.bind(self.session)
