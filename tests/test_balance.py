@@ -66,9 +66,12 @@ def test_three_then_four_workers_share_sixty_cities_fairly(
     moved = sum(before[c] != after[c] for c in before)
     assert moved <= 25, f"a join moved {moved} of 60 cities (ideal: 15); before {counts}"
     # every city has a hot standby queued on another worker
-    kvs, _ = client.get_prefix(keys.elections)
-    per_city = Counter(keys.candidate(kv.key)[0] for kv in kvs)  # type: ignore[index]
-    assert all(n >= 2 for n in per_city.values())
+    def standbys_queued() -> bool:
+        kvs, _ = client.get_prefix(keys.elections)
+        per_city = Counter(keys.candidate(kv.key)[0] for kv in kvs)  # type: ignore[index]
+        return len(per_city) == 60 and all(n >= 2 for n in per_city.values())
+
+    wait_until(standbys_queued, timeout=20, message="a standby for every city")
     assert verify(client, keys).ok
 
 
