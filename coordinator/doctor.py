@@ -36,7 +36,13 @@ from typing import Literal
 
 from coordinator.balancer import CityNeeds, Member, plan
 from coordinator.codec import decode
-from coordinator.errors import CitySettingsError, DispatchError, EtcdCompacted, EtcdError
+from coordinator.errors import (
+    CitySettingsError,
+    DispatchError,
+    EtcdAuthError,
+    EtcdCompacted,
+    EtcdError,
+)
 from coordinator.etcd import EtcdClient, WatchStream
 from coordinator.keys import Keys
 from coordinator.overview import Overview, read_overview
@@ -189,8 +195,14 @@ def check_cluster(client: EtcdClient, *, quota_bytes: int = DEFAULT_QUOTA_BYTES)
         out.append(Finding("warn", "etcd leader",
                            f"a member lags {max(indexes) - min(indexes)} raft entries behind"))
 
-    alarms = [a for a in client.alarms() if a.alarm != 0]
-    if alarms:
+    try:
+        alarms = [a for a in client.alarms() if a.alarm != 0]
+    except EtcdAuthError as exc:
+        out.append(Finding("warn", "etcd alarms", f"not readable with these credentials: {exc}"))
+        alarms = None
+    if alarms is None:
+        pass
+    elif alarms:
         for alarm in alarms:
             kind = _ALARMS.get(int(alarm.alarm), str(alarm.alarm))
             hint = ("etcd refuses writes until it is compacted, defragmented and the alarm "

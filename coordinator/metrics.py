@@ -103,14 +103,14 @@ class Metrics:
     one; only :meth:`serve` opens a port.
     """
 
-    def __init__(self, namespace: str = "dispatch") -> None:
+    def __init__(self, prefix: str = "dispatch") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._hook = _ScrapeHook()
         self.registry.register(self._hook)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         r = self.registry
-        ns = namespace
+        ns = prefix  # prometheus_client calls the name prefix a "namespace"
 
         # -- state -----------------------------------------------------------------------
         self.cities_owned = Gauge(

@@ -30,11 +30,13 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator import __version__
+from coordinator.admin import AdminServer
 from coordinator.balancer import CityNeeds, Member, Plan, plan
 from coordinator.campaigns import Campaigns
 from coordinator.election import LeaderKey
 from coordinator.errors import (
     CitySettingsError,
+    ConfigError,
     DispatchError,
     EtcdError,
     FencedOut,
@@ -48,6 +50,7 @@ from coordinator.keys import Keys
 from coordinator.logs import CityLog
 from coordinator.members import Members
 from coordinator.membership import WorkerIdTaken, register
+from coordinator.metrics import Metrics, error_kind
 from coordinator.plugins import PluginLoader
 from coordinator.registry import CityRegistry
 from coordinator.runner import make_runner
@@ -90,6 +93,9 @@ class WorkerConfig:
     solve_processes: int | None = None
     budget_fraction: float = 0.8
     hang_factor: float = 2.0
+    #: serve Prometheus metrics / the gRPC health+admin service on these ports (0: any)
+    metrics_port: int | None = None
+    admin_port: int | None = None
     max_backoff: float = 30.0
 
 
@@ -134,7 +140,14 @@ class Worker:
                                    on_change=self._changed, on_lost=self._lost)
         self.members = Members(client, self.keys, on_change=self._dirty.set)
         self.plan = Plan({}, [])
-        self.ticker = Ticker(self._tick, max_workers=config.tick_threads)
+        self.metrics = Metrics()
+        self.metrics.identify(config.worker_id, __version__)
+        self.metrics.sample_on_scrape(self._sample_metrics)
+        self.admin: AdminServer | None = None
+        self._servers_started = False
+        self.ticker = Ticker(self._tick, max_workers=config.tick_threads,
+                             on_skip=self.metrics.skipped)
+        self._previous_decision: dict[str, float] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self.fenced_out = 0
 
@@ -152,6 +165,7 @@ class Worker:
         log.info("worker %s starting (namespace %s, lease TTL %ds, etcd %s)",
                  self.config.worker_id, self.keys.namespace, self.config.lease_ttl,
                  ",".join(self.client.config.endpoints))
+        self.start_servers()
         self.registry.start()
         self.campaigns.start()
         self.members.start()
@@ -171,6 +185,30 @@ class Worker:
                 self._dirty.clear()
         finally:
             self._shutdown()
+
+    def start_servers(self) -> None:
+        """Metrics and admin/health endpoints, before anything else, so that probes
+        answer (NOT_SERVING) from the first moment. Idempotent; a port that is taken is
+        a ``ConfigError``."""
+        if self._servers_started:
+            return
+        self._servers_started = True
+        try:
+            if self.config.metrics_port is not None:
+                port = self.metrics.serve(self.config.metrics_port)
+                log.info("serving Prometheus metrics on port %d", port)
+            if self.config.admin_port is not None:
+                self.admin = AdminServer(self, self.config.admin_port).start()
+                log.info("serving gRPC health and admin on %s", self.admin.address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for metrics or admin: {exc.strerror or exc}") \
+                from exc
+
+    def _sample_metrics(self) -> None:
+        leaders = self.campaigns.leaders()
+        self.metrics.ownership(len(leaders), len(self.campaigns.entered() - set(leaders)))
+        session = self.session
+        self.metrics.lease_left(session.time_left() if session is not None else 0.0)
 
     def _step(self) -> None:
         if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)
@@ -204,7 +242,8 @@ class Worker:
             raise LeaseLost(f"sitting out for {self._sit_out_until - now:.0f}s more after "
                             "repeated lease loss")
         self._registered = False
-        self.session = Session(self.client, self.config.lease_ttl, on_lost=self._session_lost)
+        self.session = Session(self.client, self.config.lease_ttl, on_lost=self._session_lost,
+                               on_keepalive_failure=lambda _exc: self.metrics.keepalive_failed())
         self.campaigns.bind(self.session)
         log.info("new session with lease %s (TTL %ds)", self.session.lease_hex,
                  self.config.lease_ttl)
@@ -214,12 +253,14 @@ class Worker:
         info = pb.WorkerInfo(
             worker_id=self.config.worker_id, host=socket.gethostname(), pid=os.getpid(),
             version=__version__, capacity=self.config.capacity, labels=self.config.labels,
-            admin_address=self.config.admin_address, started_at=_timestamp(time.time()),
+            admin_address=self.admin.address if self.admin else self.config.admin_address,
+            started_at=_timestamp(time.time()),
         )
         register(self.client, self.keys, self.session, info)
         self._registered = True
 
     def _session_lost(self, session: Session, reason: str) -> None:
+        self.metrics.lease_lost()
         self._drop_all(f"lease {session.lease_hex} lost: {reason}")
         self._dirty.set()
 
@@ -249,6 +290,9 @@ class Worker:
         self.campaigns.stop()
         self.members.stop()
         self.registry.stop()
+        if self.admin is not None:
+            self.admin.stop()
+        self.metrics.close()
         log.info("worker %s stopped", self.config.worker_id)
         self._stopped.set()
 
@@ -334,6 +378,7 @@ class Worker:
         if latest is None:
             return 0.0
         decided = latest[0].decided_at.ToNanoseconds() / 1e9
+        self._previous_decision[city] = decided
         return float(max(0.0, min(decided + self._period(city) - time.time(),
                                   self._period(city))))
 
@@ -359,19 +404,24 @@ class Worker:
             return None
         clog = CityLog(log, city, leader.token)
         health = self._health_of(city)
+        self.metrics.tick(city, time.monotonic() - due)
         try:
             self._decide(city, leader, health)
         except FencedOut as exc:
             self.fenced_out += 1
+            self.metrics.fenced(city)
             clog.warning("fenced out: %s; stepping down", exc)
             self.campaigns.drop(city, "fenced out by etcd")
             return None
         except EtcdError as exc:
+            self.metrics.solver_error(city, error_kind(exc))
             clog.warning("tick of %s could not reach etcd: %s", city, exc)
             return self._backoff(city, health)
         except (CitySettingsError, PluginError, StateError, SolverFailed) as exc:
+            self.metrics.solver_error(city, error_kind(exc))
             return self._failed(city, leader, health, str(exc), clog)
         except Exception as exc:
+            self.metrics.solver_error(city, error_kind(exc))
             clog.exception("tick of %s failed unexpectedly", city)
             return self._failed(city, leader, health,
                                 f"internal error: {type(exc).__name__}: {exc}", clog)
@@ -393,6 +443,7 @@ class Worker:
                    for name in entry.shadow_solvers if name != entry.solver]
         result = self.runner.solve(entry.solver, solver, state, entry.params,
                                    budget=budget, deadline=budget * self.config.hang_factor)
+        self.metrics.solved(entry.solver, result.seconds)
         try:
             check_solution(state, result.solution)
         except InvalidSolution as exc:
@@ -422,7 +473,13 @@ class Worker:
             status = pb.CityStatus(city=city, worker_id=self.config.worker_id,
                                    token=leader.token, state="ok",
                                    updated_at=_timestamp(time.time()))
+        started = time.monotonic()
         self.store.commit(city, leader, decision, status)
+        now = time.time()
+        previous = self._previous_decision.get(city)
+        self.metrics.committed(city, time.monotonic() - started,
+                               None if previous is None else now - previous)
+        self._previous_decision[city] = now
         if health.failures:
             CityLog(log, city, leader.token).info("%s recovered after %d failed ticks",
                                                   city, health.failures)
@@ -478,6 +535,7 @@ class Worker:
             health.reported_token = leader.token
         except FencedOut as exc:
             self.fenced_out += 1
+            self.metrics.fenced(city)
             clog.warning("fenced out: %s; stepping down", exc)
             self.campaigns.drop(city, "fenced out by etcd")
         except EtcdError as exc:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import __version__
-from coordinator.admin import ADMIN_SERVICE, AdminServer
+from coordinator.admin import ADMIN_SERVICE, AdminServer, AdminTarget
 from coordinator.election import LeaderKey
 from coordinator.errors import (
     CitySettingsError,
@@ -45,6 +46,8 @@ from tests.conftest import wait_until
 from tests.etcd_server import EtcdCluster, free_port
 from tests.helpers import decision, dispatchctl, running_worker
 
+# the generated stub class carries no annotations
+AdminStub: Callable[[grpc.Channel], Any] = agrpc.AdminStub
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -137,7 +140,10 @@ def test_scrape_time_samplers_run_before_the_gauges_are_read() -> None:
     state["owned"] = 7
     text = metrics.render().decode()
     assert value(text, "dispatch_cities_owned") == 7
-    metrics.sample_on_scrape(lambda: 1 / 0)  # a broken sampler does not break /metrics
+    def broken() -> None:
+        raise ZeroDivisionError
+
+    metrics.sample_on_scrape(broken)  # a broken sampler does not break /metrics
     assert value(metrics.render().decode(), "dispatch_candidates_queued") == 1
 
 
@@ -167,8 +173,8 @@ def test_serving_twice_or_on_a_busy_port_fails_loudly() -> None:
 
 
 @contextmanager
-def admin(worker: object) -> Iterator[tuple[AdminServer, grpc.Channel]]:
-    server = AdminServer(worker, 0, "127.0.0.1").start()  # type: ignore[arg-type]
+def admin(worker: AdminTarget) -> Iterator[tuple[AdminServer, grpc.Channel]]:
+    server = AdminServer(worker, 0, "127.0.0.1").start()
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         yield server, channel
@@ -184,7 +190,7 @@ def check(channel: grpc.Channel, service: str = "") -> int:
 
 
 def status_of(channel: grpc.Channel) -> apb.WorkerStatus:
-    reply: apb.WorkerStatus = agrpc.AdminStub(channel).Status(apb.StatusRequest(), timeout=5)
+    reply: apb.WorkerStatus = AdminStub(channel).Status(apb.StatusRequest(), timeout=5)
     return reply
 
 
@@ -239,7 +245,7 @@ def test_drain_through_the_admin_port_moves_cities_away(
             running_worker(etcd.endpoints, namespace, "w2", lease_ttl=3), \
             admin(w1) as (_server, channel):
         wait_until(lambda: w1.campaigns.leaders(), timeout=20, message="w1 leading a city")
-        stub = agrpc.AdminStub(channel)
+        stub = AdminStub(channel)
         reply = stub.Drain(apb.DrainRequest(wait_seconds=20), timeout=30)
         assert reply.drained and list(reply.cities_led) == [], reply
         assert "leads no city" in reply.message
@@ -313,7 +319,7 @@ def test_health_is_not_serving_once_the_lease_is_lost(client: EtcdClient, keys: 
 def test_admin_port_in_use_is_an_os_error(client: EtcdClient, keys: Keys) -> None:
     target = _BareTarget(client, keys, None)
     with admin(target) as (server, _channel), pytest.raises(OSError, match="admin port"):
-        AdminServer(target, server.port, "127.0.0.1")  # type: ignore[arg-type]
+        AdminServer(target, server.port, "127.0.0.1")
 
 
 # -- the worker's own wiring (WorkerConfig.metrics_port / admin_port) --------------------
@@ -378,7 +384,7 @@ def test_drain_through_a_workers_own_admin_port(
         wait_until(lambda: w1.campaigns.leaders(), timeout=20, message="w1 leading")
         channel = grpc.insecure_channel(f"127.0.0.1:{admin_port}")
         try:
-            reply = agrpc.AdminStub(channel).Drain(apb.DrainRequest(wait_seconds=20),
+            reply = AdminStub(channel).Drain(apb.DrainRequest(wait_seconds=20),
                                                    timeout=30)
         finally:
             channel.close()
@@ -386,3 +392,28 @@ def test_drain_through_a_workers_own_admin_port(
         owners = {v.owner for v in read_overview(client, keys).cities}
         assert owners == {"w2"}
     assert " 0 violations" in dispatchctl(etcd.endpoints, namespace, "verify").stdout
+
+
+def test_the_container_probe_exits_zero_only_while_serving(client: EtcdClient,
+                                                           keys: Keys) -> None:
+    import subprocess
+    import sys
+
+    def probe(port: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "coordinator.admin", "probe",
+                               f"127.0.0.1:{port}"], capture_output=True, text=True,
+                              timeout=30)
+
+    session = Session(client, 2)
+    target = _BareTarget(client, keys, session)
+    try:
+        with admin(target) as (server, _channel):
+            serving = probe(server.port)
+            assert serving.returncode == 0 and "SERVING" in serving.stdout
+            target.session = None
+            not_serving = probe(server.port)
+            assert not_serving.returncode == 1 and "NOT_SERVING" in not_serving.stderr
+        closed = probe(server.port)
+        assert closed.returncode == 1 and len(closed.stderr.strip().splitlines()) == 1
+    finally:
+        session.close()

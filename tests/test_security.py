@@ -34,10 +34,11 @@ from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
 from tests.helpers import decision
 
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+pytest.importorskip("cryptography")
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NAMESPACE = "/secure"
 ROOT_PASSWORD = "root-Secret-42"
@@ -298,3 +299,19 @@ def test_the_worker_role_cannot_touch_other_prefixes(secure_etcd: SecureEtcd) ->
         client.delete(f"{NAMESPACE}/probe")
         with pytest.raises(EtcdAuthError, match="permission denied"):
             client.put("/elsewhere/probe", "no")
+
+
+def test_doctor_works_with_the_worker_role(secure_etcd: SecureEtcd) -> None:
+    """The operator tooling needs no root: doctor reads what the role grants."""
+    from tests.test_ops_cli import _command
+
+    result = subprocess.run(
+        [*_command(), *secure_etcd.tls_options(), "--namespace", NAMESPACE, "doctor",
+         "--skew-sample", "0"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DISPATCH_ETCD_USER": "worker",
+             "DISPATCH_ETCD_PASSWORD": WORKER_PASSWORD},
+    )
+    assert "etcd alarms: none" in result.stdout, result.stdout + result.stderr
+    assert "etcd db size:" in result.stdout and "etcd history:" in result.stdout
+    assert WORKER_PASSWORD not in result.stdout + result.stderr

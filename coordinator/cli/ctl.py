@@ -12,6 +12,7 @@ from google.protobuf import json_format
 
 from coordinator import __version__
 from coordinator.cli.common import connect, etcd_options, parse_pairs, run_cli
+from coordinator.cli.ops import register as register_ops
 from coordinator.codec import decode, encode
 from coordinator.errors import ConfigError, EtcdCompacted
 from coordinator.etcd import EtcdClient
@@ -501,6 +502,9 @@ def solvers() -> None:
                          if info.description else ""])
         _print_table(rows)
         click.echo("")
+
+
+register_ops(cli)
 
 
 def main() -> None:

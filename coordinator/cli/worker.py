@@ -56,6 +56,14 @@ log = logging.getLogger("coordinator.cli.worker")
 @click.option("--solve-processes", envvar="DISPATCH_SOLVE_PROCESSES", default=None,
               type=click.IntRange(1, 256), metavar="N",
               help="Size of the solver process pool. [default: CPU count, at most 4]")
+@click.option("--metrics-port", envvar="DISPATCH_METRICS_PORT", default=None,
+              type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus metrics on this port (off when not given).")
+@click.option("--admin-port", envvar="DISPATCH_ADMIN_PORT", default=None,
+              type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve the gRPC health service (grpc.health.v1; SERVING while the "
+                   "worker holds its lease) and the admin service (status, drain, undrain) "
+                   "on this port (off when not given).")
 @click.option("--log-format", envvar="DISPATCH_LOG_FORMAT", default="text",
               show_default=True, type=click.Choice(["text", "json"]),
               help="text for people, json (one object a line) for log pipelines.")
@@ -83,9 +91,12 @@ def command(**options: Any) -> None:
         standbys=options["standbys"],
         solve_isolation=options["solve_isolation"],
         solve_processes=options["solve_processes"],
+        metrics_port=options["metrics_port"],
+        admin_port=options["admin_port"],
     )
     client = connect(options)
     worker = Worker(client, config)
+    worker.start_servers()  # here, so that a busy port is a one-line error
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
