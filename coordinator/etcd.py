@@ -202,6 +202,10 @@ def translate(exc: grpc.RpcError, endpoint: str) -> EtcdError:
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else None) or str(code)
     where = f"etcd {endpoint}"
+    if code == grpc.StatusCode.UNAVAILABLE and any(
+            marker in details for marker in ("TSI_", "handshake", "SSL", "certificate")):
+        return EtcdAuthError(f"TLS handshake with {where} failed ({_first_line(details)}): "
+                             "check --etcd-ca, --etcd-cert and --etcd-key")
     if code == grpc.StatusCode.UNAVAILABLE:
         return EtcdUnavailable(f"{where} unavailable: {_first_line(details)}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -18,6 +18,7 @@ import click
 
 from coordinator import __version__
 from coordinator.cli.common import connect, etcd_options, parse_pairs, run_cli
+from coordinator.errors import EtcdAuthError, EtcdError
 from coordinator.keys import Keys, check_worker_id
 from coordinator.logs import setup_logging
 from coordinator.worker import Worker, WorkerConfig, default_worker_id
@@ -95,6 +96,15 @@ def command(**options: Any) -> None:
         admin_port=options["admin_port"],
     )
     client = connect(options)
+    try:
+        # Wrong credentials or a missing permission will not fix themselves: say so and
+        # exit. An unreachable etcd may come back: the worker keeps retrying.
+        client.range(Keys(options["namespace"]).cities, prefix=True, count_only=True)
+    except EtcdAuthError:
+        client.close()
+        raise
+    except EtcdError as exc:
+        log.warning("etcd not reachable yet (%s); retrying in the background", exc)
     worker = Worker(client, config)
     worker.start_servers()  # here, so that a busy port is a one-line error
     signals = {"count": 0}
