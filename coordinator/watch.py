@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 from coordinator.errors import DispatchError, EtcdCompacted
@@ -69,6 +70,8 @@ class PrefixWatch:
     def _run(self) -> None:
         delay = 0.1
         need_snapshot = True
+        failing_since = 0.0  # monotonic time the current streak of failures began
+        last_warning = 0.0
         while not self._stop.is_set():
             try:
                 if need_snapshot:
@@ -81,6 +84,10 @@ class PrefixWatch:
                         return
                     self._stream = stream
                 delay = 0.1
+                if failing_since:
+                    log.info("watch on %s resumed after %.1fs", self.prefix,
+                             time.monotonic() - failing_since)
+                    failing_since = 0.0
                 for batch in stream:
                     if batch.events:
                         self._on_events(batch)
@@ -98,8 +105,14 @@ class PrefixWatch:
                     return
                 if self._on_error is not None:
                     self._on_error(exc)
-                log.warning("watch on %s interrupted: %s; resuming from revision %d in %.1fs",
-                            self.prefix, exc, self.revision + 1, delay)
+                now = time.monotonic()
+                # One warning when a streak of failures starts, then one every 30 s.
+                level = logging.DEBUG
+                if not failing_since or now - last_warning > 30:
+                    level, last_warning = logging.WARNING, now
+                failing_since = failing_since or now
+                log.log(level, "watch on %s interrupted: %s; retrying (from revision %d)",
+                        self.prefix, exc, self.revision + 1)
                 self._stop.wait(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
             finally:
