@@ -85,7 +85,8 @@ def _normal_pair(u1: FloatArray, u2: FloatArray) -> FloatArray:
 
 def _hotspot(layout: _Layout, u: FloatArray) -> FloatArray:
     index = np.searchsorted(layout.cumulative, u, side="right")
-    return layout.hotspots[np.minimum(index, layout.hotspots.shape[0] - 1)]
+    centres: FloatArray = layout.hotspots[np.minimum(index, layout.hotspots.shape[0] - 1)]
+    return centres
 
 
 def _clip(points: FloatArray, area: float) -> FloatArray:

@@ -127,10 +127,10 @@ def test_couriers_move_smoothly() -> None:
 
 def test_simulated_state_is_cheap() -> None:
     sim(0)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: immune to other processes' load
     for tick in range(50):
         sim(tick)
-    assert (time.perf_counter() - started) / 50 < 0.01
+    assert (time.process_time() - started) / 50 < 0.01
 
 
 @pytest.mark.parametrize(("n", "m"), [(0, 0), (0, 5), (5, 0)])

@@ -112,7 +112,7 @@ def test_fast_on_a_large_city() -> None:
     state = random_city("validate-big", 2_000, 2_000, 1, busy_share=0.0).freeze()
     k = 2_000
     good = sol(np.arange(k, dtype=np.int64), np.arange(k, dtype=np.int64), np.ones(k))
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: immune to other processes' load
     for _ in range(10):
         check_solution(state, good)
-    assert (time.perf_counter() - started) / 10 < 0.01
+    assert (time.process_time() - started) / 10 < 0.01
