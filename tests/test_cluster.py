@@ -88,3 +88,30 @@ def test_a_paused_member_does_not_stall_workers(cluster3: EtcdCluster, tmp_path:
     finally:
         worker.close()
         client.close()
+
+
+def test_a_worker_survives_etcd_going_away_and_resumes_when_it_is_back(
+        tmp_path: object) -> None:
+    from pathlib import Path
+
+    cluster = EtcdCluster(1).start()
+    keys = Keys("/dispatch")
+    client = EtcdClient(EtcdConfig(endpoints=(cluster.endpoints,), timeout=2))
+    client.put(keys.city("paris"), CityConfig("paris", "greedy", 0.3).encode())
+    worker = WorkerProcess(cluster.endpoints, "/dispatch", "w0", Path(str(tmp_path)), ttl=2)
+    try:
+        _decisions_continue(client, keys, "paris", 1.0)
+        member = cluster.members[0]
+        member.stop()
+        time.sleep(4.0)  # longer than the lease TTL: the worker must drop the city
+        assert worker.process.poll() is None, "the worker died with etcd"
+        log = worker.log()
+        assert "unavailable" in log and "Traceback" not in log
+        member.start(cluster.initial_cluster, state="existing")
+        cluster.wait_ready()
+        _decisions_continue(client, keys, "paris", 2.0)
+        assert verify(client, keys).ok
+    finally:
+        worker.close()
+        client.close()
+        cluster.close()
