@@ -11,16 +11,21 @@ the optimum of the dispatch objective (any partial assignment pads to a full one
 ``penalty`` per missing pair, and back).
 
 Measured behaviour of ``scipy.optimize.linear_sum_assignment`` on geometric ETA matrices
-(2,000 orders, see ``docs/solvers.md``): with more couriers than orders it is fast (tens
-of milliseconds), but with slightly *more* orders than couriers the shortest augmenting
-paths get long and it slowed by two orders of magnitude (2,000 × 1,990: 5–6 s). Two
-changes that keep the answer optimal bring every measured shape under ~0.7 s:
+(2,000 orders; figures and method in ``docs/solvers.md``): with more couriers than
+orders it is fast (40 ms for 2,100 couriers), but with slightly *more* orders than
+couriers the shortest augmenting paths run across the city and it is two orders of
+magnitude slower (5.2 s for 1,990 couriers). Two changes keep the answer optimal and
+recover part of that:
 
 * rows are solved in ascending order of their cheapest allowed pair, so confident
-  orders fix the duals before the contested ones augment (2,000 × 2,000: 450 → 280 ms);
-* an over-demanded matrix (couriers ≥ :data:`PAD_RATIO` × orders, fewer than orders) is
-  padded to a square with penalty columns — idle "nobody" couriers
-  (2,000 × 1,800: 4.0 s → 0.27 s). Much scarcer couriers solve faster unpadded.
+  orders settle the duals before the contested ones augment;
+* a near-balanced over-demanded matrix (fewer couriers than orders, but at least
+  :data:`PAD_RATIO` × as many) is padded to a square with penalty columns — idle
+  "nobody" couriers, exactly what leaving an order unassigned costs
+  (2,000 × 1,990: 5.2 s → 0.6 s; 2,000 × 1,800: 3.8 s → 2.3 s). Scarcer couriers
+  solve faster unpadded.
+
+Neither changes the worst case: around 2,000 × 1,500 the solve still takes ~1.5 s.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 #: Over-demanded problems (more orders than couriers) are padded to a square with
 #: penalty columns when couriers number at least this share of the orders.
-PAD_RATIO = 0.6
+PAD_RATIO = 0.8
 
 #: Assignment backends: ``scipy`` (always) and ``lap`` (``lap.lapjv``, if installed).
 BACKENDS = ("scipy", "lap")

@@ -6,16 +6,17 @@ What it optimises
     the smallest pickup ETA (ties: lowest order index, then lowest courier index),
     assigns it, removes that order and that courier, and repeats. Each courier takes at
     most one order, which must fit its free capacity; pairs slower than ``max_eta`` or
-    than the unassigned penalty are never taken. The result is valid and usually within
-    a few percent of the optimal one-to-one assignment (``hungarian``), but it can be
-    myopic: taking the best pair now may force a much worse pair later.
+    than the unassigned penalty are never taken. The result is valid and usually close
+    to the optimal one-to-one assignment (``hungarian``), but it is myopic: taking the
+    best pair now may force a much worse pair later.
 
 Complexity
     O(n·m) to build the ETA matrix (vectorised) plus a lazy priority queue: each order
     keeps its best open courier; when that courier is taken the order recomputes its
-    best over one matrix row (O(m) numpy). Typically O(n·m + n·log n) overall and tens of
-    milliseconds at 2,000 × 2,000 — a small, steady fraction of ``hungarian``'s time,
-    with no shape where it degrades badly.
+    best over one matrix row (O(m) numpy). Typically O(n·m + n·log n) overall: ~80 ms at
+    2,000 × 2,000, a steady fraction of ``hungarian``'s time with no shape where it
+    degrades badly. In the benchmark its pickups were 1–11 % later than optimal on
+    cities of 500–2,000 orders, 28 % on a 100-order one.
 
 When to pick it
     Very large cities or tight tick budgets, as a fallback or shadow solver, or when a
