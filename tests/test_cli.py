@@ -104,3 +104,22 @@ def test_status_shows_owner_token_queue_and_decision_age(
         assert paris["solver"] == "greedy" and paris["last_error"] == ""
         table = dispatchctl(etcd.endpoints, namespace, "status").stdout
         assert "paris" in table and paris["owner"] in table and str(paris["token"]) in table
+
+
+def test_history_lists_past_decisions_and_show_prints_one_by_revision(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str) -> None:
+    dispatchctl(etcd.endpoints, namespace, "city", "add", "paris", "--solver", "greedy",
+                "--period", "0.2")
+    with running_worker(etcd.endpoints, namespace, "w1"):
+        wait_until(lambda: (kv := client.get(keys.decision("paris"))) and kv.version >= 4,
+                   timeout=20, message="a few decisions")
+    rows = json.loads(dispatchctl(etcd.endpoints, namespace, "history", "paris", "--limit",
+                                  "3", "--json").stdout)
+    assert len(rows) == 3 and rows[0]["revision"] > rows[1]["revision"] > rows[2]["revision"]
+    assert all(r["workerId"] == "w1" and r["solver"] == "greedy" for r in rows)
+    old = rows[2]["revision"]
+    shown = json.loads(dispatchctl(etcd.endpoints, namespace, "show", "paris", "--revision",
+                                   str(old)).stdout)
+    assert shown["revision"] == old and shown["workerId"] == "w1" and shown["assignments"]
+    table = dispatchctl(etcd.endpoints, namespace, "history", "paris").stdout
+    assert "REVISION" in table and str(old) in table

@@ -334,27 +334,12 @@ def history(ctl: Ctl, /, city_name: str, limit: int, as_json: bool) -> None:
     History reaches back to etcd's last compaction; see the README on retention.
     """
     check_city_name(city_name)
-    rows: list[dict[str, Any]] = []
-    revision = 0
-    key = ctl.keys.decision(city_name)
-    while len(rows) < limit:
-        try:
-            kv = ctl.client.get(key, revision=revision)
-        except EtcdCompacted:
-            break
-        if kv is None:
-            break
-        try:
-            d = decode(pb.Decision, kv.value)
-            rows.append({"revision": kv.mod_revision, "decidedAt": d.decided_at.ToJsonString(),
-                         "token": d.token, "workerId": d.worker_id, "solver": d.solver,
-                         "assignments": len(d.assignments), "unassigned": len(d.unassigned),
-                         "cost": round(d.cost, 1)})
-        except ValueError as exc:
-            rows.append({"revision": kv.mod_revision, "error": str(exc)})
-        if kv.version <= 1:
-            break
-        revision = kv.mod_revision - 1
+    rows: list[dict[str, Any]] = [
+        {"revision": revision, "decidedAt": d.decided_at.ToJsonString(), "token": d.token,
+         "workerId": d.worker_id, "solver": d.solver, "assignments": len(d.assignments),
+         "unassigned": len(d.unassigned), "cost": round(d.cost, 1)}
+        for revision, d in _recent_decisions(ctl, city_name, limit)
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -362,9 +347,8 @@ def history(ctl: Ctl, /, city_name: str, limit: int, as_json: bool) -> None:
         raise ConfigError(f"no decision of {city_name} in etcd's history")
     table = [["REVISION", "DECIDED AT", "TOKEN", "WORKER", "SOLVER", "ASSIGNED", "UNASSIGNED"]]
     for r in rows:
-        table.append([str(r["revision"]), str(r.get("decidedAt", "?")), str(r.get("token", "?")),
-                      str(r.get("workerId", r.get("error", ""))), str(r.get("solver", "")),
-                      str(r.get("assignments", "")), str(r.get("unassigned", ""))])
+        table.append([str(r["revision"]), r["decidedAt"], str(r["token"]), r["workerId"],
+                      r["solver"], str(r["assignments"]), str(r["unassigned"])])
     _print_table(table)
 
 
