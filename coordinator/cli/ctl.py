@@ -307,19 +307,32 @@ def status_rows(views: list[CityView]) -> list[list[str]]:
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per city).")
-@pass_ctl
-def status(ctl: Ctl, /, as_json: bool) -> None:
+@click.option("--watch", "live", is_flag=True,
+              help="Keep a live table on screen, redrawn on etcd watch events (the same "
+                   "as `dispatchctl watch`).")
+@click.pass_context
+def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
     """Per city: owner, fencing token, candidates queued, solver, age of the last
-    decision, state and last error — all read at one etcd revision."""
+    decision, state and last error — all read at one etcd revision — and the drained
+    workers."""
+    if live:
+        watch_command = cli.get_command(ctx, "watch")
+        assert watch_command is not None
+        ctx.invoke(watch_command)
+        return
+    ctl: Ctl = ctx.obj
     overview = read_overview(ctl.client, ctl.keys)
     if as_json:
         click.echo(json.dumps({"revision": overview.revision,
-                               "cities": [v.to_json() for v in overview.cities]}, indent=2))
+                               "cities": [v.to_json() for v in overview.cities],
+                               "drainedWorkers": sorted(overview.drained)}, indent=2))
         return
     if not overview.cities:
         click.echo(f"no cities under {ctl.keys.namespace} (add one with `dispatchctl city add`)")
-        return
-    _print_table(status_rows(overview.cities))
+    else:
+        _print_table(status_rows(overview.cities))
+    if overview.drained:
+        click.echo(f"\ndrained workers (own no city): {', '.join(sorted(overview.drained))}")
 
 
 @cli.command(context_settings=CONTEXT)
