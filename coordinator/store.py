@@ -16,6 +16,7 @@ their own stores.
 
 from __future__ import annotations
 
+from coordinator.batcher import CommitBatcher
 from coordinator.codec import decode, encode
 from coordinator.election import LeaderKey
 from coordinator.errors import FencedOut
@@ -27,9 +28,14 @@ __all__ = ["DecisionStore"]
 
 
 class DecisionStore:
-    def __init__(self, client: EtcdClient, keys: Keys) -> None:
+    """``batcher``: send commits through a ``CommitBatcher`` (one round trip for many
+    cities, each still fenced by its own nested transaction)."""
+
+    def __init__(self, client: EtcdClient, keys: Keys,
+                 batcher: CommitBatcher | None = None) -> None:
         self._client = client
         self._keys = keys
+        self._batcher = batcher
 
     def commit(self, city: str, leader: LeaderKey, decision: pb.Decision,
                status: pb.CityStatus | None = None) -> int:
@@ -48,10 +54,14 @@ class DecisionStore:
         )
 
     def _fenced(self, city: str, leader: LeaderKey, ops: list[object]) -> int:
-        result = self._client.txn([leader.compare()], ops)
-        if not result.succeeded:
+        if self._batcher is not None:
+            succeeded, revision = self._batcher.commit([leader.compare()], ops)
+        else:
+            result = self._client.txn([leader.compare()], ops)
+            succeeded, revision = result.succeeded, result.revision
+        if not succeeded:
             raise FencedOut(city, leader.token, leader.key)
-        return result.revision
+        return revision
 
     def latest(self, city: str, *, revision: int = 0) -> tuple[pb.Decision, int] | None:
         """The decision current at ``revision`` (default: now) and its mod revision."""

@@ -32,6 +32,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from coordinator import __version__
 from coordinator.admin import AdminServer
 from coordinator.balancer import CityNeeds, Member, Plan, plan
+from coordinator.batcher import CommitBatcher
 from coordinator.campaigns import Campaigns
 from coordinator.election import LeaderKey
 from coordinator.errors import (
@@ -120,7 +121,8 @@ class Worker:
         self.client = client
         self.config = config
         self.keys = Keys(config.namespace)
-        self.store = DecisionStore(client, self.keys)
+        self.batcher = CommitBatcher(client)
+        self.store = DecisionStore(client, self.keys, self.batcher)
         self.plugins = PluginLoader(SourceContext(client, self.keys))
         self.runner = make_runner(
             "thread" if config.solve_isolation == "thread" else "process",
@@ -284,6 +286,7 @@ class Worker:
                 log.info("resigned %s", city)
         self.ticker.stop(wait=False)
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+        self.batcher.close()
         self.runner.close()
         if self.session is not None:
             self.session.close()

@@ -78,3 +78,35 @@ def test_a_deposed_leader_cannot_overwrite_the_new_leaders_decision(client: Etcd
     latest = store.latest("oslo")
     assert latest is not None and latest[0].worker_id == "new"
     second.close()
+
+
+def test_a_batch_of_commits_fences_each_city_on_its_own(client: EtcdClient,
+                                                        keys: Keys) -> None:
+    """One etcd round trip, many cities: a stale token fails only its own city."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coordinator.batcher import CommitBatcher
+
+    batcher = CommitBatcher(client)
+    store = DecisionStore(client, keys, batcher)
+    session = Session(client, ttl=5)
+    leaders = {c: Election(client, session, keys.election(c)).campaign("w1")
+               for c in ("a", "b", "c", "d")}
+    stale = leaders["c"]
+    Election.resume(client, session, stale).resign()  # "c" is no longer ours
+
+    def commit(city: str) -> str:
+        try:
+            store.commit(city, leaders[city], decision(city, leaders[city].token, "w1"))
+            return "ok"
+        except FencedOut:
+            return "fenced"
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            results = dict(zip(leaders, pool.map(commit, leaders), strict=True))
+            assert results == {"a": "ok", "b": "ok", "c": "fenced", "d": "ok"}
+    assert store.latest("c") is None
+    assert batcher.commits == 20 and batcher.batches < 20  # several shared a round trip
+    batcher.close()
+    session.close()

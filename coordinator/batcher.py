@@ -1,0 +1,120 @@
+"""Many cities' fenced commits in one etcd round trip, each still fenced on its own.
+
+A worker that owns hundreds of cities would otherwise send one transaction per tick,
+and etcd would append and fsync one raft entry per transaction. The batcher sends what
+is waiting as one outer transaction whose operations are *nested* transactions, one per
+city, each with its own compare::
+
+    txn {                                   # no compare: always applies
+      txn { if create_revision(paris candidate) == 41 then put decisions/paris ... }
+      txn { if create_revision(rome candidate)  == 57 then put decisions/rome  ... }
+    }
+
+Every nested transaction succeeds or fails on its own compare, so one city's stale
+token rejects that city's write only: fencing is exactly as strong as with separate
+transactions. Batching is opportunistic, with no timer: while one batch is in flight the
+next one gathers whatever arrives, so an idle worker pays no extra latency and a busy
+one sends fewer, larger requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from etcd3 import etcdrpc
+
+from coordinator.errors import DispatchError
+from coordinator.etcd import EtcdClient
+
+__all__ = ["CommitBatcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    compare: Sequence[Any]
+    ops: Sequence[Any]
+    size: int
+    future: Future[tuple[bool, int]]
+
+
+class CommitBatcher:
+    #: etcd refuses transactions with more than --max-txn-ops (default 128) operations
+    #: and requests over --max-request-bytes (default 1.5 MiB)
+    MAX_ITEMS = 100
+    MAX_BYTES = 1024 * 1024
+
+    def __init__(self, client: EtcdClient) -> None:
+        self._client = client
+        self._queue: list[_Item] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches = 0
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="commit batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, compare: Sequence[Any], ops: Sequence[Any]) -> Future[tuple[bool, int]]:
+        """Queue one fenced write; the future gives (succeeded, revision)."""
+        future: Future[tuple[bool, int]] = Future()
+        size = sum(op.ByteSize() for op in ops) + sum(c.ByteSize() for c in compare)
+        with self._cond:
+            if self._closed:
+                raise DispatchError("the commit batcher is closed")
+            self._queue.append(_Item(compare, ops, size, future))
+            self._cond.notify()
+        return future
+
+    def commit(self, compare: Sequence[Any], ops: Sequence[Any]) -> tuple[bool, int]:
+        return self.submit(compare, ops).result()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _take(self) -> list[_Item]:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            batch: list[_Item] = []
+            size = 0
+            while self._queue and len(batch) < self.MAX_ITEMS:
+                item = self._queue[0]
+                if batch and size + item.size > self.MAX_BYTES:
+                    break
+                batch.append(self._queue.pop(0))
+                size += item.size
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return  # closed and drained
+            try:
+                if len(batch) == 1:
+                    result = self._client.txn(batch[0].compare, batch[0].ops)
+                    outcomes = [result.succeeded]
+                else:
+                    result = self._client.txn([], [
+                        etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
+                            compare=list(item.compare), success=list(item.ops)))
+                        for item in batch
+                    ])
+                    outcomes = [r.response_txn.succeeded for r in result.responses]
+            except Exception as exc:
+                for item in batch:
+                    item.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.commits += len(batch)
+            for item, succeeded in zip(batch, outcomes, strict=True):
+                item.future.set_result((succeeded, result.revision))
