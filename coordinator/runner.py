@@ -12,7 +12,10 @@ Two ways to run a solve:
     or OR-Tools hold the GIL for a whole solve; in our own process that would starve the
     lease keep-alive and the ticker (a 1,000² ``lapjv`` delays a 50 ms ticker by up to
     ~100 ms). In a separate process they cannot, a solver that eats a core eats its own,
-    and a hung solve is ended by killing its process and starting a fresh one.
+    and a hung solve is ended by killing its process and starting a fresh one. The
+    processes are *spawned* (never forked from a process running gRPC threads), so a
+    program that embeds ``Worker`` must guard its entry point with
+    ``if __name__ == "__main__":``, as multiprocessing requires.
 ``thread``
     Each solve runs on its own daemon thread in the worker process: no IPC cost, fit for
     solvers that release the GIL (numpy, scipy). A hung solve can only be abandoned,
@@ -26,6 +29,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -81,33 +85,64 @@ class SolveRunner:
 
 
 class ThreadSolveRunner(SolveRunner):
-    """A thread per solve (not a pool: a hung solver must not take a slot every other
-    city needs)."""
+    """Solves on reusable daemon threads; a hung solver keeps its thread, nobody else's.
+
+    Starting a thread per solve cost more than a small solve itself, so threads are
+    reused: one that finishes goes back to the idle list, one that hangs is simply never
+    seen again, and a new thread is started when none is idle.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[_SolveThread] = []
+        self._lock = threading.Lock()
 
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
-        box: dict[str, Any] = {}
-        done = threading.Event()
+        with self._lock:
+            thread = self._idle.pop() if self._idle else _SolveThread()
+        job = _Job(solver, state, params, budget)
+        thread.jobs.put(job)
+        if not job.done.wait(deadline):
+            self.abandoned += 1  # the thread is left to finish (or not) on its own
+            raise _late(name, budget, deadline)
+        with self._lock:
+            self._idle.append(thread)
+        if job.error is not None:
+            raise SolverFailed(_describe(name, type(job.error).__name__, str(job.error))) \
+                from job.error
+        return _checked(name, job.solution, job.seconds)
 
-        def run() -> None:
+
+@dataclass
+class _Job:
+    solver: Solver
+    state: CityState
+    params: Mapping[str, Any]
+    budget: float
+    solution: object = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _SolveThread:
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="solve", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
             started = time.perf_counter()
             try:
-                box["solution"] = solver.solve(state, params, budget)
+                job.solution = job.solver.solve(job.state, job.params, job.budget)
             except BaseException as exc:
-                box["error"] = exc
+                job.error = exc
             finally:
-                box["seconds"] = time.perf_counter() - started
-                done.set()
-
-        thread = threading.Thread(target=run, name=f"solve {state.city}/{name}", daemon=True)
-        thread.start()
-        if not done.wait(deadline):
-            self.abandoned += 1
-            raise _late(name, budget, deadline)
-        error = box.get("error")
-        if error is not None:
-            raise SolverFailed(_describe(name, type(error).__name__, str(error))) from error
-        return _checked(name, box.get("solution"), float(box["seconds"]))
+                job.seconds = time.perf_counter() - started
+                job.done.set()
 
 
 def _child_main(conn: multiprocessing.connection.Connection) -> None:

@@ -23,6 +23,7 @@ is what keeps an order unchanged from one tick to the next.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -213,6 +214,22 @@ def _hashed_uniforms(key: int, a: IntArray, b: IntArray, columns: int) -> FloatA
     return uniforms
 
 
+@functools.lru_cache(maxsize=4096)
+def _fixed(city: str, seed: int, n_orders: int, n_couriers: int, area_m: float,
+           hotspots: int) -> tuple[int, _Layout, FloatArray, FloatArray, _Couriers]:
+    """What does not change between ticks of a simulated city, computed once per city:
+    a worker asks for the same city every period. The arrays are never written to."""
+    key = stable_seed("simulated_state", city, seed)
+    fixed = np.random.default_rng(key)
+    layout = _layout(fixed, area_m, hotspots)
+    slot_u = fixed.random((n_orders, 2))
+    courier_u = fixed.random((n_couriers, _COURIER_COLUMNS + 6))
+    base = _couriers(courier_u[:, :_COURIER_COLUMNS], layout, 0.0)
+    for array in (slot_u, courier_u, base.position, base.speed, base.capacity, base.vehicle):
+        array.setflags(write=False)
+    return key, layout, slot_u, courier_u, base
+
+
 def simulated_state(city: str, tick: int, *, n_orders: int, n_couriers: int, seed: int,
                     taken_at: float, area_m: float = 10_000.0, max_size: int = 1,
                     hotspots: int = 5, busy_share: float = 0.1) -> CityState:
@@ -235,11 +252,8 @@ def simulated_state(city: str, tick: int, *, n_orders: int, n_couriers: int, see
     """
     if n_orders < 0 or n_couriers < 0 or max_size < 1:
         raise ValueError("n_orders and n_couriers must be >= 0 and max_size >= 1")
-    key = stable_seed("simulated_state", city, seed)
-    fixed = np.random.default_rng(key)  # what does not change between ticks
-    layout = _layout(fixed, area_m, hotspots)
-    slot_u = fixed.random((n_orders, 2))
-    courier_u = fixed.random((n_couriers, _COURIER_COLUMNS + 6))
+    key, layout, slot_u, courier_u, base = _fixed(city, seed, n_orders, n_couriers, area_m,
+                                                  hotspots)
     noise = np.random.default_rng(stable_seed("simulated_state", city, seed, tick))
 
     slots = np.arange(n_orders, dtype=np.int64)
@@ -252,7 +266,7 @@ def simulated_state(city: str, tick: int, *, n_orders: int, n_couriers: int, see
     orders = _Orders(orders.pickup, orders.dropoff, ready_in, orders.size)
     order_ids = _ids("o", generation * n_orders + slots, 6)
 
-    couriers = _couriers(courier_u[:, :_COURIER_COLUMNS], layout, 0.0)
+    couriers = base
     extra = courier_u[:, _COURIER_COLUMNS:]
     radius = 300.0 + 1500.0 * extra[:, 0]
     omega = 0.5 * couriers.speed * NOMINAL_TICK_SECONDS / radius  # radians per tick
