@@ -50,8 +50,14 @@ class CommitBatcher:
     MAX_ITEMS = 100
     MAX_BYTES = 1024 * 1024
 
-    def __init__(self, client: EtcdClient) -> None:
+    def __init__(self, client: EtcdClient, *, timeout: float = 1.5) -> None:
+        """``timeout``: how long a commit may wait for etcd. Shorter than the general
+        request timeout on purpose: a proposal caught in an etcd leader election can
+        hang for the server's whole request timeout (~7 s), while a commit retried on
+        the next tick reaches the new leader in a moment. A decision that cannot be
+        committed within a period is stale anyway."""
         self._client = client
+        self._timeout = timeout
         self._queue: list[_Item] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -101,14 +107,15 @@ class CommitBatcher:
                 return  # closed and drained
             try:
                 if len(batch) == 1:
-                    result = self._client.txn(batch[0].compare, batch[0].ops)
+                    result = self._client.txn(batch[0].compare, batch[0].ops,
+                                              timeout=self._timeout)
                     outcomes = [result.succeeded]
                 else:
                     result = self._client.txn([], [
                         etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
                             compare=list(item.compare), success=list(item.ops)))
                         for item in batch
-                    ])
+                    ], timeout=self._timeout)
                     outcomes = [r.response_txn.succeeded for r in result.responses]
             except Exception as exc:
                 for item in batch:

@@ -378,11 +378,12 @@ class EtcdClient:
         return int(self.call(lambda e: e.kv.DeleteRange, request).deleted)
 
     def txn(self, compare: Sequence[Any], success: Sequence[Any] = (),
-            failure: Sequence[Any] = ()) -> TxnResult:
+            failure: Sequence[Any] = (), *, timeout: float | None = None) -> TxnResult:
         response = self.call(
             lambda e: e.kv.Txn,
             etcdrpc.TxnRequest(compare=list(compare), success=list(success),
                                failure=list(failure)),
+            timeout=timeout,
         )
         return TxnResult(response.succeeded, response.header.revision, response.responses)
 

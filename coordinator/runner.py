@@ -178,8 +178,11 @@ def _child_main(conn: multiprocessing.connection.Connection) -> None:
             reply = ("error", type(exc).__name__, str(exc))
         try:
             conn.send(reply)
+        except (BrokenPipeError, EOFError, OSError):
+            return  # the worker is gone (killed, or it abandoned us): nothing to tell
         except Exception as exc:  # e.g. an unpicklable result
-            conn.send(("error", type(exc).__name__, f"result could not be returned: {exc}"))
+            with contextlib.suppress(OSError):
+                conn.send(("error", type(exc).__name__, f"result could not be returned: {exc}"))
 
 
 class _Process:

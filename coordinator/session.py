@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 class Session:
     """One lease and its keep-alive loop.
 
-    ``lost`` is set once the lease is known to be gone (etcd answered TTL 0, or no
-    keep-alive succeeded before the local expiry estimate). A lost session never comes
-    back: the owner makes a new ``Session``.
+    ``lost`` is set once the lease is known to be gone: etcd answered a keep-alive with
+    TTL 0, or the session was closed. ``expired()`` turns true earlier, at the local
+    expiry estimate, while etcd cannot be asked. A lost session never comes back: the
+    owner makes a new ``Session``.
     """
 
     def __init__(self, client: EtcdClient, ttl: int, *,
@@ -82,21 +83,32 @@ class Session:
     def _keepalive_loop(self) -> None:
         # Refresh at a third of the TTL, as etcd's own client does, leaving two more
         # attempts before the lease can expire.
+        #
+        # Only etcd can say the lease is gone (a keep-alive answered with TTL 0). Past
+        # the local expiry estimate with etcd unreachable, the lease may well be alive:
+        # etcd extends every lease when its raft leader changes, and keeps them while it
+        # has no quorum. So the session goes on trying instead of giving up: if the lease
+        # did expire, every write is fenced out meanwhile and the next answer says TTL 0;
+        # if not, leadership survives an etcd election or quorum loss with no handover.
         interval = max(self.ttl / 3.0, 0.2)
         while not self._stop.wait(interval if self.time_left() > interval else 0.2):
             now = time.monotonic()
-            if now >= self._deadline:
-                self._mark_lost(f"no keep-alive succeeded within the {self.ttl}s TTL")
-                return
+            past_deadline = now >= self._deadline
             try:
                 granted = self._client.lease_keepalive(
-                    self.lease_id, timeout=max(0.2, min(self.ttl / 3.0, self._deadline - now))
+                    self.lease_id,
+                    timeout=max(0.5, self.ttl / 3.0) if past_deadline
+                    else max(0.2, min(self.ttl / 3.0, self._deadline - now)),
                 )
             except EtcdError as exc:
                 if self._on_keepalive_failure is not None:
                     self._on_keepalive_failure(exc)
-                log.warning("keep-alive of lease %s failed (%.1fs left): %s",
-                            self.lease_hex, self.time_left(), exc)
+                if past_deadline:
+                    log.debug("keep-alive of lease %s failed past its local expiry: %s",
+                              self.lease_hex, exc)
+                else:
+                    log.warning("keep-alive of lease %s failed (%.1fs left): %s",
+                                self.lease_hex, self.time_left(), exc)
                 continue
             if granted <= 0:
                 # etcd answers TTL 0, without an error, for a lease it no longer has.

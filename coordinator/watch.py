@@ -91,11 +91,11 @@ class PrefixWatch:
                 for batch in stream:
                     if batch.events:
                         self._on_events(batch)
-                        # Resume after the last event, not the header revision: a
-                        # catching-up watcher may get a header ahead of its events.
+                        # Resume after the last event delivered, never from a header
+                        # revision: etcd 3.4 answers progress requests with the current
+                        # revision even while this watcher is still catching up, so a
+                        # header can run ahead of events not yet sent.
                         self.revision = max(self.revision, batch.events[-1].kv.mod_revision)
-                    else:
-                        self.revision = max(self.revision, batch.revision)
             except EtcdCompacted as exc:
                 log.warning("watch on %s fell behind compaction (%s); re-reading it",
                             self.prefix, exc)

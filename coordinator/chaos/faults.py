@@ -1,0 +1,343 @@
+"""The faults, and the lanes that inject them one at a time from a seeded schedule.
+
+Each lane draws its faults from its own ``random.Random`` seeded with ``"<seed>:<lane>"``
+and always draws the same four numbers per fault (kind from a shuffled deck, target,
+hold time, a spare), so the *schedule* — which faults, on whom, for how long, how far
+apart — depends on the seed alone. What the system does in between (who leads, which
+member is the raft leader when ``leader-kill`` strikes) does not, so a replay with the
+same seed is the same storm, not the same weather.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from coordinator.errors import EtcdError
+from coordinator.settings import CityConfig
+
+if TYPE_CHECKING:
+    from coordinator.chaos.fleet import WorkerSlot
+    from coordinator.chaos.run import Harness
+
+__all__ = ["ETCD_KINDS", "KINDS", "SOLVER_KINDS", "WORKER_KINDS", "Fault", "Lane"]
+
+WORKER_KINDS = ("kill9", "sigterm", "sigstop", "cut", "net-stall")
+ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss")
+SOLVER_KINDS = ("slow-solve",)
+KINDS = WORKER_KINDS + ETCD_KINDS + SOLVER_KINDS
+
+
+@dataclass
+class Fault:
+    """One injected fault: what, on whom, and when (seconds since the epoch)."""
+
+    kind: str
+    target: str
+    started: float
+    #: when the fault was undone (process restarted or continued, member back,
+    #: connection restored, quorum regained)
+    healed: float = 0.0
+    note: str = ""
+    lane: str = ""
+
+    def describe(self) -> str:
+        took = f" for {self.healed - self.started:.1f}s" if self.healed else ""
+        return f"{self.kind} {self.target}{took}" + (f" ({self.note})" if self.note else "")
+
+
+@dataclass
+class Draw:
+    kind: str
+    target: int
+    hold: float
+    spare: float
+
+
+@dataclass
+class Lane:
+    """A thread injecting faults of ``kinds`` one after another until ``stop``."""
+
+    name: str
+    kinds: tuple[str, ...]
+    seed: int
+    quiet: tuple[float, float]
+    harness: Harness
+    stop: threading.Event
+    faults: list[Fault] = field(default_factory=list)
+    current: Fault | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> Lane:
+        self.thread = threading.Thread(target=self._run, name=f"chaos lane {self.name}",
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def schedule(self, count: int) -> list[Draw]:
+        """The first ``count`` faults this lane will inject (for printing a plan)."""
+        rng = random.Random(f"{self.seed}:{self.name}")
+        rng.uniform(*self.quiet)
+        deck: list[str] = []
+        out = []
+        for _ in range(count):
+            out.append(self._draw(rng, deck))
+            rng.uniform(*self.quiet)
+        return out
+
+    def _draw(self, rng: random.Random, deck: list[str]) -> Draw:
+        if not deck:
+            deck.extend(self.kinds)
+            rng.shuffle(deck)
+        return Draw(deck.pop(), rng.randrange(1 << 30), rng.random(), rng.random())
+
+    def _run(self) -> None:
+        rng = random.Random(f"{self.seed}:{self.name}")
+        deck: list[str] = []
+        if self.stop.wait(rng.uniform(*self.quiet)):
+            return
+        while not self.stop.is_set():
+            draw = self._draw(rng, deck)
+            # Faults that touch every city take turns (unless the run allows overlap), so
+            # each decision gap can be laid at one fault's door; slow-solve concerns one
+            # city and never waits.
+            turn = self.harness.turn if draw.kind not in SOLVER_KINDS else None
+            try:
+                if turn is not None:
+                    turn.acquire()
+                    if self.stop.is_set():
+                        return
+                INJECT[draw.kind](self, draw)
+                if turn is not None:
+                    # let the fleet recover before the next fault that concerns every
+                    # city: the lease TTL plus the harness's recovery margin
+                    self.stop.wait(self.harness.config.ttl + self.harness.recovery_margin)
+            except Exception as exc:  # the harness must outlive a fault that misfires
+                self.harness.emit(f"[{self.name}] {draw.kind} could not be injected: "
+                                  f"{type(exc).__name__}: {exc}")
+            finally:
+                self.current = None
+                if turn is not None:
+                    turn.release()
+            self.stop.wait(rng.uniform(*self.quiet))
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def begin(self, kind: str, target: str, note: str = "") -> Fault:
+        fault = Fault(kind, target, time.time(), note=note, lane=self.name)
+        self.current = fault
+        self.faults.append(fault)
+        self.harness.emit(f"[{self.name}] {kind} {target}" + (f" ({note})" if note else ""))
+        return fault
+
+    def end(self, fault: Fault, note: str = "") -> None:
+        fault.healed = time.time()
+        if note:
+            fault.note = f"{fault.note}; {note}" if fault.note else note
+        self.harness.emit(f"[{self.name}] healed: {fault.describe()}")
+
+    def hold(self, seconds: float) -> None:
+        """Keep the fault in place for ``seconds`` (cut short when the run stops)."""
+        self.stop.wait(seconds)
+
+
+def _between(low: float, high: float, u: float) -> float:
+    return low + (high - low) * u
+
+
+# -- workers ----------------------------------------------------------------------------
+
+
+def _worker(lane: Lane, draw: Draw) -> WorkerSlot:
+    workers = lane.harness.workers
+    return workers[draw.target % len(workers)]
+
+
+def kill9(lane: Lane, draw: Draw) -> None:
+    slot = _worker(lane, draw)
+    slot.expected_down = True
+    fault = lane.begin("kill9", slot.worker_id)
+    slot.kill()
+    lane.hold(_between(0.5, 3.0, draw.hold))
+    slot.start()
+    slot.expected_down = False
+    lane.end(fault)
+
+
+def sigterm(lane: Lane, draw: Draw) -> None:
+    slot = _worker(lane, draw)
+    slot.expected_down = True
+    fault = lane.begin("sigterm", slot.worker_id)
+    started = time.monotonic()
+    graceful = slot.terminate(timeout=30.0)
+    code = slot.process.returncode if slot.process is not None else None
+    note = (f"left in {time.monotonic() - started:.1f}s, exit {code}" if graceful
+            else "did not stop within 30s: killed")
+    if graceful and code != 0:
+        lane.harness.problem(f"{slot.worker_id} exited with status {code} after SIGTERM")
+    lane.hold(_between(0.5, 2.0, draw.hold))
+    slot.start()
+    slot.expected_down = False
+    lane.end(fault, note)
+
+
+def sigstop(lane: Lane, draw: Draw) -> None:
+    slot = _worker(lane, draw)
+    ttl = lane.harness.config.ttl
+    fault = lane.begin("sigstop", slot.worker_id)
+    slot.pause()
+    lane.hold(ttl + _between(0.5, 3.0, draw.hold))
+    slot.resume()
+    lane.end(fault)
+
+
+def cut(lane: Lane, draw: Draw) -> None:
+    slot = _worker(lane, draw)
+    fault = lane.begin("cut", slot.worker_id)
+    slot.proxies.cut()
+    lane.hold(_between(0.5, 5.0, draw.hold))
+    slot.proxies.restore()
+    lane.end(fault)
+
+
+def net_stall(lane: Lane, draw: Draw) -> None:
+    slot = _worker(lane, draw)
+    fault = lane.begin("net-stall", slot.worker_id)
+    slot.proxies.stall()
+    lane.hold(_between(1.0, 5.0, draw.hold))
+    slot.proxies.unstall()
+    lane.end(fault)
+
+
+# -- etcd -------------------------------------------------------------------------------
+
+
+def _settle_etcd(lane: Lane, fault: Fault) -> None:
+    if not lane.harness.etcd.wait_healthy(60.0):
+        lane.harness.problem(f"etcd not healthy 60s after {fault.describe()}")
+
+
+def member_kill(lane: Lane, draw: Draw) -> None:
+    etcd = lane.harness.etcd
+    member = etcd.member(draw.target)
+    leader = etcd.leader()
+    fault = lane.begin("member-kill", member.name,
+                       "the leader" if leader is member else "a follower")
+    etcd.kill(member)
+    lane.hold(_between(1.0, 5.0, draw.hold))
+    etcd.restart(member)
+    lane.end(fault)
+    _settle_etcd(lane, fault)
+
+
+def leader_kill(lane: Lane, draw: Draw) -> None:
+    etcd = lane.harness.etcd
+    leader = etcd.leader()
+    if leader is None:
+        etcd.wait_healthy(30.0, lane.stop)
+        leader = etcd.leader()
+        if leader is None:
+            lane.harness.emit(f"[{lane.name}] leader-kill skipped: no leader to kill")
+            return
+    fault = lane.begin("leader-kill", leader.name)
+    etcd.kill(leader)
+    lane.hold(_between(1.0, 5.0, draw.hold))
+    etcd.restart(leader)
+    lane.end(fault)
+    _settle_etcd(lane, fault)
+
+
+def member_pause(lane: Lane, draw: Draw) -> None:
+    etcd = lane.harness.etcd
+    member = etcd.member(draw.target)
+    leader = etcd.leader()
+    fault = lane.begin("member-pause", member.name,
+                       "the leader" if leader is member else "a follower")
+    etcd.pause(member)
+    lane.hold(_between(1.0, 5.0, draw.hold))
+    etcd.resume(member)
+    lane.end(fault)
+    _settle_etcd(lane, fault)
+
+
+def quorum_loss(lane: Lane, draw: Draw) -> None:
+    harness = lane.harness
+    etcd = harness.etcd
+    first = draw.target % len(etcd.members)
+    pair = [etcd.member(first), etcd.member(first + 1)]
+    how = "killed" if draw.spare < 0.5 else "paused"
+    fault = lane.begin("quorum-loss", "+".join(m.name for m in pair), how)
+    for member in pair:
+        if how == "killed":
+            etcd.kill(member)
+        else:
+            etcd.pause(member)
+    lost_at = time.time()  # no majority from here: nothing can be written
+    lane.hold(_between(2.0, 6.0, draw.hold))
+    for member in pair:
+        if how == "killed":
+            etcd.restart(member)
+        else:
+            etcd.resume(member)
+    deadline = time.monotonic() + 60.0
+    while not etcd.has_quorum() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    regained = time.time()
+    harness.no_quorum.append((lost_at, regained))
+    lane.end(fault, f"no quorum for {regained - lost_at:.1f}s")
+    _settle_etcd(lane, fault)
+
+
+# -- solvers ----------------------------------------------------------------------------
+
+
+def _put_settings(lane: Lane, config: CityConfig) -> None:
+    harness = lane.harness
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            harness.client.put(harness.keys.city(config.city), config.encode())
+            return
+        except EtcdError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def slow_solve(lane: Lane, draw: Draw) -> None:
+    harness = lane.harness
+    slow = harness.slow_cities
+    if not slow:
+        return
+    config = slow[draw.target % len(slow)]
+    stall = config.period * _between(1.1, 1.5, draw.spare)
+    fault = lane.begin("slow-solve", config.city,
+                       f"solver sleeps {stall:.2f}s, period {config.period:g}s")
+    stalled = CityConfig(config.city, config.solver, config.period,
+                         params={**config.params, "sleep": round(stall, 3)})
+    _put_settings(lane, stalled)
+    lane.hold(_between(2.0, 6.0, draw.hold))
+    _put_settings(lane, config)
+    lane.end(fault)
+
+
+INJECT: dict[str, Callable[[Lane, Draw], None]] = {
+    "kill9": kill9,
+    "sigterm": sigterm,
+    "sigstop": sigstop,
+    "cut": cut,
+    "net-stall": net_stall,
+    "member-kill": member_kill,
+    "leader-kill": leader_kill,
+    "member-pause": member_pause,
+    "quorum-loss": quorum_loss,
+    "slow-solve": slow_solve,
+}

@@ -1,0 +1,267 @@
+"""What the harness breaks: worker processes (each behind its own proxies) and etcd."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.errors import EtcdError
+from coordinator.etcd import EtcdClient, EtcdConfig
+from coordinator.localetcd import EtcdCluster, EtcdMember
+from coordinator.proxy import ProxyGroup
+
+__all__ = ["Etcd", "WorkerSlot"]
+
+
+@dataclass
+class WorkerSlot:
+    """One ``dispatch-worker`` process slot: restarted under the same worker id, always
+    behind the same proxies (so the harness can cut this worker alone off etcd)."""
+
+    worker_id: str
+    proxies: ProxyGroup
+    log_path: Path
+    namespace: str
+    ttl: int
+    extra: list[str] = field(default_factory=list)
+    #: the worker program (default: ``python -m coordinator.cli.worker``)
+    command: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+    starts: int = 0
+    #: the harness stopped it on purpose and will start it again
+    expected_down: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        with self.lock:
+            self.starts += 1
+            with open(self.log_path, "ab") as log:
+                log.write(f"==== chaos: start #{self.starts} at {time.time():.3f}\n".encode())
+                log.flush()
+                self.process = subprocess.Popen(
+                    [*(self.command or [sys.executable, "-m", "coordinator.cli.worker"]),
+                     "--etcd", self.proxies.endpoints, "--namespace", self.namespace,
+                     "--worker-id", self.worker_id, "--lease-ttl", str(self.ttl),
+                     *self.extra],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            self.paused = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signum)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """kill -9 (the process only: its solver processes notice and exit)."""
+        self.resume()
+        self.signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(30)
+
+    def terminate(self, timeout: float) -> bool:
+        """SIGTERM and wait for a graceful exit; kill -9 after ``timeout``. True if it
+        left by itself."""
+        self.resume()
+        self.signal(signal.SIGTERM)
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return False
+
+    def close(self) -> None:
+        """Stop the whole process group (worker and solver processes) for good."""
+        if self.process is None:
+            return
+        self.resume()
+        if self.alive():
+            self.terminate(15)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+class Etcd:
+    """The 3-member cluster, its members' state, and quick probes of its health."""
+
+    def __init__(self, cluster: EtcdCluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.probe_key = namespace + "/chaos-probe"
+        self._lock = threading.Lock()
+        self.paused: set[str] = set()
+        self._clients = {
+            m.name: EtcdClient(EtcdConfig(endpoints=(m.client_url,), timeout=1.0))
+            for m in cluster.members
+        }
+        self.quorum_client = EtcdClient(EtcdConfig(
+            endpoints=tuple(cluster.endpoints.split(",")), timeout=1.0))
+
+    @property
+    def members(self) -> list[EtcdMember]:
+        return self.cluster.members
+
+    def member(self, index: int) -> EtcdMember:
+        return self.cluster.members[index % len(self.cluster.members)]
+
+    def up(self, member: EtcdMember) -> bool:
+        return member.running() and member.name not in self.paused
+
+    def identity(self) -> int:
+        """Our cluster's id, as every member that answers agrees (0: none answered)."""
+        ids = set()
+        for member in self.members:
+            if not self.up(member):
+                continue
+            try:
+                ids.add(int(self._clients[member.name].status().header.cluster_id))
+            except EtcdError:
+                continue
+        if len(ids) > 1:
+            raise RuntimeError(f"etcd members report different cluster ids: {ids}")
+        return ids.pop() if ids else 0
+
+    def strangers(self, cluster_id: int, urls: list[str]) -> list[str]:
+        """Which of ``urls`` answer as an etcd of another cluster: a port of ours taken
+        by someone else's server (free ports are only free until somebody binds them)."""
+        found = []
+        for url in urls:
+            client = EtcdClient(EtcdConfig(endpoints=(url,), timeout=1.0))
+            try:
+                other = int(client.status().header.cluster_id)
+            except EtcdError:
+                continue  # down, paused or cut: not a stranger
+            finally:
+                client.close()
+            if other != cluster_id:
+                found.append(f"{url} answers for cluster {other:x}, not {cluster_id:x}")
+        return found
+
+    def replicas_agree(self, revision: int) -> tuple[bool, str]:
+        """etcd's own check that the members hold the same history: the hash of the
+        key-value store at ``revision`` (``etcdctl endpoint hashkv``) on every member."""
+        import json
+
+        result = self.cluster.etcdctl("endpoint", "hashkv", f"--rev={revision}", "-w", "json",
+                                      check=False)
+        try:
+            entries = json.loads(result.stdout or "[]")
+        except ValueError:
+            return False, f"etcdctl endpoint hashkv said: {result.stderr.strip()[:200]}"
+        hashes = {e["Endpoint"]: e["HashKV"]["hash"] for e in entries}
+        if len(hashes) != len(self.members):
+            return False, f"only {len(hashes)} members answered: {result.stderr.strip()[:200]}"
+        same = len(set(hashes.values())) == 1
+        return same, ", ".join(f"{url.rsplit(':', 1)[-1]}={h}" for url, h in hashes.items())
+
+    def leader(self) -> EtcdMember | None:
+        """The raft leader, as the members that answer say."""
+        for member in self.members:
+            if not self.up(member):
+                continue
+            try:
+                status = self._clients[member.name].status()
+            except EtcdError:
+                continue
+            if status.leader:
+                for candidate in self.members:
+                    if not self.up(candidate):
+                        continue
+                    try:
+                        s = self._clients[candidate.name].status()
+                    except EtcdError:
+                        continue
+                    if s.header.member_id == status.leader:
+                        return candidate
+        return None
+
+    def kill(self, member: EtcdMember) -> None:
+        self.resume(member)
+        member.kill()
+
+    def restart(self, member: EtcdMember) -> None:
+        """Start a killed member again (or kill and start a running one)."""
+        self.resume(member)
+        self.cluster.restart(member)
+
+    def pause(self, member: EtcdMember) -> None:
+        with self._lock:
+            if member.running():
+                member.pause()
+                self.paused.add(member.name)
+
+    def resume(self, member: EtcdMember) -> None:
+        with self._lock:
+            if member.name in self.paused:
+                self.paused.discard(member.name)
+                if member.running():
+                    member.resume()
+
+    def has_quorum(self) -> bool:
+        """A linearizable read succeeds (it needs a leader with a live majority)."""
+        try:
+            self.quorum_client.get(self.probe_key)
+        except EtcdError:
+            return False
+        return True
+
+    def healthy(self) -> bool:
+        """Every member up, answering, agreeing on one leader, and a quorum read works."""
+        leaders = set()
+        for member in self.members:
+            if not self.up(member):
+                return False
+            try:
+                leaders.add(self._clients[member.name].status().leader)
+            except EtcdError:
+                return False
+        return len(leaders) == 1 and 0 not in leaders and self.has_quorum()
+
+    def wait_healthy(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return True
+            if stop is not None and stop.is_set():
+                return False
+            time.sleep(0.2)
+        return False
+
+    def heal(self) -> None:
+        """Every member running and not paused."""
+        for member in self.members:
+            self.resume(member)
+            if not member.running():
+                member.start(self.cluster.initial_cluster, state="existing")
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self.quorum_client.close()
