@@ -41,8 +41,19 @@ protos: venv
 demo: setup
 	$(PY) -m coordinator.demo --duration $(DURATION)
 
+BENCH_ARGS ?=
 bench: setup
-	$(PY) bench/solvers.py
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/coordination.py $(BENCH_ARGS)
+	$(PY) bench/solvers.py $(BENCH_ARGS)
+	$(PY) bench/failover.py $(BENCH_ARGS)
+	$(PY) bench/leaselock.py $(BENCH_ARGS)
+	$(PY) bench/scale.py $(BENCH_ARGS)
+
+CHAOS_DURATION ?= 600
+CHAOS_SEED ?=
+chaos: setup
+	$(PY) -m coordinator.chaos --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
