@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from coordinator.election import Election, LeaderKey
+from coordinator.errors import DispatchError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys
 from coordinator.session import Session
@@ -40,7 +42,13 @@ class Candidate:
 class Campaigns:
     def __init__(self, client: EtcdClient, keys: Keys, value: str, *,
                  on_change: Callable[[set[str]], None],
-                 on_lost: Callable[[str, LeaderKey, str], None]) -> None:
+                 on_lost: Callable[[str, LeaderKey, str], None],
+                 on_elected: Callable[[str, LeaderKey], None] | None = None) -> None:
+        self._on_elected = on_elected
+        # Claims triggered by the watch run here, not on the watch thread (a claim is a
+        # round trip) and not in the worker's control loop, which may be busy handing
+        # other cities over: a standby whose predecessor resigned must lead at once.
+        self._claims = ThreadPoolExecutor(max_workers=2, thread_name_prefix="claim")
         self._client = client
         self._keys = keys
         self._value = value
@@ -60,6 +68,7 @@ class Campaigns:
 
     def stop(self) -> None:
         self._watch.stop()
+        self._claims.shutdown(wait=False, cancel_futures=True)
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         return self._watch.synced.wait(timeout)
@@ -140,10 +149,12 @@ class Campaigns:
         if leader is None:
             return None
         with self._lock:
-            if self._mine.get(city) is not candidate:
-                return None
+            if self._mine.get(city) is not candidate or candidate.leader is not None:
+                return candidate.leader if self._mine.get(city) is candidate else None
             candidate.leader = leader
         log.info("elected for %s with token %d", city, leader.token)
+        if self._on_elected is not None:
+            self._on_elected(city, leader)
         return leader
 
     def drop(self, city: str, reason: str) -> None:
@@ -181,7 +192,28 @@ class Campaigns:
                 else:
                     self._view.setdefault(city, {})[event.kv.key] = event.kv
         self._check_lost(cities)
+        self._claim_first(cities)
         self._on_change(cities)
+
+    def _claim_first(self, cities: set[str]) -> None:
+        """Confirm at once the cities where the watch shows our candidate first."""
+        with self._lock:
+            ready = [
+                city for city in cities
+                if (candidate := self._mine.get(city)) is not None and candidate.leader is None
+                and (queue := self.queue(city)) and queue[0].key == candidate.election.key
+            ]
+        for city in ready:
+            try:
+                self._claims.submit(self._claim, city)
+            except RuntimeError:
+                return  # shutting down
+
+    def _claim(self, city: str) -> None:
+        try:
+            self.evaluate(city)
+        except DispatchError as exc:
+            log.debug("claiming %s failed (the control loop will retry): %s", city, exc)
 
     def _check_lost(self, cities: set[str]) -> None:
         lost = []

@@ -139,7 +139,8 @@ class Worker:
         self._health_lock = threading.Lock()
         self.registry = CityRegistry(client, self.keys, on_change=self._changed)
         self.campaigns = Campaigns(client, self.keys, config.worker_id,
-                                   on_change=self._changed, on_lost=self._lost)
+                                   on_change=self._changed, on_lost=self._lost,
+                                   on_elected=self._elected)
         self.members = Members(client, self.keys, on_change=self._dirty.set)
         self.plan = Plan({}, [])
         self.metrics = Metrics()
@@ -304,6 +305,12 @@ class Worker:
     def _changed(self, _cities: set[str]) -> None:
         self._dirty.set()
 
+    def _elected(self, city: str, _leader: LeaderKey) -> None:
+        """Start ticking a city the moment we win it (see ``Campaigns._claim_first``)."""
+        if self._stopping.is_set() or city in self.ticker.cities():
+            return
+        self.ticker.add(city, self._period(city), first_in=self._first_tick_in(city))
+
     def _lost(self, city: str, leader: LeaderKey, reason: str) -> None:
         """Stop acting for ``city`` at once."""
         self.ticker.remove(city)
@@ -354,11 +361,12 @@ class Worker:
             self.campaigns.enter(city)
         for city in sorted(wanted & entered):
             self.campaigns.evaluate(city)
-        leaders = self.campaigns.leaders()
+        # ticking first: a city won in between (``_elected``) must not look stale
         ticking = self.ticker.cities()
+        leaders = self.campaigns.leaders()
         for city in ticking - set(leaders):
             self.ticker.remove(city)
-        for city in sorted(set(leaders) - ticking):
+        for city in sorted(set(leaders) - self.ticker.cities()):
             self.ticker.add(city, self._period(city), first_in=self._first_tick_in(city))
         for city in set(leaders) & ticking:
             self.ticker.set_period(city, self._period(city))
