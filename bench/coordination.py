@@ -12,16 +12,22 @@ the worker's default ``--tick-threads``), it measures:
     decision-sized value) as fast as N threads can send them: the baseline;
 (b) **store** — ``DecisionStore.commit`` with ``LeaderKey``s won in real elections
     (``Election.campaign``), N threads: the fence plus encoding the protobuf Decision;
+    and the same through the worker's ``CommitBatcher`` (many cities' fenced commits in
+    one etcd transaction, each under its own nested compare), where the code has one;
     **worker** — the rate of fenced commits one ``Worker`` sustains owning many cities
     with a no-op solver (``test-slow``, ``sleep=0``, 10 orders × 10 couriers) and a
     100 ms period (200 cities: 2,000 ticks/s asked, more than etcd takes), so that
     the tick pipeline, not the period, is the limit: in this process with
-    ``solve_isolation="thread"``, and as a ``dispatch-worker`` subprocess with the
-    default ``process`` isolation;
+    ``solve_isolation="thread"`` (commits counted by the worker), and as a
+    ``dispatch-worker`` subprocess with the default ``process`` isolation and with
+    ``thread`` (commits counted by etcd: ``etcd_mvcc_put_total``);
 (c) **round trips per tick** — a worker owning 50 cities at a 0.5 s period, every
     ``EtcdClient.call`` counted by request type (and etcd's own /metrics as a
     cross-check), for the ``simulated`` state source (target: 1, the fenced commit) and
-    the ``etcd`` state source (target: 2, read the state + commit).
+    the ``etcd`` state source (target: 2, read the state + commit). With the commit
+    batcher a tick can cost less than one round trip: the table shows decisions per
+    transaction;
+(d) where a tick's CPU goes: each step of ``Worker._decide``, measured alone.
 
 (a) and (b) alternate, ``--repeats`` times each, so that load from other processes on
 the machine hits both alike; the table shows the median and the spread.
@@ -118,6 +124,12 @@ class Fixture:
         self.session.close()
 
 
+def city_of(thread: int, i: int, threads: int, cities: int) -> int:
+    """Thread ``thread``'s ``i``-th city: each thread cycles through its own cities, as
+    the worker's ticks never commit for one city twice at once."""
+    return (thread + i * threads) % cities if cities >= threads else i % cities
+
+
 def make_batcher(client: EtcdClient) -> Any:
     """The worker's ``CommitBatcher`` (coordinator/batcher.py), where this version has one."""
     try:
@@ -132,7 +144,7 @@ def measure_raw(fx: Fixture, threads: int, seconds: float, value: bytes) -> dict
     n = len(fx.names)
 
     def work(t: int, i: int) -> None:
-        k = (t * 7919 + i) % n
+        k = city_of(t, i, threads, n)
         leader = fx.leaders[k]
         result = client.txn([client.cmp_create_revision(leader.key, leader.token)],
                             [client.op_put(fx.decision_keys[k], value)])
@@ -148,7 +160,7 @@ def measure_store(fx: Fixture, threads: int, seconds: float,
     n = len(fx.names)
 
     def work(t: int, i: int) -> None:
-        k = (t * 7919 + i) % n
+        k = city_of(t, i, threads, n)
         store.commit(fx.names[k], fx.leaders[k], decision)
 
     return run_threads(threads, seconds, work, fx.url)
@@ -336,9 +348,11 @@ def measure_round_trips(cluster: Any, namespace: str, source: str, cities: int,
     per_tick = sum(v for k, v in calls.items() if k not in background) / ticks
     server = {k: v for k, v in delta.requests.items()}
     server_unary = sum(v for k, v in server.items() if k not in ("Watch", "LeaseKeepAlive"))
+    puts = delta.mvcc["etcd_mvcc_put_total"]
     return {
         "source": source, "cities": cities, "period": period, "seconds": seconds,
         "ticks": ticks, "client_calls": dict(calls), "round_trips_per_tick": per_tick,
+        "puts_per_tick": puts / ticks, "commits_per_txn": puts / max(server.get("Txn", 0), 1),
         "etcd_requests": server, "etcd_unary_per_tick": server_unary / ticks,
         "background_calls_per_second": sum(calls[k] for k in background) / seconds,
         "etcd_watch_messages_per_second": server.get("Watch", 0) / delta.seconds,
@@ -520,11 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\nRound trips to etcd per tick (50 cities, period 0.5 s, greedy 30×20)\n")
     print(common.table(
         ["state source", "ticks", "calls/tick (client)", "unary/tick (etcd)", "by type",
-         "keep-alives/s", "target"],
+         "decisions/Txn", "keep-alives/s", "target"],
         [[rt["source"], rt["ticks"], rt["round_trips_per_tick"], rt["etcd_unary_per_tick"],
           " ".join(f"{k.replace('Request', '')}={v}" for k, v in
                    sorted(rt["client_calls"].items())),
-          rt["background_calls_per_second"],
+          rt["commits_per_txn"], rt["background_calls_per_second"],
           f"{rt['target']} " + ("met" if rt["target_met"] else "MISSED")]
          for rt in (rt_sim, rt_etcd)]))
     raw_cpu = rows[0]["client_cpu_us_per_commit"]

@@ -281,8 +281,11 @@ class ProcessSolveRunner(SolveRunner):
 
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
+        proc = self._take(time.monotonic() + deadline)
+        # The deadline for *running* starts once a process is ours: a solve that queued
+        # behind others has not hung, and killing its healthy process as if it had would
+        # shrink the pool exactly when it is busiest.
         until = time.monotonic() + deadline
-        proc = self._take(until)
         try:
             proc.conn.send((name, state, dict(params), budget))
             if not proc.conn.poll(max(0.0, until - time.monotonic())):

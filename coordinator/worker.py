@@ -235,7 +235,10 @@ class Worker:
             self.session = None
             self._drop_all(f"lease {old.lease_hex} lost: {old.lost_reason}")
             self._losses = [t for t in self._losses if now - t < self.FLAP_WINDOW] + [now]
-            if len(self._losses) >= self.FLAP_LIMIT:
+            others = [m for m in self.members.members()
+                      if m.worker_id != self.config.worker_id and not m.drained]
+            # Sitting out only helps when someone else can take the cities meanwhile.
+            if len(self._losses) >= self.FLAP_LIMIT and others:
                 pause = min(60.0, 5.0 * 2 ** (len(self._losses) - self.FLAP_LIMIT))
                 self._sit_out_until = now + pause
                 log.warning("lease lost %d times in %.0fs: standing for no city for %.0fs "

@@ -46,8 +46,8 @@ TTL = 2
 #: or quorum loss cost every city 5-15 s (short runs measured 56-77 % here).
 AVAILABILITY_FLOOR = 0.50
 #: Tracebacks a worker log may hold without failing the run: a solver process whose
-#: worker was killed -9 mid-solve dies on its broken pipe and says so (harmless; see
-#: docs/safety.md, "Known issues").
+#: worker died while it was still starting dies on its broken pipe and says so
+#: (harmless; docs/safety.md, issue 4).
 TOLERATED_TRACEBACKS = {"BrokenPipeError: [Errno 32] Broken pipe"}
 
 
@@ -73,9 +73,8 @@ def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     # A worker crash, pause or cut moves its cities within the lease TTL plus a little,
     # and SIGTERM hands them over sooner than a crash would: judged on each fault's worst
     # gap (median over the faults of a kind; a fault striking before the fleet has
-    # recovered from the previous one can do worse). A handover should miss no tick at
-    # all; under this load the standby sometimes claims a city a second late (docs/
-    # safety.md, known issue 7), hence the bound.
+    # recovered from the previous one can do worse). A handover should miss hardly a
+    # tick; the bound leaves room for this machine's load.
     for kind, bound in (("kill9", TTL + 4.0), ("sigstop", TTL + 4.0), ("cut", TTL + 4.0),
                         ("sigterm", TTL + 1.0)):
         stat = result.gaps.get(kind)
@@ -197,9 +196,6 @@ def test_a_watch_resumed_with_a_long_backlog_loses_no_event(etcd: EtcdCluster) -
 # -- focused: etcd out of reach, again and again ------------------------------------------
 
 
-@pytest.mark.xfail(reason="bug: a worker counts every lease loss as its own flapping and "
-                          "sits out, even when etcd was out of reach for everybody and "
-                          "nobody else can take its cities (docs/safety.md, known issue 2)")
 def test_cities_decide_soon_after_etcd_is_back_again_and_again(
         etcd: EtcdCluster, tmp_path: Path) -> None:
     """A worker cut off etcd for longer than the lease TTL, four times in a minute —
@@ -283,3 +279,44 @@ def test_the_harness_explains_a_violation_with_etcds_own_history(
     assert "created (token" in text and "deleted" in text
     assert f"{rogue}  decision token {old.token} by 'w1'" in text
     second.close()
+
+
+# -- focused: a solve queued for a process --------------------------------------------------
+
+
+def test_a_solve_that_waited_for_a_process_is_not_killed_as_hung() -> None:
+    """After a pause or a burst of due ticks, solves queue for the worker's solver
+    processes. A solve that waited must still get its deadline for *running*: killing
+    it (and its process, which then needs seconds to warm up again) as if it had hung
+    shrinks the pool exactly when it is busiest — the cascade of "no solver process was
+    free" seen in chaos runs after a worker wakes from SIGSTOP."""
+    from coordinator.errors import SolverFailed
+    from coordinator.runner import ProcessSolveRunner, SolveResult
+    from solvers.generate import random_city
+
+    runner = ProcessSolveRunner(1)
+    try:
+        wait_until(runner.ready, timeout=120, message="a warm solver process")
+        state = random_city("queue", 5, 3, 1).freeze()
+        results: dict[str, SolveResult | SolverFailed] = {}
+
+        def solve(tag: str, sleep: float) -> None:
+            try:
+                results[tag] = runner.solve("test-slow", None, state,  # type: ignore[arg-type]
+                                            {"sleep": sleep}, budget=0.5, deadline=1.0)
+            except SolverFailed as exc:
+                results[tag] = exc
+
+        first = threading.Thread(target=solve, args=("first", 0.8))
+        first.start()
+        time.sleep(0.1)
+        second = threading.Thread(target=solve, args=("second", 0.4))  # waits ~0.7 s
+        second.start()
+        first.join(10)
+        second.join(10)
+        assert isinstance(results["first"], SolveResult), results["first"]
+        # 0.4 s of solving is well within its 1 s deadline; the wait was not its doing
+        assert isinstance(results["second"], SolveResult), results["second"]
+        assert runner.abandoned == 0
+    finally:
+        runner.close()

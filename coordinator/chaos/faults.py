@@ -121,8 +121,12 @@ class Lane:
                     # city: the lease TTL plus the harness's recovery margin
                     self.stop.wait(self.harness.config.ttl + self.harness.recovery_margin)
             except Exception as exc:  # the harness must outlive a fault that misfires
-                self.harness.emit(f"[{self.name}] {draw.kind} could not be injected: "
-                                  f"{type(exc).__name__}: {exc}")
+                self.harness.problem(f"[{self.name}] {draw.kind} misfired: "
+                                     f"{type(exc).__name__}: {exc}; healing everything")
+                try:
+                    self.harness.heal()
+                except Exception as again:
+                    self.harness.problem(f"healing failed too: {again}")
             finally:
                 self.current = None
                 if turn is not None:
