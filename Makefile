@@ -7,7 +7,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup etcd venv test lint typecheck protos demo bench chaos clean
+.PHONY: setup etcd venv test lint typecheck protos demo bench bench-report chaos clean
 
 setup: etcd venv
 
@@ -49,6 +49,11 @@ bench: setup
 	$(PY) bench/failover.py $(BENCH_ARGS)
 	$(PY) bench/leaselock.py $(BENCH_ARGS)
 	$(PY) bench/scale.py $(BENCH_ARGS)
+	$(PY) bench/report.py
+
+# docs/benchmarks.md from bench/results/*.json, without running anything (standard library)
+bench-report:
+	$(PY) bench/report.py
 
 CHAOS_DURATION ?= 600
 CHAOS_SEED ?=

@@ -160,7 +160,10 @@ def _child_main(conn: multiprocessing.connection.Connection) -> None:
     for info in installed(SOLVERS, describe=False):
         with contextlib.suppress(Exception):
             loader.solver(info.name)
-    conn.send(("ready",))
+    try:
+        conn.send(("ready",))
+    except OSError:  # the worker died or gave up on us while we were importing
+        return
     while True:
         try:
             message = conn.recv()

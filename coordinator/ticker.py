@@ -34,6 +34,8 @@ class _Slot:
     generation: int
     ticks: int = 0
     skipped: int = 0
+    #: set by :meth:`Ticker.retire`: the slot ends after its next tick, then this is set
+    last: threading.Event | None = None
 
 
 class Ticker:
@@ -58,6 +60,9 @@ class Ticker:
         """Start ticking ``city`` every ``period`` seconds, the first tick in ``first_in``."""
         with self._cond:
             slot = _Slot(period=period, generation=next(self._generations))
+            replaced = self._slots.get(city)
+            if replaced is not None and replaced.last is not None:
+                replaced.last.set()
             self._slots[city] = slot
             self._push(time.monotonic() + first_in, city, slot.generation)
 
@@ -75,10 +80,41 @@ class Ticker:
             idle = self._idle.get(city)
         if slot is None:
             return None
+        if slot.last is not None and (idle is None or idle.is_set()):
+            slot.last.set()  # retired, and its last tick will not run now
         if idle is None:
             idle = threading.Event()
             idle.set()
         return idle
+
+    def retire(self, city: str, *, within: float) -> tuple[threading.Event, float] | None:
+        """Stop ticking ``city`` for a handover, at the best moment for its successor.
+
+        If the city's next tick is due within ``within`` seconds, that tick still runs
+        and the city stops right after it; otherwise it stops now (after the tick in
+        flight, if any). Returns an event set once the city is done here, and the
+        monotonic time by which that is expected (``0`` for now), or ``None`` if the
+        city was not ticking.
+
+        Why: the successor keeps the city's rhythm, ticking one period after the last
+        decision. Resigning just before a due tick would leave it less time to see the
+        resignation and claim the city than that tick needs, and the gap would grow by
+        the difference; a tick run first gives it a whole period.
+        """
+        with self._cond:
+            slot = self._slots.get(city)
+            if slot is None:
+                return None
+            idle = self._idle.get(city)
+            running = idle is not None and not idle.is_set()
+            due = min((d for d, _, c, g in self._heap
+                       if c == city and g == slot.generation), default=None)
+            now = time.monotonic()
+            if not running and due is not None and due - now <= within:
+                slot.last = threading.Event()
+                return slot.last, due
+        done = self.remove(city)
+        return (done, 0.0) if done is not None else None
 
     def running(self, city: str) -> bool:
         with self._cond:
@@ -97,6 +133,9 @@ class Ticker:
     def stop(self, *, wait: bool = True) -> None:
         with self._cond:
             self._stopped = True
+            for slot in self._slots.values():
+                if slot.last is not None:
+                    slot.last.set()
             self._slots.clear()
             self._cond.notify()
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -155,7 +194,11 @@ class Ticker:
             with self._cond:
                 slot.ticks += 1
                 idle.set()
-                if self._slots.get(city) is slot and not self._stopped:
+                if slot.last is not None:
+                    if self._slots.get(city) is slot:
+                        del self._slots[city]
+                    slot.last.set()
+                elif self._slots.get(city) is slot and not self._stopped:
                     now = time.monotonic()
                     next_due = self._next_due(due, slot.period, now)
                     overrun = round((next_due - due) / slot.period) - 1

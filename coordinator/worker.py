@@ -276,18 +276,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("stopping: finishing ticks in flight and handing cities over")
-        leaders = self.campaigns.leaders()
-        idles = [(city, self.ticker.remove(city)) for city in leaders]
-        for city, idle in idles:
-            if idle is not None and not idle.wait(self._period(city) + 1.0):
-                log.warning("tick of %s still running at shutdown", city)
-        for city in leaders:
-            try:
-                self.campaigns.withdraw(city)
-            except DispatchError as exc:
-                log.warning("could not resign %s: %s", city, exc)
-            else:
-                log.info("resigned %s", city)
+        self._hand_over(sorted(self.campaigns.leaders()))
         self.ticker.stop(wait=False)
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
         self.batcher.close()
@@ -359,7 +348,8 @@ class Worker:
                 continue
             wanted.add(city)  # keep leading until someone can take over
         entered = self.campaigns.entered()
-        self._leave(sorted(set(handover) | (entered - wanted)))
+        self._hand_over(handover)
+        self._leave(sorted(entered - wanted - set(handover)))
         for city in sorted(wanted - entered):
             self.campaigns.enter(city)
         for city in sorted(wanted & entered):
@@ -381,6 +371,34 @@ class Worker:
             if idle is not None:
                 idle.wait(self._period(city) + 1.0)
             self.campaigns.withdraw(city)
+
+    def _hand_over(self, cities: list[str]) -> None:
+        """Resign ``cities`` so that whoever is queued next keeps their rhythm.
+
+        A city whose next tick is due soon ticks once more first (``Ticker.retire``):
+        its successor ticks one period after our last decision, and needs that time to
+        see the resignation and claim the city. Each city is resigned as soon as it is
+        done here, the ones not due soon at once.
+        """
+        retiring: list[tuple[float, str, threading.Event]] = []
+        for city in cities:
+            period = self._period(city)
+            retired = self.ticker.retire(city, within=min(period / 2, max(0.2, period / 4)))
+            if retired is not None:
+                done, due = retired
+                retiring.append((due, city, done))
+            else:
+                self._resign(city)
+        for _due, city, done in sorted(retiring, key=lambda r: r[0]):
+            if not done.wait(self._period(city) + 1.0):
+                log.warning("tick of %s still running at handover", city)
+            self._resign(city)
+
+    def _resign(self, city: str) -> None:
+        try:
+            self.campaigns.withdraw(city)
+        except DispatchError as exc:
+            log.warning("could not resign %s: %s", city, exc)
 
     def _first_tick_in(self, city: str) -> float:
         """Keep the city's rhythm across a handover: tick one period after the last

@@ -1,0 +1,98 @@
+"""The ticker: ticks on the period grid, never overlapping, and a handover-friendly stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from coordinator.ticker import Ticker
+
+
+class Recorder:
+    def __init__(self, *, work: float = 0.0) -> None:
+        self.work = work
+        self.ticks: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, city: str, due: float) -> None:
+        with self.lock:
+            self.ticks.append((city, time.monotonic()))
+        time.sleep(self.work)
+
+    def times(self, city: str) -> list[float]:
+        with self.lock:
+            return [t for c, t in self.ticks if c == city]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def ticker(recorder: Recorder) -> Iterator[Ticker]:
+    t = Ticker(recorder, max_workers=4)
+    yield t
+    t.stop()
+
+
+def test_ticks_follow_the_period_grid(ticker: Ticker, recorder: Recorder) -> None:
+    ticker.add("a", 0.1)
+    time.sleep(0.55)
+    times = recorder.times("a")
+    assert 5 <= len(times) <= 7
+    first = times[0]
+    for i, t in enumerate(times):
+        assert abs(t - (first + 0.1 * i)) < 0.05, "a late tick must not shift later ones"
+
+
+def test_a_tick_that_overruns_skips_instead_of_piling_up() -> None:
+    rec = Recorder(work=0.25)
+    ticker = Ticker(rec, max_workers=4)
+    try:
+        ticker.add("slow", 0.1)
+        time.sleep(0.8)
+        times = rec.times("slow")
+        assert all(b - a >= 0.24 for a, b in zip(times, times[1:], strict=False))
+        assert ticker.stats("slow")[1] >= 3  # skipped ticks are counted
+    finally:
+        ticker.stop()
+
+
+def test_retire_runs_a_tick_due_soon_first_then_stops(ticker: Ticker,
+                                                      recorder: Recorder) -> None:
+    ticker.add("a", 1.0, first_in=0.15)
+    retired = ticker.retire("a", within=0.3)
+    assert retired is not None
+    done, due = retired
+    assert due > time.monotonic()  # waits for the coming tick
+    assert done.wait(1.0)
+    assert len(recorder.times("a")) == 1
+    assert "a" not in ticker.cities()
+    time.sleep(0.2)
+    assert len(recorder.times("a")) == 1  # and no tick after it
+
+
+def test_retire_stops_at_once_when_the_next_tick_is_far(ticker: Ticker,
+                                                         recorder: Recorder) -> None:
+    ticker.add("a", 1.0, first_in=0.6)
+    retired = ticker.retire("a", within=0.3)
+    assert retired is not None
+    done, due = retired
+    assert due == 0.0 and done.is_set()
+    time.sleep(0.8)
+    assert recorder.times("a") == []
+
+
+def test_a_retired_city_removed_before_its_last_tick_does_not_leave_waiters_hanging(
+        ticker: Ticker, recorder: Recorder) -> None:
+    ticker.add("a", 1.0, first_in=0.2)
+    retired = ticker.retire("a", within=0.5)
+    assert retired is not None
+    ticker.remove("a")  # e.g. fenced out meanwhile
+    assert retired[0].wait(0.1)
+    time.sleep(0.3)
+    assert recorder.times("a") == []
