@@ -143,6 +143,8 @@ class Worker:
                                    on_elected=self._elected)
         self.members = Members(client, self.keys, on_change=self._dirty.set)
         self.plan = Plan({}, [])
+        self._plan_inputs: tuple[object, ...] | None = None
+        self._plan_memo = self.plan
         self.metrics = Metrics()
         self.metrics.identify(config.worker_id, __version__)
         self.metrics.sample_on_scrape(self._sample_metrics)
@@ -323,7 +325,14 @@ class Worker:
             # our own membership key may not have come back through the watch yet
             members.append(Member(me, self.config.capacity, self.config.labels,
                                   me in self.members.drained()))
-        return plan(needs, members, standbys=self.config.standbys)
+        members.sort(key=lambda m: m.worker_id)
+        # The control loop runs every half second; with a thousand cities the rendezvous
+        # ranking is most of its cost, and its inputs rarely change.
+        inputs = (needs, members, self.config.standbys)
+        if inputs != self._plan_inputs:
+            self._plan_inputs = inputs
+            self._plan_memo = plan(needs, members, standbys=self.config.standbys)
+        return self._plan_memo
 
     def _queued(self, city: str, worker_id: str) -> bool:
         return any(kv.value.decode(errors="replace") == worker_id
