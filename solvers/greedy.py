@@ -62,30 +62,10 @@ class GreedySolver(Solver):
         # `cost` is our own matrix: forbidden pairs and taken couriers become +inf.
         cost = eta.copy()
         cost[~allowed_pairs(eta, state.size, state.capacity, max_eta, penalty)] = np.inf
-        best = np.argmin(cost, axis=1)
-        best_time = cost[np.arange(state.n_orders), best]
-        heap = [(t, i) for i, t in enumerate(best_time.tolist()) if t != np.inf]
-        heapq.heapify(heap)
-        taken = np.zeros(state.n_couriers, dtype=bool)
-        orders: list[int] = []
-        couriers: list[int] = []
-        left = int(np.count_nonzero(np.isfinite(cost).any(axis=0)))  # couriers usable
-        while heap and left:
-            _, i = heapq.heappop(heap)
-            j = int(best[i])
-            if taken[j]:
-                # Stale entry: this order's best courier went to a faster pair. Its new
-                # best is no faster, so pushing it back keeps the heap order exact.
-                j = int(np.argmin(cost[i]))
-                if cost[i, j] != np.inf:
-                    best[i] = j
-                    heapq.heappush(heap, (float(cost[i, j]), i))
-                continue
-            orders.append(i)
-            couriers.append(j)
-            taken[j] = True
-            cost[:, j] = np.inf
-            left -= 1
+        if cost.size <= _SMALL:
+            orders, couriers = _take_sorted(cost)
+        else:
+            orders, couriers = _take_lazily(cost)
         rows = np.asarray(orders, dtype=np.int64)
         cols = np.asarray(couriers, dtype=np.int64)
         sort = np.argsort(rows, kind="stable")
@@ -102,3 +82,62 @@ class GreedySolver(Solver):
                 "objective": float(times.sum()) + penalty * unassigned,
             },
         )
+
+
+#: Up to this many (order, courier) pairs, sort them all at once: a 30 × 20 city is
+#: decided by one ``argsort`` and a short Python loop instead of one small numpy call per
+#: assignment, whose fixed cost dominates at that size. Both take pairs in the same
+#: (ETA, order, courier) order, so they give the same answer.
+_SMALL = 10_000
+
+
+def _take_sorted(cost: np.ndarray) -> tuple[list[int], list[int]]:
+    n, m = cost.shape
+    flat = cost.ravel()
+    finite = int(np.count_nonzero(np.isfinite(flat)))
+    order_taken = bytearray(n)
+    courier_taken = bytearray(m)
+    orders: list[int] = []
+    couriers: list[int] = []
+    most = min(n, m)
+    for k in np.argsort(flat, kind="stable")[:finite].tolist():
+        i, j = divmod(k, m)
+        if order_taken[i] or courier_taken[j]:
+            continue
+        order_taken[i] = courier_taken[j] = 1
+        orders.append(i)
+        couriers.append(j)
+        if len(orders) == most:
+            break
+    return orders, couriers
+
+
+def _take_lazily(cost: np.ndarray) -> tuple[list[int], list[int]]:
+    """Each order keeps its best open courier in a heap; taken couriers' columns of
+    ``cost`` become +inf."""
+    n_orders, n_couriers = cost.shape
+    best = np.argmin(cost, axis=1)
+    best_time = cost[np.arange(n_orders), best]
+    heap = [(t, i) for i, t in enumerate(best_time.tolist()) if t != np.inf]
+    heapq.heapify(heap)
+    taken = np.zeros(n_couriers, dtype=bool)
+    orders: list[int] = []
+    couriers: list[int] = []
+    left = int(np.count_nonzero(np.isfinite(cost).any(axis=0)))  # couriers usable
+    while heap and left:
+        _, i = heapq.heappop(heap)
+        j = int(best[i])
+        if taken[j]:
+            # Stale entry: this order's best courier went to a faster pair. Its new
+            # best is no faster, so pushing it back keeps the heap order exact.
+            j = int(np.argmin(cost[i]))
+            if cost[i, j] != np.inf:
+                best[i] = j
+                heapq.heappush(heap, (float(cost[i, j]), i))
+            continue
+        orders.append(i)
+        couriers.append(j)
+        taken[j] = True
+        cost[:, j] = np.inf
+        left -= 1
+    return orders, couriers

@@ -726,7 +726,7 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
       f"healing + TTL + {RECOVERY_MARGIN:g}s):\n")
     total_missed = sum(stat.missed for stat in result.gaps.values()) or 1.0
     w(f"  {'kind':<13}{'faults':>7}{'longest':>10}  {'city (period)':<18}{'median':>9}"
-      f"{'alone':>7}{'longest alone':>15}{'missed':>9}\n")
+      f"{'alone':>7}{'longest alone':>15}{'missed':>9}{'per fault':>11}\n")
     for kind in [*KINDS, "(none)"]:
         stat = result.gaps.get(kind)
         if stat is None:
@@ -736,11 +736,19 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
         median = f"{stat.typical:.2f}s" if stat.worst_per_fault else "-"
         alone = f"{max(stat.isolated):.2f}s" if stat.isolated else "-"
         share = f"{100 * stat.missed / total_missed:.0f}%"
+        per_fault = f"{stat.missed / stat.faults:.1f}" if stat.faults else "-"
         w(f"  {kind:<13}{count:>7}{stat.longest:>9.2f}s  {where:<18}{median:>9}"
-          f"{len(stat.isolated) if kind != '(none)' else '-':>7}{alone:>15}{share:>9}\n")
+          f"{len(stat.isolated) if kind != '(none)' else '-':>7}{alone:>15}{share:>9}"
+          f"{per_fault:>11}\n")
     w("  (median: of each fault's longest gap; alone: faults that overlapped no other "
       "fault affecting every city;\n   missed: share of all missed periods, no-quorum "
-      "time left out)\n")
+      "time left out; per fault: city-periods missed per fault of the kind)\n")
+    if av is not None and av.expected > 0:
+        none = result.gaps.get("(none)")
+        lost = none.missed if none is not None else 0.0
+        w(f"periods missed with no fault in effect: {lost:.1f} of {av.expected:.0f} "
+          f"({100 * lost / av.expected:.2f}%): the rest is the faults' own cost, which "
+          "grows with how often they strike (--pace)\n")
     w(f"stale writes refused by the fence (workers' 'fenced out' log lines): "
       f"{result.fenced_out}\n")
     owners = " ".join(f"{k}:{v}" for k, v in result.owners.items())
