@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ class _Slot:
     skipped: int = 0
     #: set by :meth:`Ticker.retire`: the slot ends after its next tick, then this is set
     last: threading.Event | None = None
+    #: after the first tick, move onto the grid ``align + k * period`` (monotonic)
+    align: float | None = None
 
 
 class Ticker:
@@ -56,10 +59,18 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
         self._thread.start()
 
-    def add(self, city: str, period: float, *, first_in: float = 0.0) -> None:
-        """Start ticking ``city`` every ``period`` seconds, the first tick in ``first_in``."""
+    def add(self, city: str, period: float, *, first_in: float = 0.0,
+            then_at_phase: float | None = None) -> None:
+        """Start ticking ``city`` every ``period`` seconds, the first tick in ``first_in``.
+
+        ``then_at_phase`` (seconds, wall clock modulo the period): after the first tick,
+        tick at the wall-clock times ``≡ then_at_phase (mod period)`` instead of on the
+        first tick's grid, at least a period after the first.
+        """
         with self._cond:
             slot = _Slot(period=period, generation=next(self._generations))
+            if then_at_phase is not None:
+                slot.align = time.monotonic() + (then_at_phase - time.time()) % period
             replaced = self._slots.get(city)
             if replaced is not None and replaced.last is not None:
                 replaced.last.set()
@@ -204,6 +215,11 @@ class Ticker:
                     overrun = round((next_due - due) / slot.period) - 1
                     if overrun > 0:
                         self._skip(city, slot, overrun)
+                    if slot.align is not None:
+                        earliest = max(due + slot.period, now)
+                        next_due = slot.align + slot.period * math.ceil(
+                            (earliest - slot.align) / slot.period)
+                        slot.align = None
                     if delay is not None:
                         next_due = max(next_due, now + delay)
                     self._push(next_due, city, slot.generation)

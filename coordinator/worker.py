@@ -22,6 +22,7 @@ import random
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -303,7 +304,7 @@ class Worker:
         """Start ticking a city the moment we win it (see ``Campaigns._claim_first``)."""
         if self._stopping.is_set() or city in self.ticker.cities():
             return
-        self.ticker.add(city, self._period(city), first_in=self._first_tick_in(city))
+        self._start_ticking(city)
 
     def _lost(self, city: str, leader: LeaderKey, reason: str) -> None:
         """Stop acting for ``city`` at once."""
@@ -369,7 +370,7 @@ class Worker:
         for city in ticking - set(leaders):
             self.ticker.remove(city)
         for city in sorted(set(leaders) - self.ticker.cities()):
-            self.ticker.add(city, self._period(city), first_in=self._first_tick_in(city))
+            self._start_ticking(city)
         for city in set(leaders) & ticking:
             self.ticker.set_period(city, self._period(city))
 
@@ -409,16 +410,25 @@ class Worker:
         except DispatchError as exc:
             log.warning("could not resign %s: %s", city, exc)
 
-    def _first_tick_in(self, city: str) -> float:
+    def _start_ticking(self, city: str) -> None:
         """Keep the city's rhythm across a handover: tick one period after the last
-        decision (at once when it is older, as after a crash)."""
+        decision (at once when it is older, as after a crash). A city that never
+        decided ticks at once, then at a phase of its own (from its name): cities
+        created together must not tick in lockstep, a burst per period on every worker.
+        """
+        period = self._period(city)
         try:
             latest = self.store.latest(city)
         except (EtcdError, ValueError):
-            return 0.0
+            latest = None
         if latest is None:
-            return 0.0
-        decided = latest[0].decided_at.ToNanoseconds() / 1e9
+            phase = zlib.crc32(city.encode()) / 2**32 * period
+            self.ticker.add(city, period, then_at_phase=phase)
+        else:
+            self.ticker.add(city, period, first_in=self._first_tick_in(city, latest[0]))
+
+    def _first_tick_in(self, city: str, latest: pb.Decision) -> float:
+        decided = latest.decided_at.ToNanoseconds() / 1e9
         self._previous_decision[city] = decided
         return float(max(0.0, min(decided + self._period(city) - time.time(),
                                   self._period(city))))

@@ -96,3 +96,18 @@ def test_a_retired_city_removed_before_its_last_tick_does_not_leave_waiters_hang
     assert retired[0].wait(0.1)
     time.sleep(0.3)
     assert recorder.times("a") == []
+
+
+def test_a_new_city_ticks_at_once_then_moves_to_its_own_phase(ticker: Ticker,
+                                                              recorder: Recorder) -> None:
+    period = 0.4
+    phase = (time.time() + 0.25) % period  # the grid point 0.25 s from now
+    ticker.add("a", period, then_at_phase=phase)
+    time.sleep(1.1)
+    times = recorder.times("a")
+    assert len(times) >= 3
+    assert times[1] - times[0] >= period - 0.02  # never sooner than a period
+    wall = [t - time.monotonic() + time.time() for t in times[1:]]
+    for t in wall:  # every tick after the first sits on the phase grid
+        off = (t - phase) % period
+        assert min(off, period - off) < 0.05, (off, wall)
