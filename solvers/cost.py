@@ -149,8 +149,20 @@ def route_etas(state: CityState, solution: Solution) -> FloatArray:
     times: FloatArray = np.zeros(k, dtype=np.float64)
     if k == 0:
         return times
+    pickup = _points(state.pickup)
+    ready = _vector(state.ready_in)
+    speed = _vector(state.speed)
+    all_couriers = np.asarray(solution.couriers, dtype=np.int64)
+    if np.unique(all_couriers).shape[0] == k:
+        # One order per courier (greedy, hungarian): every stop is a first stop. The
+        # same arithmetic as the loop below at rank 0, without sorting into routes.
+        first_orders = np.asarray(solution.orders, dtype=np.int64)
+        legs = leg_seconds(_points(state.position)[all_couriers], pickup[first_orders],
+                           speed[all_couriers])
+        result: FloatArray = np.maximum(legs, ready[first_orders])
+        return result
     visit = _visit_order(solution)
-    couriers = np.asarray(solution.couriers, dtype=np.int64)[visit]
+    couriers = all_couriers[visit]
     orders = np.asarray(solution.orders, dtype=np.int64)[visit]
     # Rank of each stop within its courier's route: position minus the group's start.
     first = np.ones(k, dtype=bool)
@@ -158,9 +170,6 @@ def route_etas(state: CityState, solution: Solution) -> FloatArray:
     group_start = np.maximum.accumulate(np.where(first, np.arange(k), 0))
     rank = np.arange(k) - group_start
 
-    pickup = _points(state.pickup)
-    ready = _vector(state.ready_in)
-    speed = _vector(state.speed)
     here = _points(state.position)[couriers]  # where each stop's leg starts
     clock = np.zeros(k, dtype=np.float64)  # when each stop's leg starts
     sorted_times = np.zeros(k, dtype=np.float64)
