@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-workers-cities", type=int, default=500)
     parser.add_argument("--sweep-isolation", default="thread")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--tick-threads", type=int, default=8,
+                        help="each worker's --tick-threads (default: the worker's own, 8)")
+    parser.add_argument("--isolations", default="thread,process",
+                        help="solve isolations of the headline runs")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw docs/img/scale.png from bench/results/scale.json")
     args = parser.parse_args(argv)
@@ -317,20 +321,22 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": common.machine(), "mode": "quick" if args.quick else "full",
         "period": args.period, "params": PARAMS, "solver": "greedy",
+        "tick_threads": args.tick_threads,
         "on_time": f"gap <= period + {ON_TIME_SLACK * 1e3:.0f} ms",
         "headline": [], "city_sweep": [], "worker_sweep": [],
     }
     for _ in range(repeats):
-        for isolation in ("thread", "process"):
+        for isolation in args.isolations.split(","):
             results["headline"].append(run_config(cities, args.workers, isolation,
                                                   period=args.period, seconds=seconds,
-                                                  logs=logs))
+                                                  logs=logs, tick_threads=args.tick_threads))
     sweep_seconds = 30.0
     if not args.quick and not args.no_sweep:
         saturated = 0
         for n in [int(x) for x in args.sweep_cities.split(",")]:
             row = run_config(n, args.workers, args.sweep_isolation, period=args.period,
-                             seconds=sweep_seconds, logs=logs)
+                             seconds=sweep_seconds, logs=logs,
+                             tick_threads=args.tick_threads)
             results["city_sweep"].append(row)
             # go on past the p99 target (the cost curve is wanted too), but stop once the
             # workers cannot even deliver 90 % of the decisions due, twice in a row
@@ -340,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in [int(x) for x in args.sweep_workers.split(",")]:
             results["worker_sweep"].append(run_config(
                 args.sweep_workers_cities, w, args.sweep_isolation, period=args.period,
-                seconds=sweep_seconds, logs=logs))
+                seconds=sweep_seconds, logs=logs, tick_threads=args.tick_threads))
     carried = [r["cities"] for r in results["city_sweep"] if r["p99_target_met"]]
     results["most_cities_with_p99_under_100ms"] = max(carried) if carried else None
     results["worker_logs"] = str(logs)
