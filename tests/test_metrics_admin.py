@@ -332,7 +332,10 @@ wired = pytest.mark.skipif(
 
 def _wait_for_commits(port: int, city: str, n: int) -> str:
     def enough() -> str | None:
-        text = scrape(port)
+        try:
+            text = scrape(port)
+        except OSError:  # URLError included: the worker is still starting
+            return None
         return text if (value(text, "dispatch_commits_total", city=city) or 0) >= n else None
     result = wait_until(enough, timeout=20, message=f"{n} commits of {city} in /metrics")
     assert isinstance(result, str)
