@@ -465,9 +465,17 @@ class Worker:
             self.campaigns.drop(city, "fenced out by etcd")
             return None
         except EtcdError as exc:
+            # Retried on the city's next tick, not after a growing backoff: etcd being
+            # briefly unreachable (a raft election, a member restarting, a lost quorum)
+            # is not the city's fault, and a backoff grown during a 2 s election held
+            # cities back for seconds after etcd was fine again. The rate stays bounded:
+            # at most one attempt per period, each bounded by the request timeout.
             self.metrics.solver_error(city, error_kind(exc))
-            clog.warning("tick of %s could not reach etcd: %s", city, exc)
-            return self._backoff(city, health)
+            health.failures += 1
+            (clog.warning if health.failures == 1 else clog.debug)(
+                "tick of %s could not reach etcd (%d in a row; retrying every period): %s",
+                city, health.failures, exc)
+            return None
         except (CitySettingsError, PluginError, StateError, SolverFailed) as exc:
             self.metrics.solver_error(city, error_kind(exc))
             return self._failed(city, leader, health, str(exc), clog)
