@@ -394,10 +394,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
     fig.suptitle(f"dispatch coordinator failover — {m['cpu_model']}, {m['cores']} cores, "
                  f"etcd {m['etcd']}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

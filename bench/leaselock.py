@@ -366,10 +366,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
     ax.set_title(f"failover: etcd election vs LeaseLock — {m['cores']} cores, etcd {m['etcd']}",
                  fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -280,10 +280,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     machine = results["machine"]
     fig.suptitle(f"dispatch coordinator scale — {machine['cpu_model']}, {machine['cores']} "
                  f"cores (shared), etcd {machine['etcd']} (one member)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
