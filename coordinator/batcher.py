@@ -15,12 +15,21 @@ token rejects that city's write only: fencing is exactly as strong as with separ
 transactions. Batching is opportunistic, with no timer: while one batch is in flight the
 next one gathers whatever arrives, so an idle worker pays no extra latency and a busy
 one sends fewer, larger requests.
+
+Each commit carries its own deadline (by default the batcher's ``timeout``; the worker
+passes the moment its city's next tick is due). A batch is sent with the earliest
+deadline among its commits, and a commit whose deadline passed while it queued is
+failed without being sent. The reason is an etcd leader loss: a proposal a follower
+forwards to a dead leader is lost, and the request hangs until its deadline even after
+a new leader is elected a moment later. A commit abandoned when its city's next tick
+is due leaves room for that tick's fresh decision, which reaches the new leader.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -28,7 +37,7 @@ from typing import Any
 
 from etcd3 import etcdrpc
 
-from coordinator.errors import DispatchError
+from coordinator.errors import DispatchError, EtcdTimeout
 from coordinator.etcd import EtcdClient
 
 __all__ = ["CommitBatcher"]
@@ -41,6 +50,7 @@ class _Item:
     compare: Sequence[Any]
     ops: Sequence[Any]
     size: int
+    deadline: float  # time.monotonic() after which the commit is abandoned
     future: Future[tuple[bool, int]]
 
 
@@ -49,6 +59,8 @@ class CommitBatcher:
     #: and requests over --max-request-bytes (default 1.5 MiB)
     MAX_ITEMS = 100
     MAX_BYTES = 1024 * 1024
+    #: the shortest time a batch is given: below it even a healthy etcd could not answer
+    MIN_TIMEOUT = 0.05
 
     def __init__(self, client: EtcdClient, *, timeout: float = 1.5) -> None:
         """``timeout``: how long a commit may wait for etcd. Shorter than the general
@@ -66,19 +78,24 @@ class CommitBatcher:
         self._thread = threading.Thread(target=self._run, name="commit batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, compare: Sequence[Any], ops: Sequence[Any]) -> Future[tuple[bool, int]]:
-        """Queue one fenced write; the future gives (succeeded, revision)."""
+    def submit(self, compare: Sequence[Any], ops: Sequence[Any], *,
+               timeout: float | None = None) -> Future[tuple[bool, int]]:
+        """Queue one fenced write; the future gives (succeeded, revision), or raises
+        ``EtcdTimeout`` if etcd did not answer within ``timeout`` (default and upper
+        bound: the batcher's own timeout)."""
         future: Future[tuple[bool, int]] = Future()
         size = sum(op.ByteSize() for op in ops) + sum(c.ByteSize() for c in compare)
+        wait = self._timeout if timeout is None else min(timeout, self._timeout)
         with self._cond:
             if self._closed:
                 raise DispatchError("the commit batcher is closed")
-            self._queue.append(_Item(compare, ops, size, future))
+            self._queue.append(_Item(compare, ops, size, time.monotonic() + wait, future))
             self._cond.notify()
         return future
 
-    def commit(self, compare: Sequence[Any], ops: Sequence[Any]) -> tuple[bool, int]:
-        return self.submit(compare, ops).result()
+    def commit(self, compare: Sequence[Any], ops: Sequence[Any], *,
+               timeout: float | None = None) -> tuple[bool, int]:
+        return self.submit(compare, ops, timeout=timeout).result()
 
     def close(self) -> None:
         with self._cond:
@@ -105,17 +122,25 @@ class CommitBatcher:
             batch = self._take()
             if not batch:
                 return  # closed and drained
+            now = time.monotonic()
+            for item in [item for item in batch if item.deadline <= now]:
+                batch.remove(item)
+                item.future.set_exception(EtcdTimeout(
+                    "the commit waited past its deadline for an earlier batch to finish"))
+            if not batch:
+                continue
+            timeout = max(self.MIN_TIMEOUT, min(item.deadline for item in batch) - now)
             try:
                 if len(batch) == 1:
                     result = self._client.txn(batch[0].compare, batch[0].ops,
-                                              timeout=self._timeout)
+                                              timeout=timeout)
                     outcomes = [result.succeeded]
                 else:
                     result = self._client.txn([], [
                         etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
                             compare=list(item.compare), success=list(item.ops)))
                         for item in batch
-                    ], timeout=self._timeout)
+                    ], timeout=timeout)
                     outcomes = [r.response_txn.succeeded for r in result.responses]
             except Exception as exc:
                 for item in batch:

@@ -38,13 +38,15 @@ class DecisionStore:
         self._batcher = batcher
 
     def commit(self, city: str, leader: LeaderKey, decision: pb.Decision,
-               status: pb.CityStatus | None = None) -> int:
+               status: pb.CityStatus | None = None, *, timeout: float | None = None) -> int:
         """Write ``decision`` (and ``status``) if ``leader`` still leads; return the
-        revision it was written at. Raises ``FencedOut`` if the fence rejected it."""
+        revision it was written at. Raises ``FencedOut`` if the fence rejected it and
+        ``EtcdTimeout`` if etcd did not answer within ``timeout`` seconds (a decision
+        is worth nothing once the city's next one is due)."""
         ops = [self._client.op_put(self._keys.decision(city), encode(decision))]
         if status is not None:
             ops.append(self._client.op_put(self._keys.status(city), encode(status)))
-        return self._fenced(city, leader, ops)
+        return self._fenced(city, leader, ops, timeout)
 
     def write_status(self, city: str, leader: LeaderKey, status: pb.CityStatus) -> int:
         """Record a city's status; fenced like decisions so a deposed owner cannot
@@ -53,11 +55,13 @@ class DecisionStore:
             city, leader, [self._client.op_put(self._keys.status(city), encode(status))]
         )
 
-    def _fenced(self, city: str, leader: LeaderKey, ops: list[object]) -> int:
+    def _fenced(self, city: str, leader: LeaderKey, ops: list[object],
+                timeout: float | None = None) -> int:
         if self._batcher is not None:
-            succeeded, revision = self._batcher.commit([leader.compare()], ops)
+            succeeded, revision = self._batcher.commit([leader.compare()], ops,
+                                                       timeout=timeout)
         else:
-            result = self._client.txn([leader.compare()], ops)
+            result = self._client.txn([leader.compare()], ops, timeout=timeout)
             succeeded, revision = result.succeeded, result.revision
         if not succeeded:
             raise FencedOut(city, leader.token, leader.key)

@@ -118,6 +118,10 @@ def _timestamp(seconds: float) -> Timestamp:
 
 
 class Worker:
+    #: A commit is abandoned when its city's next tick is due (that tick decides afresh),
+    #: but is always given at least this long: a healthy etcd answers in milliseconds.
+    MIN_COMMIT_TIMEOUT = 0.25
+
     def __init__(self, client: EtcdClient, config: WorkerConfig) -> None:
         self.client = client
         self.config = config
@@ -457,7 +461,7 @@ class Worker:
         health = self._health_of(city)
         self.metrics.tick(city, time.monotonic() - due)
         try:
-            self._decide(city, leader, health)
+            self._decide(city, leader, health, due)
         except FencedOut as exc:
             self.fenced_out += 1
             self.metrics.fenced(city)
@@ -486,7 +490,7 @@ class Worker:
                                 f"internal error: {type(exc).__name__}: {exc}", clog)
         return None
 
-    def _decide(self, city: str, leader: LeaderKey, health: _Health) -> None:
+    def _decide(self, city: str, leader: LeaderKey, health: _Health, due: float) -> None:
         entry = self.registry.get(city)
         if entry is None:
             return
@@ -533,7 +537,8 @@ class Worker:
                                    token=leader.token, state="ok",
                                    updated_at=_timestamp(time.time()))
         started = time.monotonic()
-        self.store.commit(city, leader, decision, status)
+        self.store.commit(city, leader, decision, status,
+                          timeout=max(due + entry.period - started, self.MIN_COMMIT_TIMEOUT))
         now = time.time()
         previous = self._previous_decision.get(city)
         self.metrics.committed(city, time.monotonic() - started,

@@ -11,6 +11,7 @@ from coordinator.keys import Keys
 from coordinator.session import Session
 from coordinator.store import DecisionStore
 from protos import dispatch_pb2 as pb
+from tests.etcd_server import EtcdCluster
 
 
 def decision(city: str, token: int, worker: str) -> pb.Decision:
@@ -108,5 +109,75 @@ def test_a_batch_of_commits_fences_each_city_on_its_own(client: EtcdClient,
             assert results == {"a": "ok", "b": "ok", "c": "fenced", "d": "ok"}
     assert store.latest("c") is None
     assert batcher.commits == 20 and batcher.batches < 20  # several shared a round trip
+    batcher.close()
+    session.close()
+
+
+def test_a_commit_gives_up_at_its_deadline_when_etcd_does_not_answer(
+        etcd: EtcdCluster, keys: Keys) -> None:
+    """A commit caught in an etcd outage is abandoned at its own deadline (the worker
+    passes the moment its city's next tick is due) rather than the batcher's general
+    timeout, so the next tick's fresh decision is sent as soon as etcd can take it."""
+    import time
+
+    from coordinator.batcher import CommitBatcher
+    from coordinator.errors import EtcdTimeout
+    from coordinator.etcd import EtcdConfig
+
+    client = EtcdClient(EtcdConfig(endpoints=(etcd.endpoints,), timeout=5))
+    batcher = CommitBatcher(client, timeout=5)
+    store = DecisionStore(client, keys, batcher)
+    session = Session(client, ttl=10)
+    leader = Election(client, session, keys.election("lima")).campaign("w1")
+    member = etcd.members[0]
+    member.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(EtcdTimeout):
+            store.commit("lima", leader, decision("lima", leader.token, "w1"), timeout=0.3)
+        assert time.monotonic() - started < 1.0
+    finally:
+        member.resume()
+    store.commit("lima", leader, decision("lima", leader.token, "w1"), timeout=2)
+    assert store.latest("lima") is not None
+    batcher.close()
+    session.close()
+    client.close()
+
+
+def test_a_commit_whose_deadline_passed_in_the_queue_is_never_sent(
+        client: EtcdClient, keys: Keys) -> None:
+    """A decision that waited in the batcher past its deadline is stale: it is failed,
+    not written."""
+    import threading
+
+    from coordinator.batcher import CommitBatcher
+    from coordinator.errors import EtcdTimeout
+
+    batcher = CommitBatcher(client)
+    store = DecisionStore(client, keys, batcher)
+    session = Session(client, ttl=5)
+    leader = Election(client, session, keys.election("quito")).campaign("w1")
+    # hold the sender thread inside a batch until the second commit's deadline is past
+    entered, release = threading.Event(), threading.Event()
+    original = client.txn
+
+    def slow_txn(*args: object, **kwargs: object) -> object:
+        entered.set()
+        release.wait(5)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    client.txn = slow_txn  # type: ignore[method-assign]
+    first = batcher.submit([leader.compare()], [client.op_put(keys.state("quito"), b"1")])
+    assert entered.wait(5)
+    second = batcher.submit([leader.compare()],
+                            [client.op_put(keys.decision("quito"), b"{}")], timeout=0.05)
+    threading.Timer(0.3, release.set).start()
+    succeeded, _ = first.result(5)
+    assert succeeded
+    with pytest.raises(EtcdTimeout):
+        second.result(5)
+    client.txn = original  # type: ignore[method-assign]
+    assert store.latest("quito") is None
     batcher.close()
     session.close()
