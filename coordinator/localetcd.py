@@ -8,6 +8,7 @@ resumed — the faults the coordinator must survive.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,16 +23,54 @@ ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+#: Where ``free_port`` looks: below the kernel's ephemeral range (32768-60999 by
+#: default), from which every outgoing connection on the machine takes its source port.
+#: A port the kernel handed us from that range can be taken by anybody's ``connect()``
+#: a moment after we let it go, and an etcd member then fails to bind, or a test talks
+#: to a stranger's server.
+_PORTS = range(10000, _ephemeral_low()) if _ephemeral_low() > 12000 else range(0)
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+_random = random.SystemRandom()  # not the seeded ``random``: two processes, two sequences
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that is free now, outside the ephemeral range when the system has
+    one to spare, and never handed out before by this process."""
+    with _ports_lock:
+        for _ in range(200 if _PORTS else 0):
+            port = _random.randrange(_PORTS.start, _PORTS.stop)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            _handed_out.add(port)
+            return port
 
 
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _MemberExited(RuntimeError):
+    pass
 
 
 @dataclass
@@ -118,17 +157,43 @@ class EtcdCluster:
     def endpoints(self) -> str:
         return ",".join(m.client_url for m in self.members)
 
-    def start(self, timeout: float = 30.0) -> EtcdCluster:
-        for member in self.members:
-            member.start(self.initial_cluster)
-        self.wait_ready(timeout)
-        return self
+    def start(self, timeout: float = 30.0, *, attempts: int = 3) -> EtcdCluster:
+        """Start every member and wait until the cluster is healthy.
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+        A member that exits while starting has almost always lost one of its ports to
+        another process between ``free_port()`` and its bind: the cluster is then
+        started again from scratch on new ports.
+        """
+        for attempt in range(1, attempts + 1):
+            for member in self.members:
+                member.start(self.initial_cluster)
+            try:
+                self.wait_ready(timeout, all_members=True)
+                return self
+            except _MemberExited as exc:
+                if attempt == attempts:
+                    raise RuntimeError(f"{exc}; logs in {self.base}") from exc
+            for member in self.members:
+                member.kill()
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+                member.client_port, member.peer_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, timeout: float = 30.0, *, all_members: bool = False) -> None:
+        """Wait until every running member answers and the cluster is healthy;
+        ``all_members``: every member must be running (else ``_MemberExited``)."""
+        def check_running() -> None:
+            exited = [m.name for m in self.members if all_members and not m.running()]
+            if exited:
+                raise _MemberExited(f"etcd member(s) {', '.join(exited)} exited while "
+                                    "starting (a port taken?)")
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            check_running()
             if all(_port_open(m.client_port) for m in self.members if m.running()) and \
                     self.etcdctl("endpoint", "health", check=False).returncode == 0:
+                check_running()  # healthy thanks to a stranger on a member's port?
                 return
             time.sleep(0.2)
         raise RuntimeError(f"etcd did not become healthy; logs in {self.base}")
