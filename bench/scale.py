@@ -278,8 +278,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     else:
         ax.set_visible(False)
     machine = results["machine"]
+    load = machine.get("load_average_at_start", ["?"])[0]
     fig.suptitle(f"dispatch coordinator scale — {machine['cpu_model']}, {machine['cores']} "
-                 f"cores (shared), etcd {machine['etcd']} (one member)", fontsize=10)
+                 f"cores (load {load} at start), etcd {machine['etcd']} (one member)",
+                 fontsize=10)
     common.save_figure(fig, path)
 
 
