@@ -45,6 +45,7 @@ BENCH_ARGS ?=
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/coordination.py $(BENCH_ARGS)
+	$(PY) bench/tickcost.py $(BENCH_ARGS)
 	$(PY) bench/solvers.py $(BENCH_ARGS)
 	$(PY) bench/failover.py $(BENCH_ARGS)
 	$(PY) bench/leaselock.py $(BENCH_ARGS)

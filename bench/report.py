@@ -39,12 +39,14 @@ DASH = "—"
 #: seconds between attempts at reading a results file a benchmark may be rewriting
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
-ORDER = ("coordination", "scale", "failover", "leaselock", "solvers")
+ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "solvers")
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
                      "commit, round trips per tick",
                      "raw etcd transactions of the same shape, same client"),
     "solvers": ("solver speed and cost", "`scipy.optimize.linear_sum_assignment`"),
+    "tickcost": ("a busy worker's CPU per tick, thread by thread, in situ",
+                 "one raw etcd call; the same ticks run in a row on one thread"),
     "failover": ("kill -9 failover (TTL 2 s, 5 s), graceful handover gaps (SIGTERM, drain, "
                  "undrain, join), a joiner's fair share", "the lease TTL and the period"),
     "leaselock": ("client-go's LeaseLock (15/10/2 s) against our election: kill -9 "
@@ -921,6 +923,37 @@ def render_solvers(d: dict[str, Any], ctx: Context) -> Section:
 
 # -- anything else ------------------------------------------------------------------------
 
+def render_tickcost(d: dict[str, Any], ctx: Context) -> Section:
+    s = Section("tickcost", "CPU per tick, in situ")
+    s.lines += machine_lines(d)
+    setup = [f"{count(d.get('cities'))} cities" if num(d.get("cities")) is not None else "",
+             f"period {fmt(d.get('period'), 'g')} s" if num(d.get("period")) is not None else "",
+             f"`{text(d.get('solver'))}`" if d.get("solver") else "",
+             f"{count(d.get('tick_threads'))} tick threads"
+             if num(d.get("tick_threads")) is not None else ""]
+    s.lines += ["Setup: one `Worker` in the benchmark's process (`thread` isolation) "
+                "ticking " + ", ".join(x for x in setup if x) + " on one etcd member; each "
+                "thread's CPU from `/proc`, grouped by the Python thread's name, divided by "
+                "the ticks committed. Baselines from the same process in the same run: one "
+                "raw unary etcd call, and the same cities ticked one after another on one "
+                "thread with each pass's commits sent together (no ticker, no pools, no "
+                "round trip per tick). No target: this explains the whole-worker and scale "
+                "figures.", ""]
+    body = [[text(name), fmt(us, ",.0f")]
+            for name, us in mapping(d.get("cpu_us_per_tick_by_thread")).items()
+            if num(us) is not None]
+    body += [["**worker, all threads**", f"**{fmt(d.get('worker_cpu_us_per_tick'), ',.0f')}**"],
+             ["one-thread pass (baseline)", fmt(d.get("one_thread_pass_cpu_us_per_tick"), ",.0f")],
+             ["one raw etcd call, client CPU (baseline)",
+              fmt(d.get("raw_call_client_cpu_us"), ",.0f")]]
+    s.lines += table(["where", "µs CPU per tick"], body)
+    s.lines += [f"Worker ÷ one-thread pass: {ratio(d.get('worker_vs_one_thread_pass'))}; "
+                f"{fmt(d.get('commits_per_batch'), '.2f')} commits per etcd transaction; "
+                f"{fmt(d.get('cores'), '.2f')} cores at "
+                f"{fmt(d.get('ticks_per_second'), ',.0f')} ticks/s.", ""]
+    return s
+
+
 def render_other(name: str, d: dict[str, Any], ctx: Context) -> Section:
     s = Section(name, f"Other results: {name}")
     s.lines += machine_lines(d)
@@ -931,10 +964,11 @@ def render_other(name: str, d: dict[str, Any], ctx: Context) -> Section:
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
-    "coordination": render_coordination, "scale": render_scale,
+    "coordination": render_coordination, "tickcost": render_tickcost, "scale": render_scale,
     "failover": render_failover, "leaselock": render_leaselock, "solvers": render_solvers,
 }
-TITLES = {"coordination": "Coordination overhead", "scale": "Scale",
+TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
+          "scale": "Scale",
           "failover": "Failover and handover",
           "leaselock": "Comparison with client-go's LeaseLock", "solvers": "Solvers"}
 

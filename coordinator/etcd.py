@@ -556,7 +556,10 @@ class WatchStream:
 
     def open(self) -> None:
         metadata = self._client._metadata(self._endpoint, [("hasleader", "true")])
-        self._call = self._endpoint.watch.Watch(self._requests(), metadata=metadata)
+        try:
+            self._call = self._endpoint.watch.Watch(self._requests(), metadata=metadata)
+        except ValueError as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
+            raise EtcdUnavailable("the etcd client has been closed") from exc
         self._responses = iter(self._call)
         try:
             first = next(self._responses)
