@@ -42,6 +42,19 @@ ETCD_ARGS = ["--auto-compaction-mode", "revision", "--auto-compaction-retention"
              "--quota-backend-bytes", str(8 * 1024**3)]
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM/SIGHUP end a benchmark like Ctrl-C does: through its ``finally`` blocks,
+    which stop its worker processes and etcd servers. Without this, ``kill <pid>`` or
+    ``timeout`` left them running (each worker in a session of its own)."""
+    raise SystemExit(128 + signum)
+
+
+if threading.current_thread() is threading.main_thread():
+    for _signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(_signum) in (signal.SIG_DFL, None):
+            signal.signal(_signum, _exit_on_signal)
+
+
 # -- the machine ----------------------------------------------------------------------------
 
 def cpu_model() -> str:
