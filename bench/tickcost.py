@@ -122,7 +122,8 @@ def one_thread_pass(worker: Worker, keys: Keys, cities: list[str], seconds: floa
     return (process_cpu() - started) / max(ticks, 1) * 1e6
 
 
-def measure(cities: int, seconds: float, tick_threads: int, raw_calls: int) -> dict[str, Any]:
+def measure(cities: int, seconds: float, tick_threads: int, raw_calls: int,
+            isolation: str = "thread") -> dict[str, Any]:
     with common.etcd(1) as cluster:
         setup = common.client_for(cluster.endpoints)
         keys = Keys(NAMESPACE)
@@ -130,7 +131,7 @@ def measure(cities: int, seconds: float, tick_threads: int, raw_calls: int) -> d
         common.put_cities(setup, keys, names, solver="greedy", period=1.0, params=PARAMS)
         client = EtcdClient(EtcdConfig(endpoints=(cluster.endpoints,)))
         worker = Worker(client, WorkerConfig(worker_id="bench", namespace=NAMESPACE,
-                                             lease_ttl=5, solve_isolation="thread",
+                                             lease_ttl=5, solve_isolation=isolation,
                                              tick_threads=tick_threads))
         control = threading.Thread(target=worker.run, name="control", daemon=True)
         control.start()
@@ -168,7 +169,8 @@ def measure(cities: int, seconds: float, tick_threads: int, raw_calls: int) -> d
             client.close()
             setup.close()
     return {
-        "cities": cities, "period": 1.0, "params": PARAMS, "solver": "greedy",
+        "cities": cities, "isolation": isolation, "period": 1.0, "params": PARAMS,
+        "solver": "greedy",
         "tick_threads": tick_threads, "window_s": seconds,
         "ticks_per_second": ticks / seconds, "commits_per_batch": ticks / max(batches, 1),
         "worker_cpu_us_per_tick": total, "cores": (cpu1 - cpu0) / seconds,
@@ -186,12 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cities", type=int, default=None, help="default 250")
     parser.add_argument("--seconds", type=float, default=None, help="window, default 20")
     parser.add_argument("--tick-threads", type=int, default=8)
+    parser.add_argument("--isolation", choices=["thread", "process"], default="thread",
+                        help="the worker's --solve-isolation (default thread; with process "
+                             "the solver processes' CPU is not counted)")
     args = parser.parse_args(argv)
     # the worker's own warnings (its watches closing at the end) are not results
     logging.getLogger("coordinator").setLevel(logging.ERROR)
     cities = args.cities or (100 if args.quick else 250)
     seconds = args.seconds or (8.0 if args.quick else 20.0)
-    result = measure(cities, seconds, args.tick_threads, 500 if args.quick else 2000)
+    result = measure(cities, seconds, args.tick_threads, 500 if args.quick else 2000,
+                     args.isolation)
     rows = [[name, f"{us:,.0f}"] for name, us in
             result["cpu_us_per_tick_by_thread"].items()]
     rows += [["**worker, all threads**", f"{result['worker_cpu_us_per_tick']:,.0f}"],

@@ -121,6 +121,13 @@ class Solver(abc.ABC):
     #: One-line description shown by ``dispatchctl solvers``.
     description: ClassVar[str] = ""
 
+    #: Cities with at most this many order × courier pairs may be solved on a thread of
+    #: the worker even under process isolation (0: never). Sending a city to a solver
+    #: process and back costs the worker about half a millisecond of CPU, more than a
+    #: small greedy solve itself. Raise it only for a solver that on such cities returns
+    #: in well under a millisecond, cannot hang and holds the GIL for no longer.
+    inline_max_pairs: ClassVar[int] = 0
+
     @abc.abstractmethod
     def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
         """Assign orders to couriers for one tick."""
