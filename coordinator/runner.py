@@ -16,7 +16,7 @@ Two ways to run a solve:
     processes are *spawned* (never forked from a process running gRPC threads), so a
     program that embeds ``Worker`` must guard its entry point with
     ``if __name__ == "__main__":``, as multiprocessing requires. A city small enough
-    for its solver's ``Solver.inline_max_pairs`` (built in: ``greedy`` up to 10,000
+    for its solver's ``Solver.inline_max_pairs`` (built in: ``greedy`` up to 2,500
     order × courier pairs) is solved on a thread instead, as below: sending it to a
     process and back would cost the worker more CPU than the solve.
 ``thread``

@@ -52,8 +52,9 @@ log = logging.getLogger("coordinator.cli.worker")
               show_default=True, type=click.Choice(["process", "thread"]),
               help="process: solves run in a pool of solver processes, so a solver that "
                    "holds the GIL, eats a core or hangs cannot delay the lease keep-alive "
-                   "or other cities (a hung one is killed). thread: in this process; "
-                   "cheaper, for solvers that release the GIL.")
+                   "or other cities (a hung one is killed); small cities of a solver "
+                   "that declares inline_max_pairs (greedy) stay on a thread. thread: in "
+                   "this process; cheaper, for solvers that release the GIL.")
 @click.option("--solve-processes", envvar="DISPATCH_SOLVE_PROCESSES", default=None,
               type=click.IntRange(1, 256), metavar="N",
               help="Size of the solver process pool. [default: CPU count, at most 4]")
