@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs of each headline configuration")
     parser.add_argument("--period", type=float, default=1.0)
-    parser.add_argument("--sweep-cities", default="250,500,1000,1500,2000")
+    parser.add_argument("--sweep-cities", default="250,500,750,1000,1500,2000")
     parser.add_argument("--sweep-workers", default="1,2,4,8")
     parser.add_argument("--sweep-workers-cities", type=int, default=500)
     parser.add_argument("--sweep-isolation", default="thread")
