@@ -541,7 +541,7 @@ def render_scale(d: dict[str, Any], ctx: Context) -> Section:
         # the same size missed what the sweep found carried.
         longer = [r for r in headline if num(r.get("cities")) == most and _p99_met(r) is False]
         if most is not None and longer:
-            found += (f" (in a {fmt(cities[0].get('window_s'), '.0f')} s sweep window; "
+            found += (f" (in a {fmt(dig(cities, 0, 'window_s'), '.0f')} s sweep window; "
                       f"{len(longer)} of {len(headline)} longer headline runs of "
                       f"{most:,.0f} cities missed p99 < 100 ms)")
         s.lines += [f"{what.capitalize()}: **{found}**.", ""]

@@ -17,7 +17,7 @@ Two ways to run a solve:
     program that embeds ``Worker`` must guard its entry point with
     ``if __name__ == "__main__":``, as multiprocessing requires. A city small enough
     for its solver's ``Solver.inline_max_pairs`` (built in: ``greedy`` up to 2,500
-    order × courier pairs) is solved on a thread instead, as below: sending it to a
+    order × courier pairs) is solved on the tick's own thread instead: sending it to a
     process and back would cost the worker more CPU than the solve.
 ``thread``
     Each solve runs on its own daemon thread in the worker process: no IPC cost, fit for
@@ -220,9 +220,9 @@ class ProcessSolveRunner(SolveRunner):
     Processes are started ahead of need and join the pool only once they have imported
     every installed solver, so starting one never eats into a solve's deadline.
 
-    A city small enough for its solver's ``inline_max_pairs`` is solved on a thread of
-    the worker instead (``inline`` counts them): the round trip to a process would cost
-    more than the solve.
+    A city small enough for its solver's ``inline_max_pairs`` is solved on the calling
+    thread instead (``inline`` counts them): the round trip to a process would cost more
+    than the solve.
     """
 
     START_TIMEOUT = 120.0
@@ -236,7 +236,6 @@ class ProcessSolveRunner(SolveRunner):
         self._idle: list[_Process] = []
         self._closed = False
         self._ever_ready = False
-        self._threads = ThreadSolveRunner()
         self.inline = 0
         for _ in range(self.size):
             self._start_one()
@@ -294,9 +293,15 @@ class ProcessSolveRunner(SolveRunner):
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
         if state.n_orders * state.n_couriers <= getattr(type(solver), "inline_max_pairs", 0):
+            # On the calling thread: the solver vouches that such a city takes well under
+            # a millisecond and cannot hang, so neither a process nor a thread is needed.
             self.inline += 1
-            return self._threads.solve(name, solver, state, params, budget=budget,
-                                       deadline=deadline)
+            started = time.perf_counter()
+            try:
+                solution = solver.solve(state, params, budget)
+            except Exception as exc:
+                raise SolverFailed(_describe(name, type(exc).__name__, str(exc))) from exc
+            return _checked(name, solution, time.perf_counter() - started)
         proc = self._take(time.monotonic() + deadline)
         # The deadline for *running* starts once a process is ours: a solve that queued
         # behind others has not hung, and killing its healthy process as if it had would
