@@ -123,10 +123,11 @@ class CommitBatcher:
             if not batch:
                 return  # closed and drained
             now = time.monotonic()
-            for item in [item for item in batch if item.deadline <= now]:
-                batch.remove(item)
-                item.future.set_exception(EtcdTimeout(
-                    "the commit waited past its deadline for an earlier batch to finish"))
+            for item in batch:
+                if item.deadline <= now:
+                    item.future.set_exception(EtcdTimeout(
+                        "the commit waited past its deadline for an earlier batch to finish"))
+            batch = [item for item in batch if item.deadline > now]
             if not batch:
                 continue
             timeout = max(self.MIN_TIMEOUT, min(item.deadline for item in batch) - now)

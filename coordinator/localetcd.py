@@ -35,7 +35,8 @@ def _ephemeral_low() -> int:
 #: A port the kernel handed us from that range can be taken by anybody's ``connect()``
 #: a moment after we let it go, and an etcd member then fails to bind, or a test talks
 #: to a stranger's server.
-_PORTS = range(10000, _ephemeral_low()) if _ephemeral_low() > 12000 else range(0)
+_EPHEMERAL_LOW = _ephemeral_low()
+_PORTS = range(10000, _EPHEMERAL_LOW) if _EPHEMERAL_LOW > 12000 else range(0)
 _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 _random = random.SystemRandom()  # not the seeded ``random``: two processes, two sequences
@@ -45,22 +46,24 @@ def free_port() -> int:
     """A loopback port that is free now, outside the ephemeral range when the system has
     one to spare, and never handed out before by this process."""
     with _ports_lock:
-        for _ in range(200 if _PORTS else 0):
-            port = _random.randrange(_PORTS.start, _PORTS.stop)
-            if port in _handed_out:
-                continue
+        port = next((p for p in (_random.randrange(_PORTS.start, _PORTS.stop)
+                                 for _ in range(200 if _PORTS else 0))
+                     if p not in _handed_out and _bindable(p)), 0)
+        if not port:  # no spare range, or all tries taken: let the kernel choose
             with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
-            return port
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-            _handed_out.add(port)
-            return port
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+        _handed_out.add(port)
+        return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _port_open(port: int) -> bool:
