@@ -12,9 +12,10 @@ city, each with its own compare::
 
 Every nested transaction succeeds or fails on its own compare, so one city's stale
 token rejects that city's write only: fencing is exactly as strong as with separate
-transactions. Batching is opportunistic, with no timer: while one batch is in flight the
-next one gathers whatever arrives, so an idle worker pays no extra latency and a busy
-one sends fewer, larger requests.
+transactions. Batching is opportunistic, with no timer: while one round trip is in
+flight the next batch gathers whatever arrives, so an idle worker pays no extra latency
+and a busy one sends fewer, larger requests. A ``commit`` that finds nothing in flight
+and nothing queued is sent by the calling thread itself, sparing two thread switches.
 
 Each commit carries its own deadline (by default the batcher's ``timeout``; the worker
 passes the moment its city's next tick is due). A batch is sent with the earliest
@@ -73,6 +74,8 @@ class CommitBatcher:
         self._queue: list[_Item] = []
         self._cond = threading.Condition()
         self._closed = False
+        #: a round trip is in flight (sent by the batcher's thread or by a caller)
+        self._sending = False
         self.batches = 0
         self.commits = 0
         self._thread = threading.Thread(target=self._run, name="commit batcher", daemon=True)
@@ -83,19 +86,38 @@ class CommitBatcher:
         """Queue one fenced write; the future gives (succeeded, revision), or raises
         ``EtcdTimeout`` if etcd did not answer within ``timeout`` (default and upper
         bound: the batcher's own timeout)."""
-        future: Future[tuple[bool, int]] = Future()
-        size = sum(op.ByteSize() for op in ops) + sum(c.ByteSize() for c in compare)
-        wait = self._timeout if timeout is None else min(timeout, self._timeout)
+        item = self._item(compare, ops, timeout)
         with self._cond:
             if self._closed:
                 raise DispatchError("the commit batcher is closed")
-            self._queue.append(_Item(compare, ops, size, time.monotonic() + wait, future))
+            self._queue.append(item)
             self._cond.notify()
-        return future
+        return item.future
 
     def commit(self, compare: Sequence[Any], ops: Sequence[Any], *,
                timeout: float | None = None) -> tuple[bool, int]:
-        return self.submit(compare, ops, timeout=timeout).result()
+        """``submit`` and wait. When nothing is in flight or queued, the calling thread
+        sends the commit itself: handing it to the batcher's thread and being woken
+        with the answer would cost two thread switches, and in a busy worker each
+        switch slows whatever Python is running (``coordinator.gate``)."""
+        item = self._item(compare, ops, timeout)
+        with self._cond:
+            if self._closed:
+                raise DispatchError("the commit batcher is closed")
+            direct = not self._sending and not self._queue
+            if direct:
+                self._sending = True
+            else:
+                self._queue.append(item)
+                self._cond.notify()
+        if direct:
+            try:
+                self._send([item])
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify()  # commits queued meanwhile go out together
+        return item.future.result()
 
     def close(self) -> None:
         with self._cond:
@@ -103,10 +125,19 @@ class CommitBatcher:
             self._cond.notify()
         self._thread.join(timeout=5)
 
+    def _item(self, compare: Sequence[Any], ops: Sequence[Any],
+              timeout: float | None) -> _Item:
+        size = sum(op.ByteSize() for op in ops) + sum(c.ByteSize() for c in compare)
+        wait = self._timeout if timeout is None else min(timeout, self._timeout)
+        return _Item(compare, ops, size, time.monotonic() + wait, Future())
+
     def _take(self) -> list[_Item]:
+        """The next batch, once nothing else is in flight (empty: closed and drained)."""
         with self._cond:
-            while not self._queue and not self._closed:
+            while (self._sending or not self._queue) and not self._closed:
                 self._cond.wait()
+            while self._sending:  # closing: let the commit in flight finish first
+                self._cond.wait(0.1)
             batch: list[_Item] = []
             size = 0
             while self._queue and len(batch) < self.MAX_ITEMS:
@@ -115,6 +146,7 @@ class CommitBatcher:
                     break
                 batch.append(self._queue.pop(0))
                 size += item.size
+            self._sending = bool(batch)
             return batch
 
     def _run(self) -> None:
@@ -122,32 +154,40 @@ class CommitBatcher:
             batch = self._take()
             if not batch:
                 return  # closed and drained
-            now = time.monotonic()
-            for item in batch:
-                if item.deadline <= now:
-                    item.future.set_exception(EtcdTimeout(
-                        "the commit waited past its deadline for an earlier batch to finish"))
-            batch = [item for item in batch if item.deadline > now]
-            if not batch:
-                continue
-            timeout = max(self.MIN_TIMEOUT, min(item.deadline for item in batch) - now)
             try:
-                if len(batch) == 1:
-                    result = self._client.txn(batch[0].compare, batch[0].ops,
-                                              timeout=timeout)
-                    outcomes = [result.succeeded]
-                else:
-                    result = self._client.txn([], [
-                        etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
-                            compare=list(item.compare), success=list(item.ops)))
-                        for item in batch
-                    ], timeout=timeout)
-                    outcomes = [r.response_txn.succeeded for r in result.responses]
-            except Exception as exc:
-                for item in batch:
-                    item.future.set_exception(exc)
-                continue
+                self._send(batch)
+            finally:
+                with self._cond:
+                    self._sending = False
+
+    def _send(self, batch: list[_Item]) -> None:
+        """One round trip for ``batch``; every item's future gets its outcome."""
+        now = time.monotonic()
+        for item in batch:
+            if item.deadline <= now:
+                item.future.set_exception(EtcdTimeout(
+                    "the commit waited past its deadline for an earlier batch to finish"))
+        batch = [item for item in batch if item.deadline > now]
+        if not batch:
+            return
+        timeout = max(self.MIN_TIMEOUT, min(item.deadline for item in batch) - now)
+        try:
+            if len(batch) == 1:
+                result = self._client.txn(batch[0].compare, batch[0].ops, timeout=timeout)
+                outcomes = [result.succeeded]
+            else:
+                result = self._client.txn([], [
+                    etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
+                        compare=list(item.compare), success=list(item.ops)))
+                    for item in batch
+                ], timeout=timeout)
+                outcomes = [r.response_txn.succeeded for r in result.responses]
+        except Exception as exc:
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        with self._cond:
             self.batches += 1
             self.commits += len(batch)
-            for item, succeeded in zip(batch, outcomes, strict=True):
-                item.future.set_result((succeeded, result.revision))
+        for item, succeeded in zip(batch, outcomes, strict=True):
+            item.future.set_result((succeeded, result.revision))

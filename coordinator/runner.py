@@ -22,7 +22,8 @@ Two ways to run a solve:
 ``thread``
     Each solve runs on its own daemon thread in the worker process: no IPC cost, fit for
     solvers that release the GIL (numpy, scipy). A hung solve can only be abandoned,
-    not stopped: it keeps one parked thread.
+    not stopped: it keeps one parked thread. Cities within ``inline_max_pairs`` are
+    solved on the calling thread here too.
 """
 
 from __future__ import annotations
@@ -74,10 +75,30 @@ class SolveRunner:
     """Interface: run ``solver`` (registered as ``name``) on ``state``."""
 
     abandoned = 0
+    #: solves run on the calling thread (see :meth:`runs_inline`)
+    inline = 0
 
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
         raise NotImplementedError
+
+    @staticmethod
+    def runs_inline(solver: Solver, state: CityState) -> bool:
+        """Whether ``solve`` runs this city on the calling thread: the solver vouches
+        (``Solver.inline_max_pairs``) that a city this small takes well under a
+        millisecond and cannot hang, so neither a process nor a thread is needed."""
+        limit = getattr(type(solver), "inline_max_pairs", 0)
+        return state.n_orders * state.n_couriers <= limit
+
+    def _solve_inline(self, name: str, solver: Solver, state: CityState,
+                      params: Mapping[str, Any], budget: float) -> SolveResult:
+        self.inline += 1
+        started = time.perf_counter()
+        try:
+            solution = solver.solve(state, params, budget)
+        except Exception as exc:
+            raise SolverFailed(_describe(name, type(exc).__name__, str(exc))) from exc
+        return _checked(name, solution, time.perf_counter() - started)
 
     def ready(self) -> bool:
         """Whether a solve could start now (a worker stands for no city before)."""
@@ -101,6 +122,8 @@ class ThreadSolveRunner(SolveRunner):
 
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
+        if self.runs_inline(solver, state):
+            return self._solve_inline(name, solver, state, params, budget)
         with self._lock:
             thread = self._idle.pop() if self._idle else _SolveThread()
         job = _Job(solver, state, params, budget)
@@ -222,7 +245,8 @@ class ProcessSolveRunner(SolveRunner):
 
     A city small enough for its solver's ``inline_max_pairs`` is solved on the calling
     thread instead (``inline`` counts them): the round trip to a process would cost more
-    than the solve.
+    than the solve. So is it under ``thread`` isolation: a hand-off to a solve thread
+    costs more than such a solve, too.
     """
 
     START_TIMEOUT = 120.0
@@ -236,7 +260,6 @@ class ProcessSolveRunner(SolveRunner):
         self._idle: list[_Process] = []
         self._closed = False
         self._ever_ready = False
-        self.inline = 0
         for _ in range(self.size):
             self._start_one()
 
@@ -292,16 +315,8 @@ class ProcessSolveRunner(SolveRunner):
 
     def solve(self, name: str, solver: Solver, state: CityState, params: Mapping[str, Any],
               *, budget: float, deadline: float) -> SolveResult:
-        if state.n_orders * state.n_couriers <= getattr(type(solver), "inline_max_pairs", 0):
-            # On the calling thread: the solver vouches that such a city takes well under
-            # a millisecond and cannot hang, so neither a process nor a thread is needed.
-            self.inline += 1
-            started = time.perf_counter()
-            try:
-                solution = solver.solve(state, params, budget)
-            except Exception as exc:
-                raise SolverFailed(_describe(name, type(exc).__name__, str(exc))) from exc
-            return _checked(name, solution, time.perf_counter() - started)
+        if self.runs_inline(solver, state):
+            return self._solve_inline(name, solver, state, params, budget)
         proc = self._take(time.monotonic() + deadline)
         # The deadline for *running* starts once a process is ours: a solve that queued
         # behind others has not hung, and killing its healthy process as if it had would

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,11 @@ class SourceContext:
 
 
 class StateSource(abc.ABC):
+    #: ``load`` computes and never waits (no network, no disk): the worker then runs it
+    #: inside its compute gate (``coordinator.gate``). Leave it False for a source that
+    #: reads over the network, or it would hold every other tick up while it waits.
+    cpu_bound: ClassVar[bool] = False
+
     def __init__(self, context: SourceContext) -> None:
         self.context = context
 
@@ -62,6 +67,8 @@ def _int_param(params: Mapping[str, Any], name: str, default: int, low: int, hig
 
 
 class SimulatedSource(StateSource):
+    cpu_bound = True
+
     def load(self, config: CityConfig, now: float) -> CityState:
         from solvers.generate import simulated_state
 

@@ -152,8 +152,13 @@ class Ticker:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def _push(self, due: float, city: str, generation: int) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), city, generation))
-        self._cond.notify()
+        entry = (due, next(self._seq), city, generation)
+        heapq.heappush(self._heap, entry)
+        # The scheduler sleeps until the earliest due time; it need not wake for a later
+        # one. Waking it after every tick cost a thread switch per tick, and in a busy
+        # worker every switch makes the running tick's Python slower (``coordinator.gate``).
+        if self._heap[0] is entry:
+            self._cond.notify()
 
     def _run(self) -> None:
         with self._cond:

@@ -102,8 +102,9 @@ def _take_sorted(cost: np.ndarray) -> tuple[list[int], list[int]]:
     orders: list[int] = []
     couriers: list[int] = []
     most = min(n, m)
-    for k in np.argsort(flat, kind="stable")[:finite].tolist():
-        i, j = divmod(k, m)
+    ranked = np.argsort(flat, kind="stable")[:finite]
+    rows, cols = np.divmod(ranked, m)
+    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
         if order_taken[i] or courier_taken[j]:
             continue
         order_taken[i] = courier_taken[j] = 1

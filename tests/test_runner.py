@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from coordinator.runner import ProcessSolveRunner
+from coordinator.runner import ProcessSolveRunner, ThreadSolveRunner
 from solvers.contract import CityState, Solution, Solver
 from solvers.generate import random_city
 from solvers.greedy import GreedySolver
@@ -41,3 +42,21 @@ def test_small_cities_of_a_light_solver_skip_the_solver_process() -> None:
         assert GreedySolver.inline_max_pairs >= 30 * 20  # the scale benchmark's cities
     finally:
         runner.close()
+
+
+def test_thread_isolation_solves_small_cities_on_the_calling_thread() -> None:
+    """A hand-off to a solve thread costs more than a small greedy solve, too."""
+    runner = ThreadSolveRunner()
+    where: list[str] = []
+
+    class _WhereThread(_WherePid):
+        def solve(self, state: CityState, params: Mapping[str, Any],
+                  budget: float) -> Solution:
+            where.append(threading.current_thread().name)
+            return super().solve(state, params, budget)
+
+    small = random_city("small", 10, 10, 1).freeze()
+    big = random_city("big", 20, 10, 1).freeze()  # 200 pairs: over the solver's 100
+    runner.solve("where", _WhereThread(), small, {}, budget=1.0, deadline=5.0)
+    runner.solve("where", _WhereThread(), big, {}, budget=1.0, deadline=5.0)
+    assert where == [threading.current_thread().name, "solve"] and runner.inline == 1

@@ -53,8 +53,9 @@ log = logging.getLogger("coordinator.cli.worker")
               help="process: solves run in a pool of solver processes, so a solver that "
                    "holds the GIL, eats a core or hangs cannot delay the lease keep-alive "
                    "or other cities (a hung one is killed); small cities of a solver "
-                   "that declares inline_max_pairs (greedy) stay on a thread. thread: in "
-                   "this process; cheaper, for solvers that release the GIL.")
+                   "that declares inline_max_pairs (greedy) are solved on the tick's own "
+                   "thread. thread: in this process (the same small cities on the tick's "
+                   "thread); cheaper, for solvers that release the GIL.")
 @click.option("--solve-processes", envvar="DISPATCH_SOLVE_PROCESSES", default=None,
               type=click.IntRange(1, 256), metavar="N",
               help="Size of the solver process pool. [default: CPU count, at most 4]")

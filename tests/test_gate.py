@@ -1,0 +1,62 @@
+"""The compute gate: ticks take turns for their CPU-bound steps, and never wait long."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from coordinator.gate import ComputeGate
+
+
+def test_ticks_take_turns_inside_the_gate() -> None:
+    gate = ComputeGate()
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def tick() -> None:
+        nonlocal inside, most
+        for _ in range(50):
+            with gate.held():
+                with lock:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.0005)  # releases the GIL, as numpy does
+                with lock:
+                    inside -= 1
+
+    threads = [threading.Thread(target=tick) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1 and gate.bypassed == 0
+
+
+def test_a_stuck_holder_delays_the_others_by_the_wait_only() -> None:
+    """An inline solve that broke its promise to be quick must not stop every city."""
+    gate = ComputeGate(wait=0.05)
+    release = threading.Event()
+
+    def stuck() -> None:
+        with gate.held():
+            release.wait(10)
+
+    holder = threading.Thread(target=stuck)
+    holder.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    with gate.held():
+        waited = time.monotonic() - started
+    release.set()
+    holder.join()
+    assert 0.04 <= waited < 0.5 and gate.bypassed == 1
+
+
+def test_work_that_is_not_gated_does_not_wait() -> None:
+    gate = ComputeGate(wait=5.0)
+    with gate.held():
+        started = time.monotonic()
+        with gate.held(False):
+            pass
+        assert time.monotonic() - started < 0.1
