@@ -7,8 +7,10 @@ re-acquisition waits for it back: two context switches per array operation, hund
 per tick. Measured on this project's 2-core machine with 30 × 20 simulated cities
 (state, greedy solve, validation, cost): one thread did 1,670 ticks/s at 0.6 ms of CPU
 each; four threads together did 750 ticks/s at 1.6 ms each. With the four threads
-taking turns through one lock: 1,700 ticks/s at 0.6 ms. In a running worker the same
-steps cost 4–8 times their single-thread CPU before the gate.
+taking turns through one lock: 1,700 ticks/s at 0.6 ms. That is what a worker's ticks
+do whenever several are due at once: in bursts, and in a worker near its CPU limit. (A
+worker with time to spare rarely has two ticks computing together, and there the gate
+changes nothing measurable: ``bench/tickcost.py`` at 250 cities, two runs each way.)
 
 So a tick holds the gate across its compute (simulated state, an inline solve,
 validation, cost, the decision message) and the others wait *once*, on the lock,
