@@ -6,8 +6,11 @@ solve must not turn into a backlog of stale decisions. Due times stay on the cit
 period grid, so one late tick does not shift every later one.
 
 A tick that overruns its period makes the city skip the ticks whose time passed while
-it ran. A tick function may ask for its next tick later than the period (backoff after a
-failure) by returning a delay in seconds.
+it ran. A tick function may put its next tick off (a backoff after a failure) by
+returning a delay in seconds, or ask for an extra attempt before the next tick on the
+grid by returning :class:`Retry`. Either way the city comes back to its own grid
+afterwards: cities retried together after an etcd outage would otherwise all fall into
+step with the moment etcd came back.
 """
 
 from __future__ import annotations
@@ -22,11 +25,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-__all__ = ["Ticker"]
+__all__ = ["Retry", "Ticker"]
 
 log = logging.getLogger(__name__)
 
-TickFn = Callable[[str, float], float | None]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A tick function's answer: try again in ``seconds``, if that comes before the
+    city's next tick on its grid (otherwise that tick is the next attempt)."""
+
+    seconds: float
+
+
+TickFn = Callable[[str, float], "float | Retry | None"]
 
 
 @dataclass
@@ -39,6 +52,9 @@ class _Slot:
     last: threading.Event | None = None
     #: after the first tick, move onto the grid ``align + k * period`` (monotonic)
     align: float | None = None
+    #: a due time on the city's grid, kept while its ticks run off the grid (a tick
+    #: asked for a retry or a backoff)
+    grid: float | None = None
 
 
 class Ticker:
@@ -201,7 +217,7 @@ class Ticker:
         return due + (missed + 1) * period
 
     def _run_tick(self, city: str, slot: _Slot, due: float, idle: threading.Event) -> None:
-        delay: float | None = None
+        delay: float | Retry | None = None
         try:
             delay = self._tick(city, due)
         except Exception:
@@ -215,16 +231,28 @@ class Ticker:
                         del self._slots[city]
                     slot.last.set()
                 elif self._slots.get(city) is slot and not self._stopped:
-                    now = time.monotonic()
-                    next_due = self._next_due(due, slot.period, now)
-                    overrun = round((next_due - due) / slot.period) - 1
-                    if overrun > 0:
-                        self._skip(city, slot, overrun)
-                    if slot.align is not None:
-                        earliest = max(due + slot.period, now)
-                        next_due = slot.align + slot.period * math.ceil(
-                            (earliest - slot.align) / slot.period)
-                        slot.align = None
-                    if delay is not None:
-                        next_due = max(next_due, now + delay)
-                    self._push(next_due, city, slot.generation)
+                    self._push(self._after(city, slot, due, delay), city, slot.generation)
+
+    def _after(self, city: str, slot: _Slot, due: float, delay: float | Retry | None) -> float:
+        """When the tick after the one due at ``due`` is due."""
+        now = time.monotonic()
+        grid = slot.grid if slot.grid is not None else due  # a due time on the grid
+        if isinstance(delay, Retry):
+            if now + delay.seconds < self._next_due(grid, slot.period, now):
+                slot.grid = grid
+                return now + delay.seconds
+            delay = None
+        if delay is not None:
+            slot.grid = grid
+            return now + delay
+        slot.grid = None
+        next_due = self._next_due(grid, slot.period, now)
+        overrun = round((next_due - grid) / slot.period) - 1
+        if overrun > 0 and grid == due:  # not after retries: they ran instead of those
+            self._skip(city, slot, overrun)
+        if slot.align is not None:
+            earliest = max(grid + slot.period, now)
+            next_due = slot.align + slot.period * math.ceil(
+                (earliest - slot.align) / slot.period)
+            slot.align = None
+        return next_due

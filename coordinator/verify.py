@@ -60,6 +60,9 @@ class Report:
     decisions_by_city: dict[str, list[tuple[int, pb.Decision]]] = field(default_factory=dict)
     #: how often each city got a decision (a measurement, never a violation)
     availability: Availability | None = None
+    #: city -> [(revision, expected period or None)], as replayed: what
+    #: :func:`availability` needs to measure again over other windows
+    settings: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -296,6 +299,7 @@ def verify(client: EtcdClient, keys: Keys, *, start_revision: int = 1,
             raise IncompleteHistory(
                 f"the replay missed the write of {kv.key} at revision {kv.mod_revision}; "
                 "run verify again")
+    report.settings = settings
     report.availability = availability(report.decisions_by_city, settings, window=window,
                                        no_quorum=no_quorum, slack=slack)
     return report

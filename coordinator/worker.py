@@ -62,7 +62,7 @@ from coordinator.session import Session
 from coordinator.settings import CityConfig
 from coordinator.sources import SourceContext
 from coordinator.store import DecisionStore
-from coordinator.ticker import Ticker
+from coordinator.ticker import Retry, Ticker
 from protos import dispatch_pb2 as pb
 from solvers.contract import CityState, Solver
 from solvers.cost import solution_cost
@@ -123,6 +123,10 @@ class Worker:
     #: A commit is abandoned when its city's next tick is due (that tick decides afresh),
     #: but is always given at least this long: a healthy etcd answers in milliseconds.
     MIN_COMMIT_TIMEOUT = 0.25
+    #: A tick that could not reach etcd is tried again this soon, doubling up to
+    #: ``ETCD_RETRY_MAX``, when that comes before the city's next tick (see ``_retry``).
+    ETCD_RETRY = 0.2
+    ETCD_RETRY_MAX = 2.0
 
     def __init__(self, client: EtcdClient, config: WorkerConfig) -> None:
         self.client = client
@@ -456,13 +460,14 @@ class Worker:
         with self._health_lock:
             return self._health.setdefault(city, _Health())
 
-    def _tick(self, city: str, due: float) -> float | None:
+    def _tick(self, city: str, due: float) -> float | Retry | None:
         leader = self.campaigns.leader(city)
         if leader is None or self._stopping.is_set():
             return None
         clog = CityLog(log, city, leader.token)
         health = self._health_of(city)
-        self.metrics.tick(city, time.monotonic() - due)
+        started = time.monotonic()
+        self.metrics.tick(city, started - due)
         try:
             self._decide(city, leader, health, due)
         except FencedOut as exc:
@@ -472,17 +477,13 @@ class Worker:
             self.campaigns.drop(city, "fenced out by etcd")
             return None
         except EtcdError as exc:
-            # Retried on the city's next tick, not after a growing backoff: etcd being
-            # briefly unreachable (a raft election, a member restarting, a lost quorum)
-            # is not the city's fault, and a backoff grown during a 2 s election held
-            # cities back for seconds after etcd was fine again. The rate stays bounded:
-            # at most one attempt per period, each bounded by the request timeout.
             self.metrics.solver_error(city, error_kind(exc))
             health.failures += 1
+            retry = self._retry(health, time.monotonic() - started)
             (clog.warning if health.failures == 1 else clog.debug)(
-                "tick of %s could not reach etcd (%d in a row; retrying every period): %s",
-                city, health.failures, exc)
-            return None
+                "tick of %s could not reach etcd (%d in a row; trying again within %.1fs): "
+                "%s", city, health.failures, retry.seconds, exc)
+            return retry
         except (CitySettingsError, PluginError, StateError, SolverFailed) as exc:
             self.metrics.solver_error(city, error_kind(exc))
             return self._failed(city, leader, health, str(exc), clog)
@@ -591,6 +592,24 @@ class Worker:
             solve_seconds=result.seconds, assigned=assigned,
             unassigned=state.n_orders - assigned,
         )
+
+    def _retry(self, health: _Health, spent: float) -> Retry:
+        """When to try a tick that could not reach etcd again: soon, not a period later.
+
+        etcd being briefly unreachable (a raft election, a member restarting, a lost
+        quorum, a connection being re-established) is not the city's fault: the city
+        should decide the moment etcd is back. Waiting for the next period cost up to a
+        period for every city after every leader election, and a city with a 30 s
+        period would lose 30 s to a 2 s blip. So the tick is tried again after
+        ``ETCD_RETRY`` seconds, doubling up to ``ETCD_RETRY_MAX``, never sooner than the
+        failed tick took (a retry decides afresh, and must not cost more than the work
+        it retries), and not at all when the city's next tick comes first (the ticker
+        sees to that): an attempt that waited out its commit deadline is followed by
+        the next tick. The doubling stops at 2 s: a backoff grown without bound during
+        a 2 s election once held cities back for seconds after etcd was fine again.
+        """
+        delay = min(self.ETCD_RETRY * 2 ** min(health.failures - 1, 8), self.ETCD_RETRY_MAX)
+        return Retry(max(delay, spent) * (0.8 + 0.4 * random.random()))
 
     def _backoff(self, city: str, health: _Health) -> float:
         health.failures += 1

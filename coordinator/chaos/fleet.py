@@ -123,6 +123,9 @@ class Etcd:
         }
         self.quorum_client = EtcdClient(EtcdConfig(
             endpoints=tuple(cluster.endpoints.split(",")), timeout=1.0))
+        #: windows (start, end) in which no member could serve a quorum read: no raft
+        #: leader with a live majority, so nobody could write (see :meth:`probe_writes`)
+        self.unwritable: list[tuple[float, float]] = []
 
     @property
     def members(self) -> list[EtcdMember]:
@@ -231,6 +234,46 @@ class Etcd:
         except EtcdError:
             return False
         return True
+
+    def probe_writes(self, stop: threading.Event, every: float = 0.1) -> None:
+        """Until ``stop``: every ``every`` seconds ask each running member for its
+        status, and record in ``unwritable`` the windows in which no member that is up
+        recognised a leader that is up.
+
+        Such a window is a raft election (a leader killed or paused) or a lost quorum
+        (a leader without a majority steps down): etcd itself could not accept a
+        write, so no coordinator could have committed a decision. Status answers at
+        once with or without a leader (a read would wait for one), so the windows are
+        accurate to about ``every``.
+        """
+        probes = {m.name: EtcdClient(EtcdConfig(endpoints=(m.client_url,), timeout=0.25))
+                  for m in self.members}
+        ids: dict[str, int] = {}
+        since: float | None = None
+        try:
+            while not stop.is_set():
+                now = time.time()
+                claimed: set[int] = set()
+                up = [m for m in self.members if self.up(m)]
+                for member in up:
+                    try:
+                        status = probes[member.name].status()
+                    except EtcdError:
+                        continue
+                    ids[member.name] = status.header.member_id
+                    claimed.add(status.leader)
+                writable = any(ids.get(m.name) in claimed for m in up)
+                if not writable and since is None:
+                    since = now
+                elif writable and since is not None:
+                    self.unwritable.append((since, now))
+                    since = None
+                stop.wait(every)
+            if since is not None:
+                self.unwritable.append((since, time.time()))
+        finally:
+            for probe in probes.values():
+                probe.close()
 
     def healthy(self) -> bool:
         """Every member up, answering, agreeing on one leader, and a quorum read works."""

@@ -26,7 +26,7 @@ from coordinator.keys import Keys
 from coordinator.localetcd import EtcdCluster
 from coordinator.proxy import ProxyGroup
 from coordinator.settings import CityConfig
-from coordinator.verify import Report, verify
+from coordinator.verify import Availability, Report, availability, verify
 from protos import dispatch_pb2 as pb
 
 __all__ = ["ChaosConfig", "ChaosResult", "GapStat", "Harness", "run"]
@@ -111,6 +111,11 @@ class ChaosResult:
     periods: dict[str, float]
     #: cities on the test-slow solver (targets of slow-solve)
     slow_cities: list[str] = field(default_factory=list)
+    #: windows in which etcd had no leader that was up (``Etcd.probe_writes``)
+    unwritable: list[tuple[float, float]] = field(default_factory=list)
+    #: availability with those windows left out as well as the no-quorum ones: what
+    #: the coordinator made of the time in which etcd could take a write
+    writable_availability: Availability | None = None
 
     @property
     def violations(self) -> int:
@@ -467,6 +472,7 @@ class Harness:
         data = {
             "seed": result.seed, "started": result.started, "ended": result.ended,
             "periods": result.periods, "noQuorum": result.no_quorum,
+            "unwritable": result.unwritable,
             "faults": [vars(f) for f in result.faults],
             "decisions": {
                 city: [[r, d.decided_at.ToNanoseconds() / 1e9, d.worker_id, d.token]
@@ -583,11 +589,19 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
         harness.started = time.time()
         harness.emit(f"warm: every city decided, every worker owns cities; {config.duration:.0f}s"
                      " of faults begin")
-        harness.inject()
-        harness.heal()
-        harness.emit("healed everything; settling")
-        owners, stale = harness.settle()
-        ended = time.time()
+        probing = threading.Event()
+        prober = threading.Thread(target=harness.etcd.probe_writes, args=(probing,),
+                                  name="write probe", daemon=True)
+        prober.start()
+        try:
+            harness.inject()
+            harness.heal()
+            harness.emit("healed everything; settling")
+            owners, stale = harness.settle()
+            ended = time.time()
+        finally:
+            probing.set()
+            prober.join(5)
         harness.emit("settled; stopping workers (SIGTERM) and checking etcd's whole history")
         for slot in harness.workers:
             slot.expected_down = True
@@ -612,6 +626,10 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             problems=harness.problems, tracebacks=Counter(harness.log_errors()),
             fenced_out=harness.fenced_out(), base=harness.base, periods=periods,
             slow_cities=[c.city for c in harness.slow_cities],
+            unwritable=list(harness.etcd.unwritable),
+            writable_availability=availability(
+                report.decisions_by_city, report.settings, window=(harness.started, ended),
+                no_quorum=merged([*harness.no_quorum, *harness.etcd.unwritable])),
         )
         if result.exit_code != 0 or result.problems or result.tracebacks:
             keep = True
@@ -627,6 +645,17 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
         harness.close(keep=keep)
         if keep:
             out.write(f"logs kept in {harness.base}\n")
+
+
+def merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) windows joined, in order."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(windows):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def explain(client: EtcdClient, keys: Keys, report: Report, out: TextIO,
@@ -722,6 +751,15 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
             low = min(steady, key=lambda c: c.fraction)
             w(f"  cities whose solver never stalls: {100 * (1 - missed / exp):.2f}% overall, "
               f"lowest {low.city} {100 * low.fraction:.2f}%\n")
+    wav = result.writable_availability
+    if wav is not None and result.unwritable:
+        total = sum(b - a for a, b in result.unwritable)
+        lowest = wav.lowest()
+        w(f"  with etcd's leaderless windows also left out ({len(result.unwritable)} "
+          f"windows, {total:.1f}s in all, probed every 0.1s): {100 * wav.overall:.2f}% "
+          f"of periods" + (f", lowest {lowest.city} {100 * lowest.fraction:.2f}%"
+                           if lowest else "")
+          + ": what the coordinator made of the time etcd could take a write\n")
     w(f"longest decision gap by the fault in effect when it began (from injection to "
       f"healing + TTL + {RECOVERY_MARGIN:g}s):\n")
     total_missed = sum(stat.missed for stat in result.gaps.values()) or 1.0
