@@ -34,7 +34,7 @@ from coordinator.settings import parse_settings
 from protos import dispatch_pb2 as pb
 
 __all__ = ["Availability", "CityAvailability", "IncompleteHistory", "Report", "Violation",
-           "availability", "replay", "verify"]
+           "availability", "merged", "replay", "verify"]
 
 #: Lateness (in periods) a gap may have before it counts as missed time at all.
 DEFAULT_SLACK = 0.0
@@ -309,6 +309,18 @@ def _decided_at(decision: pb.Decision) -> float:
     return float(decision.decided_at.ToNanoseconds()) / 1e9
 
 
+def merged(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) windows joined, in order: overlaps must not be left
+    out twice."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(windows):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
 def _overlap(start: float, end: float, windows: Sequence[tuple[float, float]]) -> float:
     return sum(max(0.0, min(end, b) - max(start, a)) for a, b in windows)
 
@@ -326,7 +338,7 @@ def availability(decisions_by_city: dict[str, list[tuple[int, pb.Decision]]],
     # revision -> time, from every decision: the clock of the revision's neighbourhood
     stamps = sorted((revision, _decided_at(d)) for history in decisions_by_city.values()
                     for revision, d in history)
-    quorumless = sorted((float(a), float(b)) for a, b in no_quorum if b > a)
+    quorumless = merged([(float(a), float(b)) for a, b in no_quorum if b > a])
     if window is not None:
         start, stop = window
     elif stamps:

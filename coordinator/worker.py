@@ -509,6 +509,8 @@ class Worker:
         budget = entry.period * self.config.budget_fraction
         shadows = [self._shadow_pool.submit(self._shadow, name, state, entry.params, budget)
                    for name in entry.shadow_solvers if name != entry.solver]
+        # A solve sent to a process or a solve thread is waited for outside the gate; an
+        # inline one is part of the tick's compute.
         inline = self.runner.runs_inline(solver, state)
         result = None if inline else self._solve(entry, solver, state, budget)
         small = state.n_orders * state.n_couriers <= GATED_MAX_PAIRS

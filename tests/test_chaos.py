@@ -28,12 +28,11 @@ import pytest
 from coordinator.chaos import ChaosConfig, run
 from coordinator.chaos.faults import KINDS
 from coordinator.chaos.fleet import Etcd
-from coordinator.chaos.run import merged
 from coordinator.etcd import EtcdClient, EtcdConfig, KeyValue, WatchBatch
 from coordinator.keys import Keys
 from coordinator.proxy import Proxy
 from coordinator.settings import CityConfig
-from coordinator.verify import verify
+from coordinator.verify import merged, verify
 from coordinator.watch import PrefixWatch
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster

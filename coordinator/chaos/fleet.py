@@ -123,8 +123,8 @@ class Etcd:
         }
         self.quorum_client = EtcdClient(EtcdConfig(
             endpoints=tuple(cluster.endpoints.split(",")), timeout=1.0))
-        #: windows (start, end) in which no member could serve a quorum read: no raft
-        #: leader with a live majority, so nobody could write (see :meth:`probe_writes`)
+        #: windows (start, end) in which no member that was up recognised a leader that
+        #: was up, so nobody could write (see :meth:`probe_writes`)
         self.unwritable: list[tuple[float, float]] = []
 
     @property

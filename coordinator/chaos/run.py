@@ -629,7 +629,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             unwritable=list(harness.etcd.unwritable),
             writable_availability=availability(
                 report.decisions_by_city, report.settings, window=(harness.started, ended),
-                no_quorum=merged([*harness.no_quorum, *harness.etcd.unwritable])),
+                no_quorum=[*harness.no_quorum, *harness.etcd.unwritable]),
         )
         if result.exit_code != 0 or result.problems or result.tracebacks:
             keep = True
@@ -645,17 +645,6 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
         harness.close(keep=keep)
         if keep:
             out.write(f"logs kept in {harness.base}\n")
-
-
-def merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Overlapping (start, end) windows joined, in order."""
-    out: list[tuple[float, float]] = []
-    for start, end in sorted(windows):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
 
 
 def explain(client: EtcdClient, keys: Keys, report: Report, out: TextIO,
