@@ -37,6 +37,7 @@ from coordinator.election import LeaderKey
 from coordinator.errors import DispatchError, EtcdError
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
+from coordinator.overview import read_overview
 from coordinator.session import Session
 from protos import admin_pb2 as apb
 from protos import admin_pb2_grpc as agrpc
@@ -97,6 +98,26 @@ def _timestamp(seconds: float) -> Timestamp | None:
     return stamp
 
 
+def _standing(worker: AdminTarget) -> list[str]:
+    """Cities in whose election ``worker`` still holds a key: as leader, queued, or
+    being withdrawn at this moment.
+
+    Its own view is not enough to say "leads no city": a queued key becomes the leader
+    the moment the key before it is deleted (a peer that had not yet seen the drain mark
+    handing a city over to us), before our watch says so. etcd has the last word.
+    """
+    local = worker.campaigns.entered() | set(worker.campaigns.leaders())
+    if local:
+        return sorted(local)
+    me = worker.config.worker_id
+    try:
+        cities = read_overview(worker.client, worker.keys).cities
+    except DispatchError as exc:
+        log.warning("admin Drain: cannot read the elections: %s", exc)
+        return ["?"]
+    return sorted(v.city for v in cities if v.owner == me or me in v.standbys)
+
+
 class _AdminService(agrpc.AdminServicer):
     def __init__(self, worker: AdminTarget) -> None:
         self._worker = worker
@@ -143,15 +164,16 @@ class _AdminService(agrpc.AdminServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot write the drain mark: {exc}")
         log.info("drained through the admin port: handing cities over")
         deadline = time.monotonic() + max(0.0, min(request.wait_seconds, 3600.0))
-        led = sorted(w.campaigns.leaders())
-        while led and time.monotonic() < deadline and context.is_active():
+        standing = _standing(w)
+        while standing and time.monotonic() < deadline and context.is_active():
             time.sleep(0.1)
-            led = sorted(w.campaigns.leaders())
-        if not led:
+            standing = _standing(w)
+        led = sorted(w.campaigns.leaders())
+        if not standing:
             message = f"{worker_id} drained; it leads no city"
         elif request.wait_seconds > 0:
-            message = (f"{worker_id} drained; still leads {len(led)} cities after "
-                       f"{request.wait_seconds:g}s")
+            message = (f"{worker_id} drained; still leads {len(led)} cities and stands for "
+                       f"{len(standing)} after {request.wait_seconds:g}s")
         else:
             message = f"{worker_id} drained; handing over {len(led)} cities"
         return apb.DrainReply(worker_id=worker_id, drained=True, cities_led=led,

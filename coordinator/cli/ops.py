@@ -222,6 +222,13 @@ def _owned_by(ctl: CtlLike, worker_id: str) -> list[str]:
             if v.owner == worker_id]
 
 
+def _standing_for(ctl: CtlLike, worker_id: str) -> list[str]:
+    """Cities whose election holds a key of ``worker_id``, leading or queued: a queued
+    key can still be handed a city by a peer that has not seen the drain mark yet."""
+    return [v.city for v in read_overview(ctl.client, ctl.keys).cities
+            if v.owner == worker_id or worker_id in v.standbys]
+
+
 # -- registration -------------------------------------------------------------------------
 
 
@@ -280,8 +287,8 @@ def register(cli: click.Group) -> None:
     @click.argument("worker_id", metavar="WORKER")
     @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0,
                   metavar="SECONDS",
-                  help="Wait until the worker owns no city (at most this long); exit 1 "
-                       "if it still owns some then.")
+                  help="Wait until the worker owns no city and stands by for none (at most "
+                       "this long); exit 1 if it still owns some then.")
     @click.pass_obj
     def drain(ctl: CtlLike, /, worker_id: str, wait_seconds: float) -> None:
         """Drain a worker: it hands its cities over (gracefully, no missed tick) and
@@ -302,9 +309,11 @@ def register(cli: click.Group) -> None:
         if wait_seconds <= 0:
             return
         deadline = time.monotonic() + wait_seconds
-        while owned and time.monotonic() < deadline:
+        standing = _standing_for(ctl, worker_id)
+        while standing and time.monotonic() < deadline:
             time.sleep(0.2)
-            owned = _owned_by(ctl, worker_id)
+            standing = _standing_for(ctl, worker_id)
+        owned = _owned_by(ctl, worker_id)
         if owned:
             raise ConfigError(f"{worker_id} still owns {len(owned)} cities after "
                               f"{wait_seconds:g}s: {', '.join(owned[:8])} (is another "
