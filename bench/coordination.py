@@ -15,12 +15,16 @@ the worker's default ``--tick-threads``), it measures:
     and the same through the worker's ``CommitBatcher`` (many cities' fenced commits in
     one etcd transaction, each under its own nested compare), where the code has one;
     **worker** — the rate of fenced commits one ``Worker`` sustains owning many cities
-    with a no-op solver (``test-slow``, ``sleep=0``, 10 orders × 10 couriers) and a
+    with a no-op solver (``test-noop``: the first ten pairs of a 10 × 10 city, on the
+    tick's own thread, as any solver that vouches for its speed with
+    ``inline_max_pairs`` is run) and a
     100 ms period (200 cities: 2,000 ticks/s asked, more than etcd takes), so that
     the tick pipeline, not the period, is the limit: in this process with
     ``solve_isolation="thread"`` (commits counted by the worker), and as a
     ``dispatch-worker`` subprocess with the default ``process`` isolation and with
-    ``thread`` (commits counted by etcd: ``etcd_mvcc_put_total``);
+    ``thread`` (commits counted by etcd: ``etcd_mvcc_put_total``); and once more in
+    this process with ``test-slow`` at ``sleep=0`` (the same answer from a solver that
+    could hang, so it runs on a solve thread): what that hand-off costs;
 (c) **round trips per tick** — a worker owning 50 cities at a 0.5 s period, every
     ``EtcdClient.call`` counted by request type (and etcd's own /metrics as a
     cross-check), for the ``simulated`` state source (target: 1, the fenced commit) and
@@ -224,11 +228,16 @@ def wait_leading(worker: Worker, n: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
+#: the worker runs' no-op solver, and the same answer from a solver run on a solve thread
+NOOP, NOOP_THREADED = "test-noop", "test-slow"
+
+
 def measure_worker_inprocess(cluster: Any, namespace: str, cities: int, period: float,
-                             seconds: float, repeats: int) -> list[dict[str, float]]:
+                             seconds: float, repeats: int,
+                             solver: str = NOOP) -> list[dict[str, float]]:
     client = common.client_for(cluster.endpoints)
     keys = Keys(namespace)
-    common.put_cities(client, keys, common.city_names(cities), solver="test-slow",
+    common.put_cities(client, keys, common.city_names(cities), solver=solver,
                       period=period, params={"sleep": 0, "orders": 10, "couriers": 10})
     worker, thread = start_worker(cluster.endpoints, namespace, solve_isolation="thread")
     out = []
@@ -261,7 +270,7 @@ def measure_worker_subprocess(cluster: Any, namespace: str, cities: int, period:
                               logs: Path) -> list[dict[str, float]]:
     client = common.client_for(cluster.endpoints)
     keys = Keys(namespace)
-    common.put_cities(client, keys, common.city_names(cities), solver="test-slow",
+    common.put_cities(client, keys, common.city_names(cities), solver=NOOP,
                       period=period, params={"sleep": 0, "orders": 10, "couriers": 10})
     workers = common.Workers(cluster.endpoints, namespace, logs,
                              extra=["--solve-isolation", isolation])
@@ -392,7 +401,9 @@ def tick_breakdown(orders: int, couriers: int, solver_name: str,
     return {
         "state: SimulatedSource.load": cost(lambda: source.load(config, time.time())),
         "solve: the solver, called directly": cost(lambda: solver.solve(state, params, 1.0)),
-        "solve: ThreadSolveRunner overhead (thread per solve)":
+        "solve: ThreadSolveRunner overhead (" + (
+            "on the calling thread" if runner.runs_inline(solver, state)
+            else "thread per solve") + ")":
             cost(lambda: runner.solve(solver_name, solver, state, params, budget=1.0,
                                       deadline=2.0)) - cost(lambda: solver.solve(state, params,
                                                                                  1.0)),
@@ -453,11 +464,15 @@ def main(argv: list[str] | None = None) -> int:
             client.delete("/bench-coord/", prefix=True)
             client.close()
         wcities, wperiod = args.cities, 0.1
-        log(f"(b) in-process worker: {wcities} cities, period {wperiod}s, test-slow sleep=0, "
+        log(f"(b) in-process worker: {wcities} cities, period {wperiod}s, {NOOP}, "
             "thread isolation")
         worker_thread = measure_worker_inprocess(cluster, "/bench-worker-t", wcities, wperiod,
                                                  seconds, repeats)
         log(f"  {[round(x['rate']) for x in worker_thread]}")
+        log(f"(b) in-process worker, {NOOP_THREADED} sleep=0: solved on a solve thread")
+        worker_solve_thread = measure_worker_inprocess(
+            cluster, "/bench-worker-u", wcities, wperiod, seconds, repeats, NOOP_THREADED)
+        log(f"  {[round(x['rate']) for x in worker_solve_thread]}")
         log("(b) dispatch-worker subprocess, process isolation (the default)")
         worker_proc = measure_worker_subprocess(cluster, "/bench-worker-p", wcities, wperiod,
                                                 seconds, repeats, "process", logs)
@@ -468,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  {[round(x['rate']) for x in worker_sub_t]}")
         log("(d) CPU of a tick's steps, measured alone")
         loops = 50 if args.quick else 200
-        breakdown = {"test-slow 10x10": tick_breakdown(10, 10, "test-slow", loops),
+        breakdown = {f"{NOOP} 10x10": tick_breakdown(10, 10, NOOP, loops),
                      "greedy 30x20": tick_breakdown(30, 20, "greedy", loops)}
         rt_seconds = 5.0 if args.quick else 15.0
         log("(c) round trips per tick, simulated source")
@@ -505,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     add("Worker, in-process, thread isolation", worker_thread, base, "8 tick threads", 0.8)
     add("dispatch-worker, process isolation", worker_proc, base, "8 tick threads", 0.8)
     add("dispatch-worker, thread isolation", worker_sub_t, base, "8 tick threads", 0.8)
+    add(f"Worker, in-process, {NOOP_THREADED} on a solve thread", worker_solve_thread, base,
+        "8 tick threads", None)
     add("raw txn, 1 thread", raw1, base1, 1, None)
     add("DecisionStore.commit, 1 thread", store1, base1, 1, 0.8)
     results["throughput"] = rows
@@ -512,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     results["store_runs"] = store
     results["store_batched_runs"] = batched
     results["worker_runs"] = {"inprocess_thread": worker_thread,
+                              "inprocess_solve_thread": worker_solve_thread,
                               "subprocess_process": worker_proc,
                               "subprocess_thread": worker_sub_t}
     results["round_trips"] = [rt_sim, rt_etcd]

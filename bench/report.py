@@ -276,6 +276,7 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
 # -- coordination -------------------------------------------------------------------------
 
 WORKER_RUNS = {"inprocess_thread": "Worker in-process, thread isolation",
+               "inprocess_solve_thread": "Worker in-process, solves on a solve thread",
                "subprocess_process": "dispatch-worker, process isolation",
                "subprocess_thread": "dispatch-worker, thread isolation"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -63,6 +63,17 @@ class SlowSolver(Solver):
 
     def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
         time.sleep(float(params.get("sleep", 0.5)))
+        return _first_pairs(state, 10)
+
+
+class NoopSolver(Solver):
+    description = ("Does next to nothing on the calling thread (the first 10 pairs): the "
+                   "no-op solver of the coordination benchmark.")
+
+    #: it cannot hang or take long, whatever the city's size
+    inline_max_pairs: ClassVar[int] = 10**12
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
         return _first_pairs(state, 10)
 
 
