@@ -86,15 +86,18 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     capacity: float = 1.0
     tick_threads: int = 8
+    #: ticks due within this many seconds of each other run together (``Ticker``),
+    #: each at most this late; 0 runs every tick at its exact due time
+    tick_slack: float = 0.02
     admin_address: str = ""
-    #: share of a city's period a solve may use; past ``hang_factor`` × budget it is
-    #: abandoned
     #: hot standby candidates each city keeps queued on other workers
     standbys: int = 1
     #: "process": solves run in a pool of solver processes (safe for solvers that hold
     #: the GIL or hang); "thread": in this process
     solve_isolation: str = "process"
     solve_processes: int | None = None
+    #: share of a city's period a solve may use; past ``hang_factor`` × budget it is
+    #: abandoned
     budget_fraction: float = 0.8
     hang_factor: float = 2.0
     #: serve Prometheus metrics / the gRPC health+admin service on these ports (0: any)
@@ -163,6 +166,7 @@ class Worker:
         self.admin: AdminServer | None = None
         self._servers_started = False
         self.ticker = Ticker(self._tick, max_workers=config.tick_threads,
+                             slack=config.tick_slack,
                              on_skip=self.metrics.skipped)
         self._previous_decision: dict[str, float] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -112,3 +113,25 @@ def test_a_new_city_ticks_at_once_then_moves_to_its_own_phase(ticker: Ticker,
     for t in wall:  # every tick after the first sits on the phase grid
         off = (t - phase) % period
         assert min(off, period - off) < 0.05, (off, wall)
+
+
+def test_ticks_due_close_together_run_together_and_never_early(recorder: Recorder) -> None:
+    slack, period = 0.1, 0.2
+    ticker = Ticker(recorder, max_workers=4, slack=slack)
+    try:
+        now = time.monotonic()
+        bucket = math.ceil(now / slack) * slack + slack  # every due time below rounds to it
+        due = {"a": bucket - 0.08, "b": bucket - 0.05, "c": bucket - 0.01}
+        for city, at in due.items():
+            ticker.add(city, period, first_in=at - now)
+        time.sleep(bucket - time.monotonic() + 2 * period + 0.05)
+    finally:
+        ticker.stop()
+    for city, at in due.items():
+        times = recorder.times(city)
+        assert len(times) >= 3, (city, times)
+        assert times[0] >= at, "never before it is due"
+        assert bucket - 0.001 <= times[0] < bucket + 0.03, "together, at the bucket's end"
+        # the city keeps its spacing: each tick one period after the one before
+        for a, b in itertools.pairwise(times[:3]):
+            assert abs(b - a - period) < 0.03, times
