@@ -91,16 +91,23 @@ class Ticker:
         ``then_at_phase`` (seconds, wall clock modulo the period): after the first tick,
         tick at the wall-clock times ``≡ then_at_phase (mod period)`` instead of on the
         first tick's grid, at least a period after the first.
+
+        With a ``slack``, the city's grid is put onto the slack's own grid: the first
+        tick comes up to ``slack`` sooner than asked (never later), and the phase is
+        rounded down likewise. A city whose period is a multiple of the slack then ticks
+        exactly when due, and coalescing costs it nothing; a handed-over city's first
+        tick is never later than one period after its last decision.
         """
         with self._cond:
+            now = time.monotonic()
             slot = _Slot(period=period, generation=next(self._generations))
             if then_at_phase is not None:
-                slot.align = time.monotonic() + (then_at_phase - time.time()) % period
+                slot.align = self._floored(now + (then_at_phase - time.time()) % period)
             replaced = self._slots.get(city)
             if replaced is not None and replaced.last is not None:
                 replaced.last.set()
             self._slots[city] = slot
-            self._push(time.monotonic() + first_in, city, slot.generation)
+            self._push(max(now, self._floored(now + first_in)), city, slot.generation)
 
     def set_period(self, city: str, period: float) -> None:
         with self._cond:
@@ -184,6 +191,10 @@ class Ticker:
         # worker every switch makes the running tick's Python slower (``coordinator.gate``).
         if self._heap[0] is entry:
             self._cond.notify()
+
+    def _floored(self, at: float) -> float:
+        """The last multiple of the slack at or before ``at``."""
+        return at if self._slack <= 0 else math.floor(at / self._slack) * self._slack
 
     def _coalesced(self, due: float) -> float:
         """When a tick due at ``due`` runs: on the next multiple of the slack."""
