@@ -96,7 +96,8 @@ class Ticker:
         tick comes up to ``slack`` sooner than asked (never later), and the phase is
         rounded down likewise. A city whose period is a multiple of the slack then ticks
         exactly when due, and coalescing costs it nothing; a handed-over city's first
-        tick is never later than one period after its last decision.
+        tick is never later than one period after its last decision, and a first tick
+        due now runs now.
         """
         with self._cond:
             now = time.monotonic()
@@ -107,7 +108,10 @@ class Ticker:
             if replaced is not None and replaced.last is not None:
                 replaced.last.set()
             self._slots[city] = slot
-            self._push(max(now, self._floored(now + first_in)), city, slot.generation)
+            # The first tick is not coalesced: a city taken over from a dead worker is
+            # due now, and waits for nothing (a later first tick is on the slack grid).
+            first = max(now, self._floored(now + first_in))
+            self._push(first, city, slot.generation, run_at=first)
 
     def set_period(self, city: str, period: float) -> None:
         with self._cond:
@@ -183,8 +187,10 @@ class Ticker:
             self._cond.notify()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
-    def _push(self, due: float, city: str, generation: int) -> None:
-        entry = (self._coalesced(due), next(self._seq), city, generation, due)
+    def _push(self, due: float, city: str, generation: int, *,
+              run_at: float | None = None) -> None:
+        run_at = self._coalesced(due) if run_at is None else run_at
+        entry = (run_at, next(self._seq), city, generation, due)
         heapq.heappush(self._heap, entry)
         # The scheduler sleeps until the earliest due time; it need not wake for a later
         # one. Waking it after every tick cost a thread switch per tick, and in a busy

@@ -134,3 +134,22 @@ def test_ticks_due_close_together_run_together_on_the_slack_grid(recorder: Recor
         assert bucket - 0.001 <= times[0] < bucket + 0.03, "the three run together"
         for a, b in itertools.pairwise(times[:3]):  # then one period apart, on the grid
             assert abs(b - a - period) < 0.03, times
+
+
+def test_a_city_added_to_tick_at_once_does_not_wait_for_the_slack(recorder: Recorder) -> None:
+    # a city taken over from a dead worker is overdue: coalescing must not delay it
+    slack = 0.5
+    ticker = Ticker(recorder, max_workers=4, slack=slack)
+    try:
+        now = time.monotonic()
+        bucket = math.ceil(now / slack) * slack
+        if bucket - now < 0.2:  # keep the add well away from the bucket's end
+            time.sleep(bucket - now + 0.05)
+        added = time.monotonic()
+        ticker.add("a", 1.0)
+        wait = time.monotonic() + 1.0
+        while not recorder.times("a") and time.monotonic() < wait:
+            time.sleep(0.005)
+    finally:
+        ticker.stop()
+    assert recorder.times("a")[0] - added < 0.05
