@@ -115,7 +115,7 @@ def _standing(worker: AdminTarget) -> list[str]:
     except DispatchError as exc:
         log.warning("admin Drain: cannot read the elections: %s", exc)
         return ["?"]
-    return sorted(v.city for v in cities if v.owner == me or me in v.standbys)
+    return sorted(v.city for v in cities if v.holds_key_of(me))
 
 
 class _AdminService(agrpc.AdminServicer):

@@ -39,6 +39,10 @@ class CityView:
     last_error: str = ""
     settings_error: str = ""
 
+    def holds_key_of(self, worker_id: str) -> bool:
+        """Whether ``worker_id`` has a key in the city's election, leading or queued."""
+        return self.owner == worker_id or worker_id in self.standbys
+
     @property
     def late(self) -> bool:
         return self.enabled and not self.settings_error and (

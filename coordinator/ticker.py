@@ -37,7 +37,6 @@ __all__ = ["Retry", "Ticker"]
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Retry:
     """A tick function's answer: try again in ``seconds``, if that comes before the

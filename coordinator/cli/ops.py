@@ -222,11 +222,13 @@ def _owned_by(ctl: CtlLike, worker_id: str) -> list[str]:
             if v.owner == worker_id]
 
 
-def _standing_for(ctl: CtlLike, worker_id: str) -> list[str]:
-    """Cities whose election holds a key of ``worker_id``, leading or queued: a queued
-    key can still be handed a city by a peer that has not seen the drain mark yet."""
-    return [v.city for v in read_overview(ctl.client, ctl.keys).cities
-            if v.owner == worker_id or worker_id in v.standbys]
+def _standing_for(ctl: CtlLike, worker_id: str) -> tuple[list[str], list[str]]:
+    """(cities ``worker_id`` owns, cities whose election holds a key of it, leading or
+    queued): a queued key can still be handed a city by a peer that has not seen the
+    drain mark yet."""
+    cities = read_overview(ctl.client, ctl.keys).cities
+    return ([v.city for v in cities if v.owner == worker_id],
+            [v.city for v in cities if v.holds_key_of(worker_id)])
 
 
 # -- registration -------------------------------------------------------------------------
@@ -309,11 +311,10 @@ def register(cli: click.Group) -> None:
         if wait_seconds <= 0:
             return
         deadline = time.monotonic() + wait_seconds
-        standing = _standing_for(ctl, worker_id)
+        owned, standing = _standing_for(ctl, worker_id)
         while standing and time.monotonic() < deadline:
             time.sleep(0.2)
-            standing = _standing_for(ctl, worker_id)
-        owned = _owned_by(ctl, worker_id)
+            owned, standing = _standing_for(ctl, worker_id)
         if owned:
             raise ConfigError(f"{worker_id} still owns {len(owned)} cities after "
                               f"{wait_seconds:g}s: {', '.join(owned[:8])} (is another "
