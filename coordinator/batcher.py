@@ -101,6 +101,26 @@ class CommitBatcher:
         with the answer would cost two thread switches, and in a busy worker each
         switch slows whatever Python is running (``coordinator.gate``)."""
         item = self._item(compare, ops, timeout)
+        self._enqueue([item])
+        return item.future.result()
+
+    def commit_many(self, writes: Sequence[tuple[Sequence[Any], Sequence[Any], float | None]]
+                    ) -> list[tuple[bool, int] | BaseException]:
+        """``commit`` for several (compare, ops, timeout) writes at once: together in
+        one round trip (as many as etcd's limits require), sent by the calling thread
+        when nothing is in flight. Each write's outcome in order, or the exception that
+        failed it: one write's failure is not the others'."""
+        items = [self._item(compare, ops, timeout) for compare, ops, timeout in writes]
+        self._enqueue(items)
+        outcomes: list[tuple[bool, int] | BaseException] = []
+        for item in items:
+            error = item.future.exception()
+            outcomes.append(item.future.result() if error is None else error)
+        return outcomes
+
+    def _enqueue(self, items: list[_Item]) -> None:
+        """Send ``items`` from this thread if nothing is in flight or queued; otherwise
+        queue them for the batcher's thread, to go with the next batch."""
         with self._cond:
             if self._closed:
                 raise DispatchError("the commit batcher is closed")
@@ -108,16 +128,23 @@ class CommitBatcher:
             if direct:
                 self._sending = True
             else:
-                self._queue.append(item)
+                self._queue.extend(items)
                 self._cond.notify()
         if direct:
-            try:
-                self._send([item])
-            finally:
-                with self._cond:
-                    self._sending = False
-                    self._cond.notify()  # commits queued meanwhile go out together
-        return item.future.result()
+            self._send_direct(items)
+
+    def _send_direct(self, items: list[_Item]) -> None:
+        """Send ``items`` from the calling thread, which has set ``_sending``."""
+        try:
+            while items:
+                count = self._fitting(items)
+                self._send(items[:count])
+                items = items[count:]
+        finally:
+            with self._cond:
+                self._sending = False
+                if self._queue:  # commits queued meanwhile go out together
+                    self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -138,16 +165,21 @@ class CommitBatcher:
                 self._cond.wait()
             while self._sending:  # closing: let the commit in flight finish first
                 self._cond.wait(0.1)
-            batch: list[_Item] = []
-            size = 0
-            while self._queue and len(batch) < self.MAX_ITEMS:
-                item = self._queue[0]
-                if batch and size + item.size > self.MAX_BYTES:
-                    break
-                batch.append(self._queue.pop(0))
-                size += item.size
+            count = self._fitting(self._queue)
+            batch = self._queue[:count]
+            del self._queue[:count]
             self._sending = bool(batch)
             return batch
+
+    def _fitting(self, items: list[_Item]) -> int:
+        """How many of ``items``, from the first, fit in one transaction."""
+        count = size = 0
+        for item in items[:self.MAX_ITEMS]:
+            if count and size + item.size > self.MAX_BYTES:
+                break
+            count += 1
+            size += item.size
+        return count
 
     def _run(self) -> None:
         while True:

@@ -16,6 +16,8 @@ their own stores.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from coordinator.batcher import CommitBatcher
 from coordinator.codec import decode, encode
 from coordinator.election import LeaderKey
@@ -24,7 +26,18 @@ from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from protos import dispatch_pb2 as pb
 
-__all__ = ["DecisionStore"]
+__all__ = ["Commit", "DecisionStore"]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One city's fenced write, for ``DecisionStore.commit_many``."""
+
+    city: str
+    leader: LeaderKey
+    decision: pb.Decision
+    status: pb.CityStatus | None = None
+    timeout: float | None = None
 
 
 class DecisionStore:
@@ -43,10 +56,43 @@ class DecisionStore:
         revision it was written at. Raises ``FencedOut`` if the fence rejected it and
         ``EtcdTimeout`` if etcd did not answer within ``timeout`` seconds (a decision
         is worth nothing once the city's next one is due)."""
+        return self._fenced(city, leader, self._ops(city, decision, status), timeout)
+
+    def commit_many(self, commits: list[Commit]) -> list[int | Exception]:
+        """``commit`` for several cities in as few round trips as possible (through the
+        batcher; one at a time without it). Each city's revision, or the exception its
+        own commit failed with (``FencedOut``, an ``EtcdError``), in order: every city
+        is fenced on its own, and one city's stale token rejects that city only."""
+        if self._batcher is None:
+            outcomes: list[int | Exception] = []
+            for c in commits:
+                try:
+                    outcomes.append(self.commit(c.city, c.leader, c.decision, c.status,
+                                                timeout=c.timeout))
+                except Exception as exc:  # handed back to the caller
+                    outcomes.append(exc)
+            return outcomes
+        answers = self._batcher.commit_many([
+            ([c.leader.compare()], self._ops(c.city, c.decision, c.status), c.timeout)
+            for c in commits])
+        results: list[int | Exception] = []
+        for c, answer in zip(commits, answers, strict=True):
+            if isinstance(answer, Exception):
+                results.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                succeeded, revision = answer
+                results.append(revision if succeeded
+                               else FencedOut(c.city, c.leader.token, c.leader.key))
+        return results
+
+    def _ops(self, city: str, decision: pb.Decision,
+             status: pb.CityStatus | None) -> list[object]:
         ops = [self._client.op_put(self._keys.decision(city), encode(decision))]
         if status is not None:
             ops.append(self._client.op_put(self._keys.status(city), encode(status)))
-        return self._fenced(city, leader, ops, timeout)
+        return ops
 
     def write_status(self, city: str, leader: LeaderKey, status: pb.CityStatus) -> int:
         """Record a city's status; fenced like decisions so a deposed owner cannot

@@ -18,6 +18,14 @@ the same few milliseconds then run as one burst, while the tick threads are awak
 their commits share etcd transactions; a busy worker spends less CPU per tick on
 waking threads and on round trips. A city's grid is not moved: with a period that is a
 multiple of ``slack`` its ticks keep exactly their spacing, each at most ``slack`` late.
+
+Cities due at the same moment can also be *ticked together* (``tick_group``): the
+ticker hands a tick thread a whole group of due cities that ``groupable`` vouches for
+(cities whose ticks are quick and never block), and the tick function runs them one
+after another and commits them in one round trip. A tick costs mostly thread wake-ups
+and a round trip to etcd, not its own work (``bench/tickcost.py``): per group those are
+paid once. Each city of a group is still its own tick: skipped, retried, retired and
+rescheduled on its own grid exactly as if it had run alone.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeAlias
 
-__all__ = ["Retry", "Ticker"]
+__all__ = ["GroupFn", "Retry", "TickFn", "Ticker"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,10 @@ class Retry:
     seconds: float
 
 
-TickFn = Callable[[str, float], "float | Retry | None"]
+TickResult: TypeAlias = float | Retry | None
+TickFn = Callable[[str, float], TickResult]
+#: ticks several (city, due) at once; one result per city, in order
+GroupFn = Callable[[list[tuple[str, float]]], list[TickResult]]
 
 
 @dataclass
@@ -64,11 +76,28 @@ class _Slot:
 
 
 class Ticker:
+    #: a group is split so that each of the tick threads gets a share, but no share of
+    #: fewer cities than this (a group's point is fewer wake-ups and round trips) ...
+    GROUP_MIN = 8
+    #: ... or more than this (one etcd transaction, see ``CommitBatcher.MAX_ITEMS``)
+    GROUP_MAX = 100
+
     def __init__(self, tick: TickFn, *, max_workers: int = 8, slack: float = 0.0,
-                 on_skip: Callable[[str], None] | None = None) -> None:
+                 on_skip: Callable[[str], None] | None = None,
+                 tick_group: GroupFn | None = None,
+                 groupable: Callable[[str], bool] | None = None) -> None:
+        """``tick_group`` and ``groupable``: cities for which ``groupable(city)`` is
+        true (asked under the ticker's lock: it must be quick and must not call back)
+        and that are due together are ticked by one call of ``tick_group``."""
         self._tick = tick
         self._slack = slack
         self._on_skip = on_skip
+        self._tick_group = tick_group
+        self._groupable = groupable if tick_group is not None else None
+        self._max_workers = max_workers
+        #: ticks run in a group, and the groups they ran in
+        self.grouped = 0
+        self.groups = 0
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tick")
         self._slots: dict[str, _Slot] = {}
         # Keyed by city, not slot: a tick still running from an earlier add() must
@@ -213,27 +242,51 @@ class Ticker:
                 if not self._heap:
                     self._cond.wait()
                     continue
-                run_at, _, city, generation, due = self._heap[0]
                 now = time.monotonic()
-                if run_at > now:
-                    self._cond.wait(run_at - now)
+                if self._heap[0][0] > now:
+                    self._cond.wait(self._heap[0][0] - now)
                     continue
-                heapq.heappop(self._heap)
-                slot = self._slots.get(city)
-                if slot is None or slot.generation != generation:
-                    continue
-                idle = self._idle.get(city)
-                if idle is None:
-                    idle = self._idle[city] = threading.Event()
-                    idle.set()
-                if not idle.is_set():
-                    # Busy with a tick scheduled by an earlier add() of this city (each
-                    # slot has one entry queued or one tick running, never both).
-                    self._skip(city, slot, 1)
-                    self._push(self._next_due(due, slot.period, now), city, generation)
-                    continue
-                idle.clear()
-                self._pool.submit(self._run_tick, city, slot, due, idle)
+                group: list[tuple[str, _Slot, float, threading.Event]] = []
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, city, generation, due = heapq.heappop(self._heap)
+                    started = self._start(city, generation, due, now)
+                    if started is None:
+                        continue
+                    if self._groupable is not None and self._groupable(city):
+                        group.append(started)
+                    else:
+                        self._pool.submit(self._run_tick, *started)
+                self._submit_group(group)
+
+    def _start(self, city: str, generation: int, due: float,
+               now: float) -> tuple[str, _Slot, float, threading.Event] | None:
+        """Mark a popped tick running; ``None`` if it is stale or must be skipped."""
+        slot = self._slots.get(city)
+        if slot is None or slot.generation != generation:
+            return None
+        idle = self._idle.get(city)
+        if idle is None:
+            idle = self._idle[city] = threading.Event()
+            idle.set()
+        if not idle.is_set():
+            # Busy with a tick scheduled by an earlier add() of this city (each slot
+            # has one entry queued or one tick running, never both).
+            self._skip(city, slot, 1)
+            self._push(self._next_due(due, slot.period, now), city, generation)
+            return None
+        idle.clear()
+        return city, slot, due, idle
+
+    def _submit_group(self, group: list[tuple[str, _Slot, float, threading.Event]]) -> None:
+        if len(group) == 1:
+            self._pool.submit(self._run_tick, *group[0])
+            return
+        size = min(self.GROUP_MAX,
+                   max(self.GROUP_MIN, math.ceil(len(group) / self._max_workers)))
+        for i in range(0, len(group), size):
+            self._pool.submit(self._run_group, group[i:i + size])
+            self.groups += 1
+        self.grouped += len(group)
 
     def _skip(self, city: str, slot: _Slot, count: int) -> None:
         slot.skipped += count
@@ -255,14 +308,34 @@ class Ticker:
             log.exception("tick of %s raised", city)
         finally:
             with self._cond:
-                slot.ticks += 1
-                idle.set()
-                if slot.last is not None:
-                    if self._slots.get(city) is slot:
-                        del self._slots[city]
-                    slot.last.set()
-                elif self._slots.get(city) is slot and not self._stopped:
-                    self._push(self._after(city, slot, due, delay), city, slot.generation)
+                self._done(city, slot, due, idle, delay)
+
+    def _run_group(self, group: list[tuple[str, _Slot, float, threading.Event]]) -> None:
+        assert self._tick_group is not None
+        delays: list[TickResult] = [None] * len(group)
+        try:
+            answer = self._tick_group([(city, due) for city, _, due, _ in group])
+            if len(answer) != len(group):
+                raise ValueError(f"{len(answer)} results for {len(group)} cities")
+            delays = answer
+        except Exception:
+            log.exception("tick of %s raised", ", ".join(city for city, *_ in group))
+        finally:
+            with self._cond:
+                for (city, slot, due, idle), delay in zip(group, delays, strict=True):
+                    self._done(city, slot, due, idle, delay)
+
+    def _done(self, city: str, slot: _Slot, due: float, idle: threading.Event,
+              delay: float | Retry | None) -> None:
+        """A city's tick is over: schedule its next (called with the lock held)."""
+        slot.ticks += 1
+        idle.set()
+        if slot.last is not None:
+            if self._slots.get(city) is slot:
+                del self._slots[city]
+            slot.last.set()
+        elif self._slots.get(city) is slot and not self._stopped:
+            self._push(self._after(city, slot, due, delay), city, slot.generation)
 
     def _after(self, city: str, slot: _Slot, due: float, delay: float | Retry | None) -> float:
         """When the tick after the one due at ``due`` is due."""

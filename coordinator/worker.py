@@ -61,7 +61,7 @@ from coordinator.runner import SolveResult, make_runner
 from coordinator.session import Session
 from coordinator.settings import CityConfig
 from coordinator.sources import SourceContext
-from coordinator.store import DecisionStore
+from coordinator.store import Commit, DecisionStore
 from coordinator.ticker import Retry, Ticker
 from protos import dispatch_pb2 as pb
 from solvers.contract import CityState, Solver
@@ -114,6 +114,19 @@ class _Health:
     reported_token: int = 0
     ticks: int = 0
     last_decision_at: float = 0.0
+    #: the last tick could neither block nor take long (see ``Worker._prepare``)
+    quick: bool = False
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """One tick of one city under way."""
+
+    city: str
+    leader: LeaderKey
+    health: _Health
+    log: CityLog
+    started: float
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -166,8 +179,8 @@ class Worker:
         self.admin: AdminServer | None = None
         self._servers_started = False
         self.ticker = Ticker(self._tick, max_workers=config.tick_threads,
-                             slack=config.tick_slack,
-                             on_skip=self.metrics.skipped)
+                             slack=config.tick_slack, on_skip=self.metrics.skipped,
+                             tick_group=self._tick_group, groupable=self._groupable)
         self._previous_decision: dict[str, float] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self.fenced_out = 0
@@ -465,47 +478,104 @@ class Worker:
             return self._health.setdefault(city, _Health())
 
     def _tick(self, city: str, due: float) -> float | Retry | None:
+        began = self._begin(city, due)
+        if began is None:
+            return None
+        try:
+            commit = self._prepare(began, due)
+            if commit is not None:
+                sent = time.monotonic()
+                self.store.commit(city, commit.leader, commit.decision, commit.status,
+                                  timeout=commit.timeout)
+                self._committed(began, sent)
+        except Exception as exc:
+            return self._tick_failed(began, exc)
+        return None
+
+    def _tick_group(self, items: list[tuple[str, float]]) -> list[float | Retry | None]:
+        """Tick cities due together (``Ticker``: only cities whose last tick was
+        ``quick``), one after another on this thread, and commit their decisions in one
+        round trip. Every city still fails, backs off and is fenced on its own."""
+        results: list[float | Retry | None] = [None] * len(items)
+        pending: list[tuple[int, _Tick, Commit]] = []
+        for i, (city, due) in enumerate(items):
+            began = self._begin(city, due)
+            if began is None:
+                continue
+            try:
+                commit = self._prepare(began, due)
+            except Exception as exc:
+                results[i] = self._tick_failed(began, exc)
+                continue
+            if commit is not None:
+                pending.append((i, began, commit))
+        if not pending:
+            return results
+        sent = time.monotonic()
+        outcomes: list[int | Exception]
+        try:
+            outcomes = self.store.commit_many([commit for _, _, commit in pending])
+        except Exception as exc:
+            outcomes = [exc] * len(pending)
+        for (i, began, _), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                results[i] = self._tick_failed(began, outcome)
+            else:
+                self._committed(began, sent)
+        return results
+
+    def _groupable(self, city: str) -> bool:
+        """Whether the city's ticks may run in a group (asked by the ticker, under its
+        lock: a plain dict read, atomic under the GIL, without ``_health_lock``)."""
+        health = self._health.get(city)
+        return health is not None and health.quick
+
+    def _begin(self, city: str, due: float) -> _Tick | None:
+        """A tick's context, or ``None`` if the city is no longer ours to tick."""
         leader = self.campaigns.leader(city)
         if leader is None or self._stopping.is_set():
             return None
-        clog = CityLog(log, city, leader.token)
-        health = self._health_of(city)
-        started = time.monotonic()
-        self.metrics.tick(city, started - due)
-        try:
-            self._decide(city, leader, health, due)
-        except FencedOut as exc:
+        began = _Tick(city, leader, self._health_of(city), CityLog(log, city, leader.token),
+                      time.monotonic())
+        self.metrics.tick(city, began.started - due)
+        return began
+
+    def _tick_failed(self, began: _Tick, exc: Exception) -> float | Retry | None:
+        """What a failed tick leaves behind: stepping down when fenced out, a quick
+        retry when etcd could not be reached, a backoff (and a failing status) when the
+        city's settings, its state, its plugins or its solver are at fault."""
+        city, leader, health, clog = began.city, began.leader, began.health, began.log
+        if isinstance(exc, FencedOut):
             self.fenced_out += 1
             self.metrics.fenced(city)
             clog.warning("fenced out: %s; stepping down", exc)
             self.campaigns.drop(city, "fenced out by etcd")
             return None
-        except EtcdError as exc:
-            self.metrics.solver_error(city, error_kind(exc))
+        self.metrics.solver_error(city, error_kind(exc))
+        if isinstance(exc, EtcdError):
             health.failures += 1
-            retry = self._retry(health, time.monotonic() - started)
+            retry = self._retry(health, time.monotonic() - began.started)
             (clog.warning if health.failures == 1 else clog.debug)(
                 "tick of %s could not reach etcd (%d in a row; trying again within %.1fs): "
                 "%s", city, health.failures, retry.seconds, exc)
             return retry
-        except (CitySettingsError, PluginError, StateError, SolverFailed) as exc:
-            self.metrics.solver_error(city, error_kind(exc))
+        if isinstance(exc, CitySettingsError | PluginError | StateError | SolverFailed):
             return self._failed(city, leader, health, str(exc), clog)
-        except Exception as exc:
-            self.metrics.solver_error(city, error_kind(exc))
-            clog.exception("tick of %s failed unexpectedly", city)
-            return self._failed(city, leader, health,
-                                f"internal error: {type(exc).__name__}: {exc}", clog)
-        return None
+        clog.error("tick of %s failed unexpectedly", city, exc_info=exc)
+        return self._failed(city, leader, health,
+                            f"internal error: {type(exc).__name__}: {exc}", clog)
 
-    def _decide(self, city: str, leader: LeaderKey, health: _Health, due: float) -> None:
+    def _prepare(self, began: _Tick, due: float) -> Commit | None:
+        """Everything of a tick before its commit: the fenced write it comes to, or
+        ``None`` when the city is not to be decided (gone or disabled)."""
+        city, leader, health = began.city, began.leader, began.health
         entry = self.registry.get(city)
         if entry is None:
-            return
+            return None
         if isinstance(entry, CitySettingsError):
             raise entry
         if not entry.enabled:
-            return
+            return None
         source = self.plugins.source(entry.state_source)
         solver = self.plugins.solver(entry.solver)
         with self.gate.held(source.cpu_bound):
@@ -516,6 +586,9 @@ class Worker:
         # A solve sent to a process or a solve thread is waited for outside the gate; an
         # inline one is part of the tick's compute.
         inline = self.runner.runs_inline(solver, state)
+        # Quick: nothing in this tick can block or take long, so the next may run in a
+        # group with other cities' (``_tick_group``) and hold none of them up.
+        health.quick = inline and source.cpu_bound and not shadows
         result = None if inline else self._solve(entry, solver, state, budget)
         small = state.n_orders * state.n_couriers <= GATED_MAX_PAIRS
         with self.gate.held(inline or small):
@@ -528,20 +601,22 @@ class Worker:
             status = pb.CityStatus(city=city, worker_id=self.config.worker_id,
                                    token=leader.token, state="ok",
                                    updated_at=_timestamp(time.time()))
-        started = time.monotonic()
-        self.store.commit(city, leader, decision, status,
-                          timeout=max(due + entry.period - started, self.MIN_COMMIT_TIMEOUT))
+        timeout = max(due + entry.period - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
+        return Commit(city, leader, decision, status, timeout)
+
+    def _committed(self, began: _Tick, sent: float) -> None:
+        """Book a decision etcd accepted (``sent``: when its commit left)."""
+        city, health = began.city, began.health
         now = time.time()
         previous = self._previous_decision.get(city)
-        self.metrics.committed(city, time.monotonic() - started,
+        self.metrics.committed(city, time.monotonic() - sent,
                                None if previous is None else now - previous)
         self._previous_decision[city] = now
         if health.failures:
-            CityLog(log, city, leader.token).info("%s recovered after %d failed ticks",
-                                                  city, health.failures)
+            began.log.info("%s recovered after %d failed ticks", city, health.failures)
         health.failures, health.last_error = 0, ""
-        health.reported_token = leader.token
-        health.last_decision_at = time.time()
+        health.reported_token = began.leader.token
+        health.last_decision_at = now
 
     def _solve(self, entry: CityConfig, solver: Solver, state: CityState,
                budget: float) -> SolveResult:

@@ -131,3 +131,32 @@ def test_a_slow_solver_skips_ticks_instead_of_queueing_them(
         assert skipped >= ticks // 2 > 0, (ticks, skipped)
         d = decision(client, keys, "slow")
         assert d is not None and d.tick <= 8  # ~0.35 s a tick: no backlog piled up
+
+
+def test_a_city_that_breaks_inside_a_tick_group_fails_alone(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str) -> None:
+    """Quick cities due together are ticked and committed as one group; one of them
+    going bad fails on its own status while the rest of its group keeps deciding."""
+    names = [f"g{i}" for i in range(6)]
+    for name in names:
+        put_city(client, keys, CityConfig(name, "greedy", 0.2))
+    # a slack of a whole period puts every city's ticks in the same slot
+    with running_worker(etcd.endpoints, namespace, tick_slack=0.2) as worker:
+        for name in names:
+            wait_until(lambda n=name: decision(client, keys, n), message="decisions")  # type: ignore[misc]
+        wait_until(lambda: worker.ticker.grouped >= 12, message="ticks run in groups")
+        put_city(client, keys, CityConfig("g3", "greedy", 0.2, params={"orders": -3}))
+        st = wait_until(lambda: (s := status(client, keys, "g3")) and s.state == "failing"
+                        and s, timeout=10, message="the failure on the city's status")
+        assert "orders=-3" in st.last_error  # type: ignore[union-attr]
+        before = {n: decision(client, keys, n) for n in names}
+        grouped = worker.ticker.grouped
+        time.sleep(1.0)
+        assert worker.ticker.grouped > grouped, "the others still tick as a group"
+        for name in names:
+            after = decision(client, keys, name)
+            if name == "g3":
+                assert after == before[name], "the broken city got a decision"
+            else:
+                assert after is not None and after.decided_at != before[name].decided_at \
+                    , f"{name} stalled beside the broken city"  # type: ignore[union-attr]

@@ -113,6 +113,33 @@ def test_a_batch_of_commits_fences_each_city_on_its_own(client: EtcdClient,
     session.close()
 
 
+def test_commit_many_sends_a_group_in_one_round_trip_and_fences_each_city_on_its_own(
+        client: EtcdClient, keys: Keys) -> None:
+    """A tick group's commits: one transaction, and a stale token fails its city only."""
+    from coordinator.batcher import CommitBatcher
+    from coordinator.store import Commit
+
+    batcher = CommitBatcher(client)
+    store = DecisionStore(client, keys, batcher)
+    session = Session(client, ttl=5)
+    leaders = {c: Election(client, session, keys.election(c)).campaign("w1")
+               for c in ("a", "b", "c", "d")}
+    Election.resume(client, session, leaders["c"]).resign()  # "c" is no longer ours
+
+    outcomes = store.commit_many([Commit(c, leader, decision(c, leader.token, "w1"))
+                                  for c, leader in leaders.items()])
+    assert isinstance(outcomes[2], FencedOut) and outcomes[2].city == "c"
+    revisions = [outcomes[i] for i in (0, 1, 3)]
+    assert all(isinstance(r, int) for r in revisions) and len(set(revisions)) == 1
+    assert batcher.batches == 1 and batcher.commits == 4
+    assert store.latest("c") is None
+    for c in ("a", "b", "d"):
+        latest = store.latest(c)
+        assert latest is not None and latest[0].token == leaders[c].token
+    batcher.close()
+    session.close()
+
+
 def test_a_commit_gives_up_at_its_deadline_when_etcd_does_not_answer(
         etcd: EtcdCluster, keys: Keys) -> None:
     """A commit caught in an etcd outage is abandoned at its own deadline (the worker

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.ticker import Ticker
+from coordinator.ticker import Retry, Ticker
 
 
 class Recorder:
@@ -153,3 +153,50 @@ def test_a_city_added_to_tick_at_once_does_not_wait_for_the_slack(recorder: Reco
     finally:
         ticker.stop()
     assert recorder.times("a")[0] - added < 0.05
+
+
+class GroupRecorder(Recorder):
+    """Ticks cities alone or in groups; remembers each call's cities."""
+
+    def __init__(self, groupable: set[str], answers: dict[str, object]) -> None:
+        super().__init__()
+        self.groupable = groupable
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, city: str, due: float) -> object:  # type: ignore[override]
+        with self.lock:
+            self.calls.append([city])
+        super().__call__(city, due)
+        return self.answers.get(city)
+
+    def group(self, items: list[tuple[str, float]]) -> list[object]:
+        with self.lock:
+            self.calls.append([city for city, _ in items])
+        for city, due in items:
+            super().__call__(city, due)
+        return [self.answers.get(city) for city, _ in items]
+
+
+def test_cities_due_together_are_ticked_as_a_group_and_rescheduled_each_on_its_own() -> None:
+    slack, period = 0.1, 0.3
+    rec = GroupRecorder(groupable={"a", "b", "c"}, answers={"b": Retry(0.1)})
+    ticker = Ticker(rec, max_workers=4, slack=slack, tick_group=rec.group,  # type: ignore[arg-type]
+                    groupable=rec.groupable.__contains__)
+    try:
+        now = time.monotonic()
+        bucket = math.ceil(now / slack) * slack + slack
+        for city in ("a", "b", "c", "solo"):  # all due in the same slack
+            ticker.add(city, period, first_in=bucket + 0.05 - now)
+        time.sleep(bucket - time.monotonic() + period + 0.15)
+    finally:
+        ticker.stop()
+    grouped = [call for call in rec.calls if len(call) > 1]
+    assert grouped and sorted(grouped[0]) == ["a", "b", "c"], rec.calls
+    assert ["solo"] in rec.calls, "a city not vouched for runs alone"
+    assert all("solo" not in call for call in grouped)
+    # b asked for a retry: it ran again before the others' next tick, on its own
+    b, a = rec.times("b"), rec.times("a")
+    assert len(b) >= 2 and b[1] - b[0] < 0.25, b
+    assert a[1] - a[0] == pytest.approx(period, abs=0.03), a
+    assert ticker.grouped >= 3
