@@ -18,7 +18,7 @@ the worker's default ``--tick-threads``), it measures:
     with a no-op solver (``test-noop``: the first ten pairs of a 10 × 10 city, on the
     tick's own thread, as any solver that vouches for its speed with
     ``inline_max_pairs`` is run) and a
-    100 ms period (200 cities: 2,000 ticks/s asked, more than etcd takes), so that
+    100 ms period (500 cities: 5,000 ticks/s asked, more than etcd takes), so that
     the tick pipeline, not the period, is the limit: in this process with
     ``solve_isolation="thread"`` (commits counted by the worker), and as a
     ``dispatch-worker`` subprocess with the default ``process`` isolation and with
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute)")
     parser.add_argument("--threads", type=int, default=8,
                         help="N: threads sending (the worker's --tick-threads default)")
-    parser.add_argument("--cities", type=int, default=200)
+    parser.add_argument("--cities", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=None, help="per measurement")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)

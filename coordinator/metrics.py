@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -109,6 +110,9 @@ class Metrics:
         self.registry.register(self._hook)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        #: per-city ``(ticks, commits)`` and per-solver ``solve_seconds`` series
+        self._cities: dict[str, tuple[Any, Any]] = {}
+        self._solvers: dict[str, Any] = {}
         r = self.registry
         ns = prefix  # prometheus_client calls the name prefix a "namespace"
 
@@ -175,19 +179,30 @@ class Metrics:
 
     def tick(self, city: str, lateness: float) -> None:
         """A tick of ``city`` starts, ``lateness`` seconds after it was due."""
-        self.ticks.labels(city).inc()
+        self._series(city)[0].inc()
         self.tick_lateness.observe(max(0.0, lateness))
 
     def solved(self, solver: str, seconds: float) -> None:
-        self.solve_seconds.labels(solver).observe(max(0.0, seconds))
+        child = self._solvers.get(solver)
+        if child is None:
+            child = self._solvers[solver] = self.solve_seconds.labels(solver)
+        child.observe(max(0.0, seconds))
 
     def committed(self, city: str, latency: float, previous_age: float | None) -> None:
         """A decision of ``city`` was accepted. ``previous_age``: seconds between the
         previous decision of the city (by anyone) and this one; ``None`` for the first."""
-        self.commits.labels(city).inc()
+        self._series(city)[1].inc()
         self.commit_latency.observe(max(0.0, latency))
         if previous_age is not None:
             self.decision_age.observe(max(0.0, previous_age))
+
+    def _series(self, city: str) -> tuple[Any, Any]:
+        """The city's ``ticks`` and ``commits`` series, looked up once: ``labels()``
+        validates and locks on every call, and these two are counted every tick."""
+        series = self._cities.get(city)
+        if series is None:
+            series = self._cities[city] = (self.ticks.labels(city), self.commits.labels(city))
+        return series
 
     def fenced(self, city: str) -> None:
         self.fenced_out.labels(city).inc()
@@ -216,6 +231,7 @@ class Metrics:
     def forget(self, city: str) -> None:
         """Drop every series of a city that was removed from the namespace, so a
         deployment that renames cities does not accumulate dead series."""
+        self._cities.pop(city, None)
         for counter in (self.ticks, self.commits, self.fenced_out, self.skipped_ticks):
             with contextlib.suppress(KeyError):
                 counter.remove(city)

@@ -8,7 +8,9 @@ Threads, each with one job:
   worker should hold, starts and stops ticking as leadership comes and goes;
 - the ticker's scheduler and its pool of tick threads (``coordinator.ticker``).
 
-A tick's data flows one way: state source → solver → validation → fenced commit. A
+A tick's data flows one way: state source → solver → validation → fenced commit.
+Quick cities due together are ticked as a group (``Worker._tick_group``): their ticks
+run one after another on one tick thread, and their commits share one transaction. A
 failing city is retried with exponential backoff and reported on its status; it never
 stalls another city. Losing leadership (fenced out, key deleted, lease lost) stops the
 city's ticks at once.
@@ -118,6 +120,13 @@ class _Health:
     quick: bool = False
 
 
+class _Alone:
+    """``Worker._prepare`` in a group: this city must be ticked on its own."""
+
+
+_ALONE = _Alone()
+
+
 @dataclass(frozen=True)
 class _Tick:
     """One tick of one city under way."""
@@ -125,8 +134,12 @@ class _Tick:
     city: str
     leader: LeaderKey
     health: _Health
-    log: CityLog
     started: float
+
+    @property
+    def clog(self) -> CityLog:
+        """The city's logger (made when needed: most ticks log nothing)."""
+        return CityLog(log, self.city, self.leader.token)
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -483,7 +496,7 @@ class Worker:
             return None
         try:
             commit = self._prepare(began, due)
-            if commit is not None:
+            if isinstance(commit, Commit):
                 sent = time.monotonic()
                 self.store.commit(city, commit.leader, commit.decision, commit.status,
                                   timeout=commit.timeout)
@@ -503,11 +516,13 @@ class Worker:
             if began is None:
                 continue
             try:
-                commit = self._prepare(began, due)
+                commit = self._prepare(began, due, grouped=True)
             except Exception as exc:
                 results[i] = self._tick_failed(began, exc)
                 continue
-            if commit is not None:
+            if commit is _ALONE:
+                results[i] = Retry(0.0)  # at once, on its own
+            elif isinstance(commit, Commit):
                 pending.append((i, began, commit))
         if not pending:
             return results
@@ -535,8 +550,7 @@ class Worker:
         leader = self.campaigns.leader(city)
         if leader is None or self._stopping.is_set():
             return None
-        began = _Tick(city, leader, self._health_of(city), CityLog(log, city, leader.token),
-                      time.monotonic())
+        began = _Tick(city, leader, self._health_of(city), time.monotonic())
         self.metrics.tick(city, began.started - due)
         return began
 
@@ -544,7 +558,7 @@ class Worker:
         """What a failed tick leaves behind: stepping down when fenced out, a quick
         retry when etcd could not be reached, a backoff (and a failing status) when the
         city's settings, its state, its plugins or its solver are at fault."""
-        city, leader, health, clog = began.city, began.leader, began.health, began.log
+        city, leader, health, clog = began.city, began.leader, began.health, began.clog
         if isinstance(exc, FencedOut):
             self.fenced_out += 1
             self.metrics.fenced(city)
@@ -565,9 +579,13 @@ class Worker:
         return self._failed(city, leader, health,
                             f"internal error: {type(exc).__name__}: {exc}", clog)
 
-    def _prepare(self, began: _Tick, due: float) -> Commit | None:
+    def _prepare(self, began: _Tick, due: float, *,
+                 grouped: bool = False) -> Commit | _Alone | None:
         """Everything of a tick before its commit: the fenced write it comes to, or
-        ``None`` when the city is not to be decided (gone or disabled)."""
+        ``None`` when the city is not to be decided (gone or disabled). In a group
+        (``grouped``), a city whose tick turns out not to be quick any more returns
+        ``_ALONE`` before it solves: it is ticked again at once on its own, so that a
+        city that grew past its solver's inline limit does not hold up its group."""
         city, leader, health = began.city, began.leader, began.health
         entry = self.registry.get(city)
         if entry is None:
@@ -580,15 +598,17 @@ class Worker:
         solver = self.plugins.solver(entry.solver)
         with self.gate.held(source.cpu_bound):
             state = source.load(entry, time.time())
-        budget = entry.period * self.config.budget_fraction
-        shadows = [self._shadow_pool.submit(self._shadow, name, state, entry.params, budget)
-                   for name in entry.shadow_solvers if name != entry.solver]
         # A solve sent to a process or a solve thread is waited for outside the gate; an
         # inline one is part of the tick's compute.
         inline = self.runner.runs_inline(solver, state)
         # Quick: nothing in this tick can block or take long, so the next may run in a
         # group with other cities' (``_tick_group``) and hold none of them up.
-        health.quick = inline and source.cpu_bound and not shadows
+        health.quick = inline and source.cpu_bound and not entry.shadow_solvers
+        if grouped and not health.quick:
+            return _ALONE
+        budget = entry.period * self.config.budget_fraction
+        shadows = [self._shadow_pool.submit(self._shadow, name, state, entry.params, budget)
+                   for name in entry.shadow_solvers if name != entry.solver]
         result = None if inline else self._solve(entry, solver, state, budget)
         small = state.n_orders * state.n_couriers <= GATED_MAX_PAIRS
         with self.gate.held(inline or small):
@@ -613,7 +633,7 @@ class Worker:
                                None if previous is None else now - previous)
         self._previous_decision[city] = now
         if health.failures:
-            began.log.info("%s recovered after %d failed ticks", city, health.failures)
+            began.clog.info("%s recovered after %d failed ticks", city, health.failures)
         health.failures, health.last_error = 0, ""
         health.reported_token = began.leader.token
         health.last_decision_at = now

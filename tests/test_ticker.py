@@ -200,3 +200,20 @@ def test_cities_due_together_are_ticked_as_a_group_and_rescheduled_each_on_its_o
     assert len(b) >= 2 and b[1] - b[0] < 0.25, b
     assert a[1] - a[0] == pytest.approx(period, abs=0.03), a
     assert ticker.grouped >= 3
+
+
+def test_a_period_that_is_a_multiple_of_the_slack_keeps_its_spacing_despite_rounding(
+        recorder: Recorder) -> None:
+    # align + k * period lands a rounding error above or below the slack grid; above
+    # must not put the tick off to the next multiple of the slack
+    slack, period = 0.1, 0.3
+    ticker = Ticker(recorder, max_workers=4, slack=slack)
+    try:
+        for i in range(30):
+            ticker.add(f"c{i}", period, first_in=0.01 * i, then_at_phase=0.0)
+        time.sleep(2.0)
+    finally:
+        ticker.stop()
+    gaps = [b - a for i in range(30) for a, b in itertools.pairwise(recorder.times(f"c{i}")[1:])]
+    assert len(gaps) > 60
+    assert max(gaps) < period + slack / 2, sorted(gaps)[-5:]

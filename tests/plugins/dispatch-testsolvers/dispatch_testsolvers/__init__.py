@@ -74,7 +74,10 @@ class NoopSolver(Solver):
     inline_max_pairs: ClassVar[int] = 10**12
 
     def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
-        return _first_pairs(state, 10)
+        # order i to courier i for the first ten, where it fits: valid, and no Python loop
+        first = np.arange(min(state.n_orders, state.n_couriers, 10), dtype=np.int64)
+        pairs = first[state.capacity[first] >= state.size[first]]
+        return Solution(pairs, pairs.copy(), np.zeros(pairs.shape[0], dtype=np.float64))
 
 
 class NotASolver:
