@@ -23,11 +23,20 @@ A tick never waits more than :attr:`ComputeGate.wait` for the gate. Past that it
 computes alongside whoever holds it (``bypassed`` counts these): a holder that is stuck
 (an inline solver that broke its promise to be quick) costs the others that delay,
 never their ticks.
+
+A *group* of quick cities (``Worker._tick_group``) holds the gate across all its
+cities' compute, and another group waits for it patiently: for as long as the holder
+has held the gate for less than :attr:`ComputeGate.patience`. Groups then compute one
+at a time while one's commit overlaps the next one's compute. Measured at 500 cities
+(100 ms period, a saturated worker): ~2,000–2,300 ticks/s at ~1 thread switch per
+tick; groups taking turns step by step did ~1,500–2,000 at ~3.5 switches, and groups
+giving up after ``wait`` (50 ms, less than a large group's compute) ~1,250 at 17.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 __all__ = ["GATED_MAX_PAIRS", "ComputeGate"]
 
@@ -37,34 +46,48 @@ GATED_MAX_PAIRS = 10_000
 
 
 class ComputeGate:
-    def __init__(self, wait: float = 0.05) -> None:
+    def __init__(self, wait: float = 0.05, patience: float = 0.5) -> None:
         self.wait = wait
+        self.patience = patience
         self._lock = threading.Lock()
+        #: when the holder took the gate (time.monotonic())
+        self._since = 0.0
         #: times a tick gave up waiting and computed without the gate
         self.bypassed = 0
-        self._nothing = _Held(None)
+        self._nothing = _Held(None, 0.0)
 
-    def held(self, when: bool = True) -> _Held:
+    def held(self, when: bool = True, *, patient: bool = False) -> _Held:
         """Hold the gate for the ``with`` block (if ``when``; otherwise do nothing).
-        A plain object, not a generator: a tick enters it twice, and a generator-based
-        context manager cost more than the lock."""
-        return _Held(self) if when else self._nothing
+        ``patient``: wait for as long as the holder is not stuck (held it for less
+        than ``patience``), not just ``wait``. A plain object, not a generator: a tick
+        enters it twice, and a generator-based context manager cost more than the lock."""
+        if not when:
+            return self._nothing
+        return _Held(self, self.patience if patient else self.wait)
 
 
 class _Held:
-    __slots__ = ("_acquired", "_gate")
+    __slots__ = ("_acquired", "_gate", "_patience")
 
-    def __init__(self, gate: ComputeGate | None) -> None:
+    def __init__(self, gate: ComputeGate | None, patience: float) -> None:
         self._gate = gate
+        self._patience = patience
         self._acquired = False
 
     def __enter__(self) -> None:
         gate = self._gate
         if gate is None:
             return
-        self._acquired = gate._lock.acquire(timeout=gate.wait)
-        if not self._acquired:
-            gate.bypassed += 1
+        while True:
+            if gate._lock.acquire(timeout=gate.wait):
+                self._acquired = True
+                gate._since = time.monotonic()
+                return
+            # Still held: by a stuck holder, or by a busy one (a new holder each time
+            # we look is progress, and restarts its clock)
+            if time.monotonic() - gate._since >= self._patience:
+                gate.bypassed += 1
+                return
 
     def __exit__(self, *exc: object) -> None:
         if self._acquired:

@@ -508,22 +508,32 @@ class Worker:
     def _tick_group(self, items: list[tuple[str, float]]) -> list[float | Retry | None]:
         """Tick cities due together (``Ticker``: only cities whose last tick was
         ``quick``), one after another on this thread, and commit their decisions in one
-        round trip. Every city still fails, backs off and is fenced on its own."""
+        round trip. Every city still fails, backs off and is fenced on its own.
+
+        The group holds the compute gate across all its cities' work, not city by city:
+        a group's commit overlaps the next group's compute, and two groups taking turns
+        at the gate for every step of every city cost ~3.5 thread switches per tick.
+        What may wait on etcd (a failing city's status write) comes after the gate.
+        """
         results: list[float | Retry | None] = [None] * len(items)
         pending: list[tuple[int, _Tick, Commit]] = []
-        for i, (city, due) in enumerate(items):
-            began = self._begin(city, due)
-            if began is None:
-                continue
-            try:
-                commit = self._prepare(began, due, grouped=True)
-            except Exception as exc:
-                results[i] = self._tick_failed(began, exc)
-                continue
-            if commit is _ALONE:
-                results[i] = Retry(0.0)  # at once, on its own
-            elif isinstance(commit, Commit):
-                pending.append((i, began, commit))
+        failed: list[tuple[int, _Tick, Exception]] = []
+        with self.gate.held(patient=True):
+            for i, (city, due) in enumerate(items):
+                began = self._begin(city, due)
+                if began is None:
+                    continue
+                try:
+                    commit = self._prepare(began, due, grouped=True)
+                except Exception as exc:
+                    failed.append((i, began, exc))
+                    continue
+                if commit is _ALONE:
+                    results[i] = Retry(0.0)  # at once, on its own
+                elif isinstance(commit, Commit):
+                    pending.append((i, began, commit))
+        for i, began, error in failed:
+            results[i] = self._tick_failed(began, error)
         if not pending:
             return results
         sent = time.monotonic()
@@ -596,7 +606,7 @@ class Worker:
             return None
         source = self.plugins.source(entry.state_source)
         solver = self.plugins.solver(entry.solver)
-        with self.gate.held(source.cpu_bound):
+        with self.gate.held(source.cpu_bound and not grouped):  # a group holds it
             state = source.load(entry, time.time())
         # A solve sent to a process or a solve thread is waited for outside the gate; an
         # inline one is part of the tick's compute.
@@ -611,7 +621,7 @@ class Worker:
                    for name in entry.shadow_solvers if name != entry.solver]
         result = None if inline else self._solve(entry, solver, state, budget)
         small = state.n_orders * state.n_couriers <= GATED_MAX_PAIRS
-        with self.gate.held(inline or small):
+        with self.gate.held((inline or small) and not grouped):
             if result is None:
                 result = self._solve(entry, solver, state, budget)
             decision = self._compose(city, leader, entry, state, result, health)

@@ -60,3 +60,32 @@ def test_work_that_is_not_gated_does_not_wait() -> None:
         with gate.held(False):
             pass
         assert time.monotonic() - started < 0.1
+
+
+def test_a_group_waits_for_a_busy_holder_past_the_wait_but_not_for_a_stuck_one() -> None:
+    """Groups compute one at a time (a 100-city group computes for longer than ``wait``),
+    yet a holder stuck past ``patience`` still costs a group no more than that."""
+    gate = ComputeGate(wait=0.05, patience=0.4)
+
+    def hold(seconds: float) -> threading.Thread:
+        def run() -> None:
+            with gate.held(patient=True):
+                time.sleep(seconds)
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.02)  # it has the gate
+        return thread
+
+    busy = hold(0.2)  # busy for 4 x wait, well within patience
+    started = time.monotonic()
+    with gate.held(patient=True):
+        waited = time.monotonic() - started
+    busy.join()
+    assert 0.15 <= waited < 0.3 and gate.bypassed == 0, waited
+
+    stuck = hold(3.0)
+    started = time.monotonic()
+    with gate.held(patient=True):
+        waited = time.monotonic() - started
+    assert 0.3 <= waited < 0.6 and gate.bypassed == 1, waited
+    stuck.join()
