@@ -341,8 +341,10 @@ def render_coordination(d: dict[str, Any], ctx: Context) -> Section:
                      fmt(median(r.get("commits_per_txn") for r in rs), ".2f"),
                      count(sum(fenced)) if fenced else DASH])
     if body:
-        s.lines += ["Inside the worker rows (medians over the runs): the worker's commit "
-                    "batcher puts several cities' fenced commits in one transaction.", ""]
+        s.lines += ["Inside the worker rows (medians over the runs): quick cities due "
+                    "together are ticked as a group and commit in one transaction, each "
+                    "under its own compare (tick groups), and the commit batcher merges "
+                    "what arrives while a transaction is in flight.", ""]
         s.lines += table(["worker run", "runs", "decisions/s", "etcd txn/s",
                           "decisions per txn", "fenced out"], body)
 
