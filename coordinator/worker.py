@@ -496,14 +496,12 @@ class Worker:
             return None
         try:
             commit = self._prepare(began, due)
-            if isinstance(commit, Commit):
-                sent = time.monotonic()
-                self.store.commit(city, commit.leader, commit.decision, commit.status,
-                                  timeout=commit.timeout)
-                self._committed(began, sent)
         except Exception as exc:
             return self._tick_failed(began, exc)
-        return None
+        results: list[float | Retry | None] = [None]
+        if isinstance(commit, Commit):
+            self._commit([(0, began, commit)], results)
+        return results[0]
 
     def _tick_group(self, items: list[tuple[str, float]]) -> list[float | Retry | None]:
         """Tick cities due together (``Ticker``: only cities whose last tick was
@@ -534,8 +532,14 @@ class Worker:
                     pending.append((i, began, commit))
         for i, began, error in failed:
             results[i] = self._tick_failed(began, error)
-        if not pending:
-            return results
+        if pending:
+            self._commit(pending, results)
+        return results
+
+    def _commit(self, pending: list[tuple[int, _Tick, Commit]],
+                results: list[float | Retry | None]) -> None:
+        """Commit prepared ticks in one round trip; book each city's outcome, and put
+        what a failed one leaves behind at its index in ``results``."""
         sent = time.monotonic()
         outcomes: list[int | Exception]
         try:
@@ -547,7 +551,6 @@ class Worker:
                 results[i] = self._tick_failed(began, outcome)
             else:
                 self._committed(began, sent)
-        return results
 
     def _groupable(self, city: str) -> bool:
         """Whether the city's ticks may run in a group (asked by the ticker, under its
