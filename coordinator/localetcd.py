@@ -84,6 +84,11 @@ class EtcdMember:
     peer_port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     scheme: str = "http"
+    #: raft timing (etcd's defaults: 100 ms heartbeat, 1 s election timeout). The
+    #: election timeout bounds how long a leader's loss stops writes, and etcd refuses
+    #: leases shorter than 1.5 election timeouts.
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,7 +111,8 @@ class EtcdMember:
                 "--initial-cluster", initial_cluster,
                 "--initial-cluster-state", state,
                 "--initial-cluster-token", self.data_dir.parent.name,
-                "--heartbeat-interval", "100", "--election-timeout", "1000",
+                "--heartbeat-interval", str(self.heartbeat_ms),
+                "--election-timeout", str(self.election_ms),
                 "--logger", "zap", "--log-level", "error",
                 *self.extra_args,
             ],
@@ -144,11 +150,13 @@ class EtcdCluster:
     """``size`` members on loopback. ``endpoints`` is the comma-separated client URL list."""
 
     def __init__(self, size: int = 1, *, extra_args: list[str] | None = None,
-                 scheme: str = "http", base: Path | None = None) -> None:
+                 scheme: str = "http", base: Path | None = None,
+                 election_ms: int = 1000) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="etcd-test-", dir=base))
         self.members = [
             EtcdMember(f"m{i}", self.base / f"m{i}", extra_args=list(extra_args or []),
-                       scheme=scheme)
+                       scheme=scheme, heartbeat_ms=max(1, election_ms // 10),
+                       election_ms=election_ms)
             for i in range(size)
         ]
 

@@ -13,6 +13,11 @@ etcd without touching anybody else's:
 ``stall()`` / ``unstall()``
     Keep every connection open but stop moving bytes (in either direction) — a silent
     partition: no FIN, no RST, just nothing. New connections are accepted and stall too.
+``slow(delay)``
+    Hold every chunk of bytes ``delay`` seconds before passing it on, in both directions
+    (``slow(0)`` ends it): a congested or far-away link. A request and its answer take
+    at least twice the delay, and bytes that arrive while a chunk waits follow in the
+    next one, so a busy stream falls further behind rather than losing anything.
 
 Plain threads and blocking sockets: one accept thread per proxy, two pump threads per
 connection. Nothing here knows about gRPC or etcd; it moves bytes.
@@ -76,6 +81,8 @@ class Proxy:
         self._closed = False
         self._flowing = threading.Event()
         self._flowing.set()
+        #: seconds every chunk waits before it is passed on (see :meth:`slow`)
+        self.delay = 0.0
         self.port = port
         self.accepted = 0
         self.cuts = 0
@@ -121,6 +128,10 @@ class Proxy:
 
     def unstall(self) -> None:
         self._flowing.set()
+
+    def slow(self, delay: float) -> None:
+        """Delay every chunk by ``delay`` seconds from now on (0: full speed again)."""
+        self.delay = max(0.0, delay)
 
     @property
     def is_cut(self) -> bool:
@@ -230,6 +241,8 @@ class Proxy:
                 while not self._flowing.wait(0.2):
                     if self._cut or self._closed:
                         return
+                if self.delay > 0:
+                    time.sleep(self.delay)
                 sink.sendall(data)
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)  # pass the half-close on
@@ -278,6 +291,10 @@ class ProxyGroup:
     def unstall(self) -> None:
         for proxy in self.proxies:
             proxy.unstall()
+
+    def slow(self, delay: float) -> None:
+        for proxy in self.proxies:
+            proxy.slow(delay)
 
     def close(self) -> None:
         for proxy in self.proxies:

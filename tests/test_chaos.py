@@ -54,8 +54,11 @@ TOLERATED_TRACEBACKS = {"BrokenPipeError: [Errno 32] Broken pipe"}
 
 def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     out = io.StringIO()
+    # the storm (--pace 20): a worker or etcd fault every few seconds, so that 90 s see
+    # every kind; etcd's own default election timeout, and a 2 s lease
     result = run(ChaosConfig(duration=90, seed=SEED, workers=4, cities=50, ttl=TTL,
-                             base=tmp_path, keep=True, progress=False), out=out)
+                             etcd_election_ms=1000, pace=20.0, base=tmp_path, keep=True,
+                             progress=False), out=out)
     report = result.report
     text = out.getvalue()
     print(text)  # shown by pytest when the test fails (and with -s)
@@ -419,3 +422,37 @@ def test_the_write_probe_measures_the_election_after_a_leader_kill(
 def test_overlapping_windows_are_merged_before_they_are_left_out() -> None:
     assert merged([(5.0, 6.0), (1.0, 3.0), (2.0, 4.0), (6.0, 7.0)]) == [(1.0, 4.0),
                                                                          (5.0, 7.0)]
+
+
+def test_a_slowed_proxy_delays_every_round_trip_and_loses_nothing() -> None:
+    """``net-delay``: each chunk waits the delay in each direction, none is dropped, and
+    ``slow(0)`` gives full speed back."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    with Proxy(f"127.0.0.1:{server.getsockname()[1]}") as proxy, \
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+
+        def round_trip(payload: bytes) -> float:
+            began = time.monotonic()
+            client.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                got += client.recv(65536)
+            assert got == payload
+            return time.monotonic() - began
+
+        assert round_trip(b"warm") < 0.1
+        proxy.slow(0.15)
+        assert round_trip(b"x" * 100_000) >= 0.3
+        proxy.slow(0.0)
+        assert round_trip(b"fast again") < 0.1
+    server.close()

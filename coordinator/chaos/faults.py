@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ETCD_KINDS", "KINDS", "SOLVER_KINDS", "WORKER_KINDS", "Fault", "Lane"]
 
-WORKER_KINDS = ("kill9", "sigterm", "sigstop", "cut", "net-stall")
+WORKER_KINDS = ("kill9", "sigterm", "sigstop", "cut", "net-stall", "net-delay")
 ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss")
-SOLVER_KINDS = ("slow-solve",)
+#: faults of one city (``slow-solve``) or of one worker's solver processes
+#: (``solver-kill``): they never wait for their turn with the faults of a whole worker
+#: or of etcd
+SOLVER_KINDS = ("slow-solve", "solver-kill")
 KINDS = WORKER_KINDS + ETCD_KINDS + SOLVER_KINDS
 
 
@@ -221,6 +224,17 @@ def net_stall(lane: Lane, draw: Draw) -> None:
     lane.end(fault)
 
 
+def net_delay(lane: Lane, draw: Draw) -> None:
+    """A slow link: every chunk between the worker and etcd waits 30-250 ms."""
+    slot = _worker(lane, draw)
+    delay = _between(0.03, 0.25, draw.spare)
+    fault = lane.begin("net-delay", slot.worker_id, f"{1000 * delay:.0f} ms per chunk")
+    slot.proxies.slow(delay)
+    lane.hold(_between(2.0, 6.0, draw.hold))
+    slot.proxies.slow(0.0)
+    lane.end(fault)
+
+
 # -- etcd -------------------------------------------------------------------------------
 
 
@@ -333,15 +347,31 @@ def slow_solve(lane: Lane, draw: Draw) -> None:
     lane.end(fault)
 
 
+def solver_kill(lane: Lane, draw: Draw) -> None:
+    """kill -9 one of a worker's solver processes, perhaps in the middle of a solve."""
+    slot = _worker(lane, draw)
+    children = slot.solver_processes()
+    if not children:
+        lane.harness.emit(f"[{lane.name}] solver-kill skipped: {slot.worker_id} has no "
+                          "solver process")
+        return
+    pid = children[int(draw.spare * len(children)) % len(children)]
+    fault = lane.begin("solver-kill", slot.worker_id, f"pid {pid}")
+    slot.kill_child(pid)
+    lane.end(fault)
+
+
 INJECT: dict[str, Callable[[Lane, Draw], None]] = {
     "kill9": kill9,
     "sigterm": sigterm,
     "sigstop": sigstop,
     "cut": cut,
     "net-stall": net_stall,
+    "net-delay": net_delay,
     "member-kill": member_kill,
     "leader-kill": leader_kill,
     "member-pause": member_pause,
     "quorum-loss": quorum_loss,
     "slow-solve": slow_solve,
+    "solver-kill": solver_kill,
 }

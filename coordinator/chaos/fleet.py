@@ -69,6 +69,32 @@ class WorkerSlot:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signum)
 
+    def solver_processes(self) -> list[int]:
+        """Pids of the worker's solver processes (its children started by
+        multiprocessing's spawn; not its resource tracker)."""
+        if not self.alive() or self.paused:
+            return []
+        assert self.process is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                if parent != self.process.pid:
+                    continue
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            if b"spawn_main" in command:
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def kill_child(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     def pause(self) -> None:
         self.signal(signal.SIGSTOP)
         self.paused = True

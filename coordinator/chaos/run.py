@@ -26,7 +26,7 @@ from coordinator.keys import Keys
 from coordinator.localetcd import EtcdCluster
 from coordinator.proxy import ProxyGroup
 from coordinator.settings import CityConfig
-from coordinator.verify import Availability, Report, availability, verify
+from coordinator.verify import DEFAULT_TOLERANCE, Availability, Report, availability, verify
 from protos import dispatch_pb2 as pb
 
 __all__ = ["ChaosConfig", "ChaosResult", "GapStat", "Harness", "run"]
@@ -37,6 +37,16 @@ SLOW_SOLVER = "test-slow"
 #: a fault's after-effects (lease expiry, restart, rebalancing) count against it for
 #: this long after it was undone, on top of the lease TTL
 RECOVERY_MARGIN = 1.0
+#: The fault lanes and the quiet time (seconds, drawn uniformly) a lane leaves after each
+#: of its faults at ``pace`` 1, the default: a fault striking a whole worker or etcd
+#: every ~45 s on average, each left to recover before the next (``docs/safety.md``,
+#: "Results": what each kind of fault costs, and why availability is a budget that these
+#: faults spend). ``--pace 20`` is the storm of earlier runs: one every ~4.5 s.
+LANES = (
+    ("workers", WORKER_KINDS, (40.0, 120.0)),
+    ("etcd", ETCD_KINDS, (60.0, 160.0)),
+    ("solvers", SOLVER_KINDS, (80.0, 200.0)),
+)
 
 
 @dataclass
@@ -45,7 +55,13 @@ class ChaosConfig:
     seed: int | None = None
     workers: int = 4
     cities: int = 50
-    ttl: int = 2
+    #: the workers' lease TTL: 1 s, the shortest etcd grants with a 500 ms election
+    #: timeout (1.5 election timeouts, rounded up); how long a dead worker's cities wait
+    ttl: int = 1
+    #: etcd's raft election timeout in ms (heartbeat a tenth of it): 500, for members on
+    #: one host (etcd's default, 1000, is for a network); how long losing the raft leader
+    #: stops every write
+    etcd_election_ms: int = 500
     #: fault kinds to inject (default: all)
     kinds: tuple[str, ...] = KINDS
     #: >1 injects faults more often, <1 less often
@@ -59,7 +75,10 @@ class ChaosConfig:
     base: Path | None = None
     keep: bool = False
     solve_isolation: str = "process"
-    solve_processes: int | None = None
+    #: solver processes per worker: two for the cities' compute (this machine's cores)
+    #: and one more because ``test-slow`` *sleeps*, holding a process without computing;
+    #: with two, the other cities' solves queued behind it and came late
+    solve_processes: int | None = 3
     #: live progress line: None = when stdout is a terminal
     progress: bool | None = None
     #: how to start a worker (default: ``python -m coordinator.cli.worker``); for trying
@@ -116,6 +135,8 @@ class ChaosResult:
     #: availability with those windows left out as well as the no-quorum ones: what
     #: the coordinator made of the time in which etcd could take a write
     writable_availability: Availability | None = None
+    #: the headline figure counting every millisecond of lateness (no on-time tolerance)
+    strict_availability: Availability | None = None
 
     @property
     def violations(self) -> int:
@@ -211,7 +232,8 @@ class Harness:
         cfg = self.config
         self.emit(f"chaos: seed {self.seed} (replay: {replay_command(cfg, self.seed)}); "
                   f"logs and etcd data in {self.base}")
-        self.cluster = EtcdCluster(3, base=self.base).start()
+        self.cluster = EtcdCluster(3, base=self.base,
+                                   election_ms=cfg.etcd_election_ms).start()
         dead = [m.name for m in self.cluster.members if not m.running()]
         if dead:
             raise RuntimeError(f"etcd members {dead} did not start (port taken?); logs in "
@@ -378,15 +400,10 @@ class Harness:
     def inject(self) -> None:
         cfg = self.config
         pace = max(cfg.pace, 0.01)
-        plans = [
-            ("workers", WORKER_KINDS, (2.0, 6.0)),
-            ("etcd", ETCD_KINDS, (3.0, 8.0)),
-            ("solvers", SOLVER_KINDS, (4.0, 10.0)),
-        ]
-        for name, kinds, (low, high) in plans:
+        for name, kinds, (low, high) in LANES:
             enabled = tuple(k for k in kinds if k in cfg.kinds)
             if name == "solvers" and not self.slow_cities:
-                enabled = ()
+                enabled = tuple(k for k in enabled if k != "slow-solve")
             if enabled:
                 self.lanes.append(Lane(name, enabled, self.seed, (low / pace, high / pace),
                                        self, self.stop))
@@ -516,7 +533,9 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
     period after its last decision) or, if none was, its second: a tick in flight when a
     fault struck can hang as well. A fault is in effect from its injection to its
     healing + TTL + ``RECOVERY_MARGIN``. A ``slow-solve`` concerns its own city; a
-    worker fault, the cities that worker was deciding; an etcd fault, every city. A
+    worker fault or a ``solver-kill``, the cities that worker was deciding; an etcd
+    fault, every city. A gap counts as availability counts it: a decision late by at
+    most ``DEFAULT_TOLERANCE`` periods misses nothing. A
     fault is *isolated* when no other fault that concerns every city overlaps it: its
     gaps are its own doing (``GapStat.isolated``).
     """
@@ -526,7 +545,7 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
              for kind in sorted({f.kind for f in faults})}
     stats["(none)"] = GapStat("(none)", 0)
     spans = [(f, f.started, (f.healed or end) + ttl + RECOVERY_MARGIN) for f in faults]
-    overall = [(i, s, e) for i, (f, s, e) in enumerate(spans) if f.kind != "slow-solve"]
+    overall = [(i, s, e) for i, (f, s, e) in enumerate(spans) if f.kind not in SOLVER_KINDS]
     isolated = {
         i for i, (_, s, e) in enumerate(spans)
         if not any(j != i and s2 < e and e2 > s for j, s2, e2 in overall)
@@ -544,9 +563,9 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
                 continue  # on time
 
             def concerns(f: Fault, city: str = city, owner: str = owner) -> bool:
-                if f.kind in SOLVER_KINDS:
+                if f.kind == "slow-solve":
                     return f.target == city
-                if f.kind in WORKER_KINDS:
+                if f.kind in WORKER_KINDS or f.kind in SOLVER_KINDS:
                     return f.target == owner  # the worker that was deciding the city
                 return True
 
@@ -556,7 +575,8 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
                        if s < late + period and e > late and concerns(f)]
             if period > 0:
                 lost = gap - sum(max(0.0, min(b, q1) - max(a, q0)) for q0, q1 in quorumless)
-                missed = max(0.0, lost / period - 1.0)
+                late_by = lost / period - 1.0  # counted as availability counts it
+                missed = late_by if late_by > DEFAULT_TOLERANCE else 0.0
                 kinds = {spans[i][0].kind for i in hit} or {"(none)"}
                 for kind in kinds:
                     stats[kind].missed += missed / len(kinds)
@@ -630,6 +650,9 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             writable_availability=availability(
                 report.decisions_by_city, report.settings, window=(harness.started, ended),
                 no_quorum=[*harness.no_quorum, *harness.etcd.unwritable]),
+            strict_availability=availability(
+                report.decisions_by_city, report.settings, window=(harness.started, ended),
+                no_quorum=harness.no_quorum, tolerance=0.0),
         )
         if result.exit_code != 0 or result.problems or result.tracebacks:
             keep = True
@@ -690,14 +713,20 @@ def replay_command(cfg: ChaosConfig, seed: int) -> str:
     """The command line that replays this run's schedule."""
     replay = (f"python -m coordinator.chaos --seed {seed} --duration {cfg.duration:g} "
               f"--workers {cfg.workers} --cities {cfg.cities}")
-    if cfg.ttl != 2:
+    if cfg.ttl != 1:
         replay += f" --lease-ttl {cfg.ttl}"
+    if cfg.etcd_election_ms != 500:
+        replay += f" --etcd-election-ms {cfg.etcd_election_ms}"
     if cfg.pace != 1.0:
         replay += f" --pace {cfg.pace:g}"
     if cfg.overlap:
         replay += " --overlap"
     if set(cfg.kinds) != set(KINDS):
         replay += f" --faults {','.join(cfg.kinds)}"
+    if cfg.solve_isolation != "process":
+        replay += f" --solve-isolation {cfg.solve_isolation}"
+    if cfg.solve_processes != 3:
+        replay += f" --solve-processes {cfg.solve_processes}"
     replay += "".join(f" --worker-arg={a}" for a in cfg.worker_args)
     return replay
 
@@ -740,6 +769,10 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
             low = min(steady, key=lambda c: c.fraction)
             w(f"  cities whose solver never stalls: {100 * (1 - missed / exp):.2f}% overall, "
               f"lowest {low.city} {100 * low.fraction:.2f}%\n")
+        strict = result.strict_availability
+        if strict is not None:
+            w(f"  counting every millisecond of lateness (no on-time tolerance): "
+              f"{100 * strict.overall:.2f}%\n")
     wav = result.writable_availability
     if wav is not None and result.unwritable:
         total = sum(b - a for a, b in result.unwritable)

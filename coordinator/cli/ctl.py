@@ -468,23 +468,31 @@ def show(ctl: Ctl, /, city_name: str, revision: int | None) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("--from", "start", default=1, show_default=True, type=click.IntRange(min=1),
               help="First etcd revision to check (history before it must not matter).")
+@click.option("--on-time", "tolerance", default=0.1, show_default=True,
+              type=click.FloatRange(min=0.0),
+              help="For availability: lateness, in periods, a decision may have and still "
+                   "count as on time (0 counts every millisecond late).")
 @pass_ctl
-def verify(ctl: Ctl, /, start: int) -> None:
+def verify(ctl: Ctl, /, start: int, tolerance: float) -> None:
     """Check etcd's history: was every decision written by the leader of its time?
 
     Replays the election and decision keys from revision --from and checks, for every
     decision: its token is the create revision of the leading candidate key just
     before it was written, its workerId is that candidate's, and tokens never go down.
-    Exits 1 and prints one line per violation if any.
+    Exits 1 and prints one line per violation if any. Also prints availability: the
+    share of each city's periods (from its first to its last decision checked) that
+    received a decision.
     """
     from coordinator.verify import verify as run_verify
 
-    report = run_verify(ctl.client, ctl.keys, start_revision=start)
+    report = run_verify(ctl.client, ctl.keys, start_revision=start, tolerance=tolerance)
     for violation in report.violations:
         click.echo(f"VIOLATION {violation}")
     click.echo(f"checked {report.decisions} decisions of {len(report.cities)} cities, "
                f"revisions {report.start_revision}..{report.end_revision}: "
                f"{len(report.violations)} violations")
+    if report.availability is not None and report.availability.cities:
+        click.echo(report.availability.summary())
     if not report.ok:
         raise SystemExit(1)
 
