@@ -110,7 +110,15 @@ class WorkerConfig:
 
 @dataclass
 class _Health:
+    #: consecutive failed ticks, whatever failed them (the city's status, the logs)
     failures: int = 0
+    #: of those, the latest run that could not reach etcd (the quick retry's doubling)
+    unreachable: int = 0
+    #: consecutive failures of the city's own making: its settings, state, plugins or
+    #: solver (the backoff's doubling). Kept apart from ``unreachable``: a solver that
+    #: failed once after six quick retries through an etcd outage was held back for
+    #: 26 s, as if it had failed seven times.
+    faults: int = 0
     last_error: str = ""
     error_since: float = 0.0
     reported_token: int = 0
@@ -581,6 +589,7 @@ class Worker:
         self.metrics.solver_error(city, error_kind(exc))
         if isinstance(exc, EtcdError):
             health.failures += 1
+            health.unreachable += 1
             retry = self._retry(health, time.monotonic() - began.started)
             (clog.warning if health.failures == 1 else clog.debug)(
                 "tick of %s could not reach etcd (%d in a row; trying again within %.1fs): "
@@ -647,7 +656,8 @@ class Worker:
         self._previous_decision[city] = now
         if health.failures:
             began.clog.info("%s recovered after %d failed ticks", city, health.failures)
-        health.failures, health.last_error = 0, ""
+        health.failures, health.unreachable, health.faults = 0, 0, 0
+        health.last_error = ""
         health.reported_token = began.leader.token
         health.last_decision_at = now
 
@@ -722,12 +732,16 @@ class Worker:
         the next tick. The doubling stops at 2 s: a backoff grown without bound during
         a 2 s election once held cities back for seconds after etcd was fine again.
         """
-        delay = min(self.ETCD_RETRY * 2 ** min(health.failures - 1, 8), self.ETCD_RETRY_MAX)
+        delay = min(self.ETCD_RETRY * 2 ** min(health.unreachable - 1, 8),
+                    self.ETCD_RETRY_MAX)
         return Retry(max(delay, spent) * (0.8 + 0.4 * random.random()))
 
     def _backoff(self, city: str, health: _Health) -> float:
         health.failures += 1
-        base = min(self._period(city) * 2 ** (health.failures - 1), self.config.max_backoff)
+        health.faults += 1
+        health.unreachable = 0
+        base = min(self._period(city) * 2 ** min(health.faults - 1, 16),
+                   self.config.max_backoff)
         return float(base * (0.75 + random.random() / 2))
 
     def _failed(self, city: str, leader: LeaderKey, health: _Health, error: str,

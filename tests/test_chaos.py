@@ -64,7 +64,7 @@ def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     print(text)  # shown by pytest when the test fails (and with -s)
     assert report is not None and report.ok, "\n".join(map(str, report.violations[:20]))
     assert report.decisions > 2000, text
-    assert not result.problems, result.problems
+    assert not result.problems, result.problems  # resource growth included
     assert set(result.tracebacks) <= TOLERATED_TRACEBACKS, result.tracebacks
     # every kind of fault was injected
     assert set(result.by_kind()) == set(KINDS), result.by_kind()
@@ -456,3 +456,18 @@ def test_a_slowed_proxy_delays_every_round_trip_and_loses_nothing() -> None:
         proxy.slow(0.0)
         assert round_trip(b"fast again") < 0.1
     server.close()
+
+
+def test_a_worker_that_holds_more_after_the_run_is_flagged() -> None:
+    """The chaos run compares each worker's threads, descriptors and solver processes
+    once warm and once settled; growth beyond a tick's worth is reported as a problem
+    (and fails the short run above)."""
+    from coordinator.chaos.fleet import Resources
+    from coordinator.chaos.run import grew
+
+    warm = Resources(threads=27, fds=15, solvers=3)
+    assert not grew(warm, Resources(33, 20, 3))  # the tick pool filled up
+    assert not grew(warm, None) and not grew(None, warm)
+    assert grew(warm, Resources(40, 15, 3))  # threads
+    assert grew(warm, Resources(27, 30, 3))  # descriptors
+    assert grew(warm, Resources(27, 15, 4))  # a solver process too many

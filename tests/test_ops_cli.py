@@ -68,6 +68,7 @@ def owners(client: EtcdClient, keys: Keys) -> dict[str, str]:
 def verify(etcd: EtcdCluster, namespace: str) -> None:
     out = ok(ctl(etcd, namespace, "verify"))
     assert " 0 violations" in out, out
+    assert "availability " in out and "% of periods" in out, out
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -407,3 +408,11 @@ def test_clock_check_compares_fresh_decisions_with_this_host(
     assert [f.level for f in findings] == [level], findings
     assert "skewed" in findings[0].message or level == "ok"
     assert words in findings[0].message, findings
+
+
+def test_verify_says_what_is_wrong_with_an_outage_window(etcd: EtcdCluster) -> None:
+    result = ctl(etcd, "/verify-args", "verify", "--no-quorum", "20..10")
+    assert result.returncode == 2, result
+    assert "START..END" in result.stderr, result.stderr
+    out = ok(ctl(etcd, "/verify-args", "verify", "--no-quorum", "10..20", "--on-time", "0"))
+    assert " 0 violations" in out, out

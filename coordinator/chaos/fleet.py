@@ -17,7 +17,19 @@ from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.localetcd import EtcdCluster, EtcdMember
 from coordinator.proxy import ProxyGroup
 
-__all__ = ["Etcd", "WorkerSlot"]
+__all__ = ["Etcd", "Resources", "WorkerSlot"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a worker process holds: threads, open file descriptors, solver processes."""
+
+    threads: int
+    fds: int
+    solvers: int
+
+    def __str__(self) -> str:
+        return f"{self.threads} threads, {self.fds} fds, {self.solvers} solver processes"
 
 
 @dataclass
@@ -90,6 +102,19 @@ class WorkerSlot:
             if b"spawn_main" in command:
                 found.append(int(entry.name))
         return sorted(found)
+
+    def resources(self) -> Resources | None:
+        """The running worker's threads, descriptors and solver processes (``None`` when
+        it is not running)."""
+        if not self.alive() or self.process is None:
+            return None
+        pid = self.process.pid
+        try:
+            threads = len(os.listdir(f"/proc/{pid}/task"))
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            return None
+        return Resources(threads, fds, len(self.solver_processes()))
 
     def kill_child(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):

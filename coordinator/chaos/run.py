@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from coordinator.chaos.faults import ETCD_KINDS, KINDS, SOLVER_KINDS, WORKER_KINDS, Fault, Lane
-from coordinator.chaos.fleet import Etcd, WorkerSlot
+from coordinator.chaos.fleet import Etcd, Resources, WorkerSlot
 from coordinator.codec import decode
 from coordinator.errors import EtcdError
 from coordinator.etcd import EtcdClient, EtcdConfig
@@ -135,6 +135,10 @@ class ChaosResult:
     #: availability with those windows left out as well as the no-quorum ones: what
     #: the coordinator made of the time in which etcd could take a write
     writable_availability: Availability | None = None
+    #: each worker's threads, descriptors and solver processes once warm and once
+    #: settled after the faults (``None``: not running then)
+    resources: dict[str, tuple[Resources | None, Resources | None]] = field(
+        default_factory=dict)
     #: the headline figure counting every millisecond of lateness (no on-time tolerance)
     strict_availability: Availability | None = None
 
@@ -460,6 +464,21 @@ class Harness:
         self.end_status()
         return result["owners"], result["stale"]  # type: ignore[return-value]
 
+    def resources(self, samples: int = 5) -> dict[str, Resources | None]:
+        """Each worker's steady holdings: the least of a few samples 0.2 s apart, so that
+        a tick thread or connection of the moment is not taken for a leak."""
+        seen: dict[str, list[Resources]] = {slot.worker_id: [] for slot in self.workers}
+        for i in range(samples):
+            if i:
+                time.sleep(0.2)
+            for slot in self.workers:
+                got = slot.resources()
+                if got is not None:
+                    seen[slot.worker_id].append(got)
+        return {w: Resources(min(r.threads for r in rs), min(r.fds for r in rs),
+                             min(r.solvers for r in rs)) if rs else None
+                for w, rs in seen.items()}
+
     def fenced_out(self) -> int:
         """Stale writes etcd refused during the run, as the workers logged them."""
         count = 0
@@ -521,6 +540,31 @@ class Harness:
         self._events.close()
         if not keep:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+#: Growth of a worker's holdings over the run that is not a leak. Threads: its pool of
+#: tick threads (``WorkerConfig.tick_threads``, 8) starts with the few that spread-out
+#: ticks need and grows under the bursts that faults cause (a pause, a failover's
+#: cities arriving at once) up to its size, and a thread pool never shrinks; after the
+#: storm every worker, the restarted ones too, sat at 32-33 threads against 25-28 once
+#: warm. Descriptors: a connection or a solver pipe being replaced.
+#: (``tests/test_hygiene.py`` holds a single worker under churn to 3 threads and 4
+#: descriptors.)
+THREAD_SLACK = 8
+FD_SLACK = 8
+
+
+def grew(before: Resources | None, after: Resources | None) -> bool:
+    """Whether a worker holds more after the run than it did once warm, beyond
+    :data:`THREAD_SLACK` and :data:`FD_SLACK`; solver processes must not grow at all."""
+    if before is None or after is None:
+        return False
+    return (after.threads > before.threads + THREAD_SLACK
+            or after.fds > before.fds + FD_SLACK or after.solvers > before.solvers)
+
+
+def _holdings(r: Resources | None) -> str:
+    return "-" if r is None else f"{r.threads}, {r.fds}, {r.solvers}"
 
 
 def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
@@ -606,6 +650,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
     try:
         harness.setup()
         harness.warm_up()
+        warm = harness.resources()
         harness.started = time.time()
         harness.emit(f"warm: every city decided, every worker owns cities; {config.duration:.0f}s"
                      " of faults begin")
@@ -619,6 +664,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             harness.emit("healed everything; settling")
             owners, stale = harness.settle()
             ended = time.time()
+            settled = harness.resources()
         finally:
             probing.set()
             prober.join(5)
@@ -634,6 +680,11 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
                             f"{report.end_revision}: {hashes}")
         if report.violations:
             explain(harness.client, harness.keys, report, out)
+        resources = {w: (warm.get(w), settled.get(w)) for w in settled}
+        for worker, (before, after) in resources.items():
+            if grew(before, after):
+                harness.problem(f"{worker} holds more after the run than before it: "
+                                f"{before} -> {after}")
         faults = [f for lane in harness.lanes for f in lane.faults]
         faults.sort(key=lambda f: f.started)
         periods = {c: cfg.period for c, cfg in harness.cities.items()}
@@ -642,7 +693,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             faults=faults, no_quorum=list(harness.no_quorum), report=report,
             gaps=gap_stats(report, faults, periods, (harness.started, ended), config.ttl,
                            harness.no_quorum),
-            owners=owners, stale_decisions=stale,
+            owners=owners, stale_decisions=stale, resources=resources,
             problems=harness.problems, tracebacks=Counter(harness.log_errors()),
             fenced_out=harness.fenced_out(), base=harness.base, periods=periods,
             slow_cities=[c.city for c in harness.slow_cities],
@@ -809,6 +860,12 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
         w(f"periods missed with no fault in effect: {lost:.1f} of {av.expected:.0f} "
           f"({100 * lost / av.expected:.2f}%): the rest is the faults' own cost, which "
           "grows with how often they strike (--pace)\n")
+    if result.resources:
+        w("held by each worker once warm -> settled after the faults (threads, open "
+          "fds, solver processes):\n")
+        for worker, (before, after) in result.resources.items():
+            w(f"  {worker}: {_holdings(before)} -> {_holdings(after)}"
+              + ("  GREW" if grew(before, after) else "") + "\n")
     w(f"stale writes refused by the fence (workers' 'fenced out' log lines): "
       f"{result.fenced_out}\n")
     owners = " ".join(f"{k}:{v}" for k, v in result.owners.items())

@@ -472,8 +472,11 @@ def show(ctl: Ctl, /, city_name: str, revision: int | None) -> None:
               type=click.FloatRange(min=0.0),
               help="For availability: lateness, in periods, a decision may have and still "
                    "count as on time (0 counts every millisecond late).")
+@click.option("--no-quorum", "outages", multiple=True, metavar="START..END",
+              help="For availability: a window (Unix seconds) in which etcd had no quorum, "
+                   "left out of it; repeatable.")
 @pass_ctl
-def verify(ctl: Ctl, /, start: int, tolerance: float) -> None:
+def verify(ctl: Ctl, /, start: int, tolerance: float, outages: tuple[str, ...]) -> None:
     """Check etcd's history: was every decision written by the leader of its time?
 
     Replays the election and decision keys from revision --from and checks, for every
@@ -485,7 +488,19 @@ def verify(ctl: Ctl, /, start: int, tolerance: float) -> None:
     """
     from coordinator.verify import verify as run_verify
 
-    report = run_verify(ctl.client, ctl.keys, start_revision=start, tolerance=tolerance)
+    windows = []
+    for outage in outages:
+        begin, sep, end = outage.partition("..")
+        try:
+            window = (float(begin), float(end))
+        except ValueError:
+            window = (0.0, -1.0)
+        if not sep or window[1] <= window[0]:
+            raise click.BadParameter(f"{outage!r} is not START..END in Unix seconds with "
+                                     "START before END", param_hint="--no-quorum")
+        windows.append(window)
+    report = run_verify(ctl.client, ctl.keys, start_revision=start, tolerance=tolerance,
+                        no_quorum=windows)
     for violation in report.violations:
         click.echo(f"VIOLATION {violation}")
     click.echo(f"checked {report.decisions} decisions of {len(report.cities)} cities, "
