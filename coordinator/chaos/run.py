@@ -543,14 +543,16 @@ class Harness:
 
 
 #: Growth of a worker's holdings over the run that is not a leak. Threads: its pool of
-#: tick threads (``WorkerConfig.tick_threads``, 8) starts with the few that spread-out
+#: tick threads (``WorkerConfig.tick_threads``, 8) starts with the 1-4 that spread-out
 #: ticks need and grows under the bursts that faults cause (a pause, a failover's
-#: cities arriving at once) up to its size, and a thread pool never shrinks; after the
-#: storm every worker, the restarted ones too, sat at 32-33 threads against 25-28 once
-#: warm. Descriptors: a connection or a solver pipe being replaced.
+#: cities arriving at once) up to its size, and a thread pool never shrinks; gRPC's
+#: own threads come and go by a few with its connections. Every Python thread of a
+#: worker once warm and after a storm, by name (``py-spy dump``): the same, but 3-4
+#: ``tick_N`` against 8. Workers, the restarted ones too, settle at 32-33 threads,
+#: from 23-28 once warm. Descriptors: a connection or a solver pipe being replaced.
 #: (``tests/test_hygiene.py`` holds a single worker under churn to 3 threads and 4
 #: descriptors.)
-THREAD_SLACK = 8
+THREAD_SLACK = 12
 FD_SLACK = 8
 
 
