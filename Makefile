@@ -58,8 +58,9 @@ bench-report:
 
 CHAOS_DURATION ?= 600
 CHAOS_SEED ?=
+CHAOS_PACE ?=
 chaos: setup
-	$(PY) -m coordinator.chaos --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	$(PY) -m coordinator.chaos --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_PACE),--pace $(CHAOS_PACE))
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
