@@ -9,17 +9,23 @@ injecting one fault at a time from a schedule drawn from the seed:
 - workers: ``kill9`` (then restart), ``sigterm`` (then restart), ``sigstop`` (longer
   than the lease TTL, then SIGCONT), ``cut`` (the worker's connections to etcd closed
   and refused, then restored), ``net-stall`` (its connections silently stop moving
-  bytes, then flow again);
+  bytes, then flow again), ``net-delay`` (every chunk of bytes held 30-250 ms);
 - etcd: ``member-kill`` and ``leader-kill`` (then restart), ``member-pause``
   (SIGSTOP/SIGCONT), ``quorum-loss`` (two members stopped, then brought back; these
   windows are recorded and left out of availability);
 - solvers: ``slow-solve`` (a ``test-slow`` city's solver made to stall past its period
-  for a few seconds, through its settings).
+  for a few seconds, through its settings), ``solver-kill`` (one of a worker's solver
+  processes killed, perhaps mid-solve).
+
+By default a fault strikes a whole worker or etcd about every 45 s (``--pace`` scales
+it; ``--pace 20`` is a storm), each given the lease TTL and a second to recover before
+the next; etcd runs with a 500 ms election timeout and the workers with 1 s leases.
 
 Afterwards it heals everything, lets the fleet settle, replays etcd's whole history with
 ``coordinator.verify`` and reports faults by kind, decisions checked, violations (the
 run fails on any), availability overall and per city, and the longest decision gap per
-fault kind. See ``docs/safety.md``.
+fault kind, and what each worker holds (threads, descriptors, solver processes) before
+and after. See ``docs/safety.md``.
 """
 
 from coordinator.chaos.run import ChaosConfig, ChaosResult, run
