@@ -106,6 +106,10 @@ def member() -> Iterator[EtcdCluster]:
     cluster.close()
 
 
+#: the worker's pool of tick threads: started as ticks need them, kept once started
+TICK_THREADS = 4
+
+
 def put_city(client: EtcdClient, keys: Keys, city: str, solver: str = "greedy",
              period: float = 0.2) -> None:
     client.put(keys.city(city), json.dumps(
@@ -131,8 +135,8 @@ def test_threads_fds_and_watch_streams_stay_bounded_through_churn(
     steady_cities = [f"s{i}" for i in range(10)]
     for city in steady_cities:
         put_city(client, keys, city)
-    worker = WorkerProcess(proxy.url, NAMESPACE, "w1", tmp_path, "--tick-threads", "4",
-                           "--solve-processes", "2", ttl=TTL)
+    worker = WorkerProcess(proxy.url, NAMESPACE, "w1", tmp_path, "--tick-threads",
+                           str(TICK_THREADS), "--solve-processes", "2", ttl=TTL)
     others: list[WorkerProcess] = []
     try:
         wait_until(lambda: owned_by(client, keys, "w1") == set(steady_cities), timeout=120,
@@ -188,7 +192,11 @@ def test_threads_fds_and_watch_streams_stay_bounded_through_churn(
         assert after.watch_streams == WATCHES and after.watchers == WATCHES, message
         assert after.connections <= max(before.connections, 1), message
         assert after.children == before.children, message
-        assert after.threads <= before.threads + 3, message
+        # the tick pool fills up to TICK_THREADS under churn, from the one or two the
+        # steady ticks needed, and never shrinks (py-spy shows no other named thread
+        # changing); gRPC's own threads vary by one with its connections. Once the steady
+        # state was sampled with a single tick thread: 24 -> 28.
+        assert after.threads <= before.threads + TICK_THREADS + 1, message
         assert after.fds <= before.fds + 4, message
     finally:
         for w in [worker, *others]:
