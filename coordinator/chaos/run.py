@@ -550,8 +550,8 @@ class Harness:
 #: worker once warm and after a storm, by name (``py-spy dump``): the same, but 3-4
 #: ``tick_N`` against 8. Workers, the restarted ones too, settle at 32-33 threads,
 #: from 23-28 once warm. Descriptors: a connection or a solver pipe being replaced.
-#: (``tests/test_hygiene.py`` holds a single worker under churn to its tick pool plus
-#: one thread and to 4 descriptors.)
+#: (``tests/test_hygiene.py`` counts Python's and gRPC's threads apart for a single
+#: worker under churn, with one tick thread.)
 THREAD_SLACK = 12
 FD_SLACK = 8
 
