@@ -34,12 +34,20 @@ from coordinator.settings import parse_settings
 from protos import dispatch_pb2 as pb
 
 __all__ = ["Availability", "CityAvailability", "IncompleteHistory", "Report", "Violation",
-           "availability", "merged", "replay", "verify"]
+           "availability", "merged", "missed_periods", "replay", "verify"]
 
 #: Lateness (in periods) a decision may have and still be on time: a tenth of a period.
 #: A decision 20 ms late on a 0.7 s period did arrive in its period; timer jitter is not
 #: unavailability. A decision later than this counts *all* of its lateness.
 DEFAULT_TOLERANCE = 0.1
+
+
+def missed_periods(gap: float, period: float, tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """Periods without a decision in a ``gap`` of seconds between two decisions (see
+    :class:`Availability`): ``gap / period - 1``, or none when that is at most
+    ``tolerance``."""
+    late = gap / period - 1.0
+    return late if late > tolerance else 0.0
 
 
 @dataclass(frozen=True)
@@ -388,10 +396,7 @@ def availability(decisions_by_city: dict[str, list[tuple[int, pb.Decision]]],
                 gap = b - a
                 if gap > longest:
                     longest, longest_at = gap, b
-                effective = gap - _overlap(a, b, quorumless)
-                late = effective / period - 1.0
-                if late > tolerance:
-                    missed += late
+                missed += missed_periods(gap - _overlap(a, b, quorumless), period, tolerance)
             expected += ((seg_end - seg_start) - _overlap(seg_start, seg_end, quorumless)) \
                 / period
         result.cities[city] = CityAvailability(city, segments[-1][2], expected, missed,

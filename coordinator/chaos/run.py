@@ -26,7 +26,7 @@ from coordinator.keys import Keys
 from coordinator.localetcd import EtcdCluster
 from coordinator.proxy import ProxyGroup
 from coordinator.settings import CityConfig
-from coordinator.verify import DEFAULT_TOLERANCE, Availability, Report, availability, verify
+from coordinator.verify import Availability, Report, availability, missed_periods, verify
 from protos import dispatch_pb2 as pb
 
 __all__ = ["ChaosConfig", "ChaosResult", "GapStat", "Harness", "run"]
@@ -581,7 +581,7 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
     healing + TTL + ``RECOVERY_MARGIN``. A ``slow-solve`` concerns its own city; a
     worker fault or a ``solver-kill``, the cities that worker was deciding; an etcd
     fault, every city. A gap counts as availability counts it: a decision late by at
-    most ``DEFAULT_TOLERANCE`` periods misses nothing. A
+    most a tenth of a period (``verify.missed_periods``) misses nothing. A
     fault is *isolated* when no other fault that concerns every city overlaps it: its
     gaps are its own doing (``GapStat.isolated``).
     """
@@ -621,8 +621,7 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
                        if s < late + period and e > late and concerns(f)]
             if period > 0:
                 lost = gap - sum(max(0.0, min(b, q1) - max(a, q0)) for q0, q1 in quorumless)
-                late_by = lost / period - 1.0  # counted as availability counts it
-                missed = late_by if late_by > DEFAULT_TOLERANCE else 0.0
+                missed = missed_periods(lost, period)  # as availability counts it
                 kinds = {spans[i][0].kind for i in hit} or {"(none)"}
                 for kind in kinds:
                     stats[kind].missed += missed / len(kinds)

@@ -465,6 +465,18 @@ def show(ctl: Ctl, /, city_name: str, revision: int | None) -> None:
     click.echo(json.dumps(out, indent=2))
 
 
+def _window(text: str) -> tuple[float, float]:
+    """``START..END`` in Unix seconds, START before END."""
+    try:
+        begin, end = map(float, text.split(".."))
+    except ValueError:
+        begin = end = 0.0
+    if not begin < end:
+        raise click.BadParameter(f"{text!r} is not START..END in Unix seconds with START "
+                                 "before END", param_hint="--no-quorum")
+    return begin, end
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--from", "start", default=1, show_default=True, type=click.IntRange(min=1),
               help="First etcd revision to check (history before it must not matter).")
@@ -473,10 +485,12 @@ def show(ctl: Ctl, /, city_name: str, revision: int | None) -> None:
               help="For availability: lateness, in periods, a decision may have and still "
                    "count as on time (0 counts every millisecond late).")
 @click.option("--no-quorum", "outages", multiple=True, metavar="START..END",
+              callback=lambda _ctx, _param, values: [_window(v) for v in values],
               help="For availability: a window (Unix seconds) in which etcd had no quorum, "
                    "left out of it; repeatable.")
 @pass_ctl
-def verify(ctl: Ctl, /, start: int, tolerance: float, outages: tuple[str, ...]) -> None:
+def verify(ctl: Ctl, /, start: int, tolerance: float,
+           outages: list[tuple[float, float]]) -> None:
     """Check etcd's history: was every decision written by the leader of its time?
 
     Replays the election and decision keys from revision --from and checks, for every
@@ -488,19 +502,8 @@ def verify(ctl: Ctl, /, start: int, tolerance: float, outages: tuple[str, ...]) 
     """
     from coordinator.verify import verify as run_verify
 
-    windows = []
-    for outage in outages:
-        begin, sep, end = outage.partition("..")
-        try:
-            window = (float(begin), float(end))
-        except ValueError:
-            window = (0.0, -1.0)
-        if not sep or window[1] <= window[0]:
-            raise click.BadParameter(f"{outage!r} is not START..END in Unix seconds with "
-                                     "START before END", param_hint="--no-quorum")
-        windows.append(window)
     report = run_verify(ctl.client, ctl.keys, start_revision=start, tolerance=tolerance,
-                        no_quorum=windows)
+                        no_quorum=outages)
     for violation in report.violations:
         click.echo(f"VIOLATION {violation}")
     click.echo(f"checked {report.decisions} decisions of {len(report.cities)} cities, "
