@@ -31,15 +31,17 @@ $(VENV)/.installed: pyproject.toml plugins/dispatch-ortools/pyproject.toml tests
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# What CI checks beside the tests: ruff everywhere, mypy --strict over the code that ships
+# and the code that measures and breaks it.
 lint: venv
-	$(VENV)/bin/ruff check coordinator solvers protos tests bench plugins
-	$(VENV)/bin/mypy coordinator solvers
+	$(VENV)/bin/ruff check coordinator solvers protos devtools tests bench plugins
+	$(VENV)/bin/mypy coordinator solvers devtools bench plugins/dispatch-ortools/dispatch_ortools
 
 protos: venv
 	$(PY) -m protos.build
 
 demo: setup
-	$(PY) -m coordinator.demo --duration $(DURATION)
+	$(PY) -m devtools.demo --duration $(DURATION)
 
 BENCH_ARGS ?=
 bench: setup
@@ -60,7 +62,7 @@ CHAOS_DURATION ?= 600
 CHAOS_SEED ?=
 CHAOS_PACE ?=
 chaos: setup
-	$(PY) -m coordinator.chaos --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_PACE),--pace $(CHAOS_PACE))
+	$(PY) -m devtools.chaos --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_PACE),--pace $(CHAOS_PACE))
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -33,8 +33,8 @@ IMAGES = ROOT / "docs" / "img"
 
 from coordinator.etcd import EtcdClient, EtcdConfig  # noqa: E402
 from coordinator.keys import Keys  # noqa: E402
-from coordinator.localetcd import ETCD, EtcdCluster  # noqa: E402
 from coordinator.settings import CityConfig  # noqa: E402
+from devtools.localetcd import ETCD, EtcdCluster  # noqa: E402
 
 # etcd for benchmarks: keep history bounded (decisions are rewritten every second), and
 # leave room so a long run never trips the space quota.

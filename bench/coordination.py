@@ -55,11 +55,11 @@ sys.path.insert(0, str(_HERE.parent))
 from bench import common  # noqa: E402
 from bench.common import log  # noqa: E402
 from coordinator.codec import encode  # noqa: E402
-from coordinator.election import Election  # noqa: E402
 from coordinator.etcd import EtcdClient  # noqa: E402
 from coordinator.keys import Keys  # noqa: E402
-from coordinator.session import Session  # noqa: E402
-from coordinator.store import DecisionStore  # noqa: E402
+from coordinator.recipes.election import Election  # noqa: E402
+from coordinator.recipes.session import Session  # noqa: E402
+from coordinator.recipes.store import DecisionStore  # noqa: E402
 from coordinator.worker import Worker, WorkerConfig  # noqa: E402
 from protos import dispatch_pb2 as pb  # noqa: E402
 
@@ -137,7 +137,7 @@ def city_of(thread: int, i: int, threads: int, cities: int) -> int:
 def make_batcher(client: EtcdClient) -> Any:
     """The worker's ``CommitBatcher`` (coordinator/batcher.py), where this version has one."""
     try:
-        from coordinator.batcher import CommitBatcher
+        from coordinator.recipes.batcher import CommitBatcher
     except ImportError:
         return None
     return CommitBatcher(client)
@@ -373,9 +373,9 @@ def tick_breakdown(orders: int, couriers: int, solver_name: str,
     """CPU microseconds of each step of ``Worker._decide`` for one city, measured alone
     (one thread, best of 3 × ``loops``): where a tick's CPU goes besides the commit."""
     from coordinator.plugins import PluginLoader
-    from coordinator.runner import ThreadSolveRunner
     from coordinator.settings import CityConfig
     from coordinator.sources import SimulatedSource, SourceContext
+    from coordinator.worker.runner import ThreadSolveRunner
     from solvers.cost import solution_cost
     from solvers.validate import check_solution
 

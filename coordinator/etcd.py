@@ -483,7 +483,7 @@ class EtcdClient:
 
     def watch_stream(self, prefix: str, start_revision: int,
                      *, prev_kv: bool = False) -> WatchStream:
-        """Open one watch stream on a prefix; see :class:`coordinator.watch.PrefixWatch`."""
+        """Open one watch stream on a prefix; see :class:`coordinator.recipes.watch.PrefixWatch`."""
         for endpoint in self._order():
             stream = WatchStream(self, endpoint, prefix, start_revision, prev_kv=prev_kv)
             try:

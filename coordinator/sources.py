@@ -46,7 +46,7 @@ class SourceContext:
 
 class StateSource(abc.ABC):
     #: ``load`` computes and never waits (no network, no disk): the worker then runs it
-    #: inside its compute gate (``coordinator.gate``). Leave it False for a source that
+    #: inside its compute gate (``coordinator.worker.gate``). Leave it False for a source that
     #: reads over the network, or it would hold every other tick up while it waits.
     cpu_bound: ClassVar[bool] = False
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.overview import read_overview
+from coordinator.ops.overview import read_overview
+from coordinator.ops.verify import verify
 from coordinator.settings import CityConfig
-from coordinator.verify import verify
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
 

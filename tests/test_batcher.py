@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from coordinator.batcher import CommitBatcher
-from coordinator.election import Election
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.session import Session
+from coordinator.recipes.batcher import CommitBatcher
+from coordinator.recipes.election import Election
+from coordinator.recipes.session import Session
 from tests.conftest import wait_until
 
 

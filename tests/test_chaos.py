@@ -1,7 +1,7 @@
 """Proof under faults: a short seeded chaos run, and focused fault tests.
 
 ``test_a_short_seeded_chaos_run_is_safe_and_recovers`` runs the harness of ``make
-chaos`` (``coordinator.chaos``) for a minute and a half of faults: 4 worker
+chaos`` (``devtools.chaos``) for a minute and a half of faults: 4 worker
 processes behind their own proxies, a 3-member etcd cluster, 50 cities, every fault
 kind. It asserts what must hold whatever the machine's load: no safety violation in
 etcd's whole history, every worker owning cities again afterwards with nobody's help,
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.chaos import ChaosConfig, run
-from coordinator.chaos.faults import KINDS
-from coordinator.chaos.fleet import Etcd
 from coordinator.etcd import EtcdClient, EtcdConfig, KeyValue, WatchBatch
 from coordinator.keys import Keys
-from coordinator.proxy import Proxy
+from coordinator.ops.verify import merged, verify
+from coordinator.recipes.watch import PrefixWatch
 from coordinator.settings import CityConfig
-from coordinator.verify import merged, verify
-from coordinator.watch import PrefixWatch
+from devtools.chaos import ChaosConfig, run
+from devtools.chaos.faults import KINDS
+from devtools.chaos.fleet import Etcd
+from devtools.proxy import Proxy
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
 
@@ -320,11 +320,11 @@ def _decided_since(client: EtcdClient, keys: Keys, city: str, since: float) -> b
 def test_the_harness_explains_a_violation_with_etcds_own_history(
         client: EtcdClient, keys: Keys) -> None:
     """When a run finds a violation, the harness prints the city's history from etcd."""
-    from coordinator.chaos.run import explain
     from coordinator.codec import encode
-    from coordinator.election import Election
-    from coordinator.session import Session
-    from coordinator.store import DecisionStore
+    from coordinator.recipes.election import Election
+    from coordinator.recipes.session import Session
+    from coordinator.recipes.store import DecisionStore
+    from devtools.chaos.run import explain
     from protos import dispatch_pb2 as pb
 
     first, second = Session(client, ttl=5), Session(client, ttl=5)
@@ -357,7 +357,7 @@ def test_a_solve_that_waited_for_a_process_is_not_killed_as_hung() -> None:
     shrinks the pool exactly when it is busiest — the cascade of "no solver process was
     free" seen in chaos runs after a worker wakes from SIGSTOP."""
     from coordinator.errors import SolverFailed
-    from coordinator.runner import ProcessSolveRunner, SolveResult
+    from coordinator.worker.runner import ProcessSolveRunner, SolveResult
     from solvers.generate import random_city
 
     runner = ProcessSolveRunner(1)
@@ -462,8 +462,8 @@ def test_a_worker_that_holds_more_after_the_run_is_flagged() -> None:
     """The chaos run compares each worker's threads, descriptors and solver processes
     once warm and once settled; growth beyond a tick's worth is reported as a problem
     (and fails the short run above)."""
-    from coordinator.chaos.fleet import Resources
-    from coordinator.chaos.run import grew
+    from devtools.chaos.fleet import Resources
+    from devtools.chaos.run import grew
 
     warm = Resources(threads=27, fds=15, solvers=3)
     assert not grew(warm, Resources(33, 20, 3))  # the tick pool filled up

@@ -9,9 +9,9 @@ import pytest
 from coordinator.errors import EtcdError
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.localetcd import EtcdCluster
+from coordinator.ops.verify import verify
 from coordinator.settings import CityConfig
-from coordinator.verify import verify
+from devtools.localetcd import EtcdCluster
 from tests.conftest import WorkerProcess, wait_until
 from tests.helpers import decision
 

@@ -27,7 +27,7 @@ import pytest
 from coordinator.codec import decode
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.overview import read_overview
+from coordinator.ops.overview import read_overview
 from protos import dispatch_pb2 as pb
 from tests.conftest import wait_until
 from tests.etcd_server import EtcdCluster, free_port
@@ -299,7 +299,7 @@ def test_the_workers_run_as_written_and_share_the_demo_cities(
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                         timeout=5) as response:
                 assert b"dispatch_ticks_total" in response.read()
-            probe = subprocess.run([sys.executable, "-m", "coordinator.admin", "probe",
+            probe = subprocess.run([sys.executable, "-m", "coordinator.worker.admin", "probe",
                                     f"127.0.0.1:{admin_port}"],
                                    capture_output=True, text=True, timeout=30)
             assert probe.returncode == 0, probe.stderr

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from coordinator.election import Election, leader_of
 from coordinator.errors import LeaseLost, NotLeader
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.session import Session
+from coordinator.recipes.election import Election, leader_of
+from coordinator.recipes.session import Session
 from tests.conftest import wait_until
 from tests.etcd_server import ETCDCTL, EtcdCluster, etcdctl_leader
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.election import Election
 from coordinator.errors import FencedOut
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.session import Session
-from coordinator.store import DecisionStore
+from coordinator.recipes.election import Election
+from coordinator.recipes.session import Session
+from coordinator.recipes.store import DecisionStore
 from protos import dispatch_pb2 as pb
 from tests.etcd_server import EtcdCluster
 
@@ -86,7 +86,7 @@ def test_a_batch_of_commits_fences_each_city_on_its_own(client: EtcdClient,
     """One etcd round trip, many cities: a stale token fails only its own city."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from coordinator.batcher import CommitBatcher
+    from coordinator.recipes.batcher import CommitBatcher
 
     batcher = CommitBatcher(client)
     store = DecisionStore(client, keys, batcher)
@@ -116,8 +116,8 @@ def test_a_batch_of_commits_fences_each_city_on_its_own(client: EtcdClient,
 def test_commit_many_sends_a_group_in_one_round_trip_and_fences_each_city_on_its_own(
         client: EtcdClient, keys: Keys) -> None:
     """A tick group's commits: one transaction, and a stale token fails its city only."""
-    from coordinator.batcher import CommitBatcher
-    from coordinator.store import Commit
+    from coordinator.recipes.batcher import CommitBatcher
+    from coordinator.recipes.store import Commit
 
     batcher = CommitBatcher(client)
     store = DecisionStore(client, keys, batcher)
@@ -147,9 +147,9 @@ def test_a_commit_gives_up_at_its_deadline_when_etcd_does_not_answer(
     timeout, so the next tick's fresh decision is sent as soon as etcd can take it."""
     import time
 
-    from coordinator.batcher import CommitBatcher
     from coordinator.errors import EtcdTimeout
     from coordinator.etcd import EtcdConfig
+    from coordinator.recipes.batcher import CommitBatcher
 
     client = EtcdClient(EtcdConfig(endpoints=(etcd.endpoints,), timeout=5))
     batcher = CommitBatcher(client, timeout=5)
@@ -178,8 +178,8 @@ def test_a_commit_whose_deadline_passed_in_the_queue_is_never_sent(
     not written."""
     import threading
 
-    from coordinator.batcher import CommitBatcher
     from coordinator.errors import EtcdTimeout
+    from coordinator.recipes.batcher import CommitBatcher
 
     batcher = CommitBatcher(client)
     store = DecisionStore(client, keys, batcher)

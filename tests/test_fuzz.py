@@ -142,7 +142,7 @@ def fleet(etcd: EtcdCluster) -> Iterator[Fleet]:
         f.assert_healthy()
         yield f
         # Whatever happened, no broken city ever had a decision in etcd's history.
-        from coordinator.verify import verify
+        from coordinator.ops.verify import verify
 
         report = verify(client, keys)
         assert report.ok, report.violations

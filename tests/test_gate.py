@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from coordinator.gate import ComputeGate
+from coordinator.worker.gate import ComputeGate
 
 
 def test_ticks_take_turns_inside_the_gate() -> None:

@@ -1,7 +1,7 @@
 """Resource hygiene: a worker put through churn ends with the resources it started with.
 
 A real ``dispatch-worker`` process talks to its own etcd member through a loopback proxy
-(``coordinator.proxy``). After a warm-up its steady state is sampled: threads
+(``devtools.proxy``). After a warm-up its steady state is sampled: threads
 (``/proc/<pid>/task``), open file descriptors (``/proc/<pid>/fd``), solver processes,
 TCP connections through the proxy, and — as etcd itself counts them — gRPC watch streams
 and watchers. Then churn: cities added and removed in bulk, leadership moving to a
@@ -26,7 +26,7 @@ import pytest
 
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.proxy import Proxy
+from devtools.proxy import Proxy
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
 

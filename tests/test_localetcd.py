@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from coordinator.localetcd import EtcdCluster, free_port
+from devtools.localetcd import EtcdCluster, free_port
 
 
 def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:

@@ -25,8 +25,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import __version__
-from coordinator.admin import ADMIN_SERVICE, AdminServer, AdminTarget
-from coordinator.election import LeaderKey
 from coordinator.errors import (
     CitySettingsError,
     EtcdTimeout,
@@ -36,10 +34,12 @@ from coordinator.errors import (
 )
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.metrics import ERROR_KINDS, Metrics, error_kind
-from coordinator.overview import read_overview
-from coordinator.session import Session
+from coordinator.ops.overview import read_overview
+from coordinator.recipes.election import LeaderKey
+from coordinator.recipes.session import Session
 from coordinator.worker import WorkerConfig
+from coordinator.worker.admin import ADMIN_SERVICE, AdminServer, AdminTarget
+from coordinator.worker.metrics import ERROR_KINDS, Metrics, error_kind
 from protos import admin_pb2 as apb
 from protos import admin_pb2_grpc as agrpc
 from tests.conftest import wait_until
@@ -426,7 +426,7 @@ def test_the_container_probe_exits_zero_only_while_serving(client: EtcdClient,
     import sys
 
     def probe(port: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.admin", "probe",
+        return subprocess.run([sys.executable, "-m", "coordinator.cli.probe",
                                f"127.0.0.1:{port}"], capture_output=True, text=True,
                               timeout=30)
 

@@ -17,10 +17,10 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator.codec import encode
-from coordinator.doctor import check_clocks, check_history
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.overview import read_overview
+from coordinator.ops.doctor import check_clocks, check_history
+from coordinator.ops.overview import read_overview
 from protos import dispatch_pb2 as pb
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster

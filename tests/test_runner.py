@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from coordinator.runner import ProcessSolveRunner, ThreadSolveRunner
+from coordinator.worker.runner import ProcessSolveRunner, ThreadSolveRunner
 from solvers.contract import CityState, Solution, Solver
 from solvers.generate import random_city
 from solvers.greedy import GreedySolver

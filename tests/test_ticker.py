@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.ticker import Retry, Ticker
+from coordinator.worker.ticker import Retry, Ticker
 
 
 class Recorder:

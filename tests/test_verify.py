@@ -2,7 +2,7 @@
 
 Each test writes a history into a real etcd — legitimate fenced decisions through the
 project's own recipes, plus the misbehaviour under test from a test-only double — and
-asserts that ``coordinator.verify.verify`` reports exactly the bad writes, by revision.
+asserts that ``coordinator.ops.verify.verify`` reports exactly the bad writes, by revision.
 The last tests pin down the availability measurement.
 """
 
@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from coordinator.election import Election, LeaderKey
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.session import Session
+from coordinator.ops.verify import verify
+from coordinator.recipes.election import Election, LeaderKey
+from coordinator.recipes.session import Session
+from coordinator.recipes.store import DecisionStore
 from coordinator.settings import CityConfig
-from coordinator.store import DecisionStore
-from coordinator.verify import verify
 from protos import dispatch_pb2 as pb
 from tests.conftest import wait_until
 from tests.etcd_server import EtcdCluster

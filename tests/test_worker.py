@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.verify import verify
+from coordinator.ops.verify import verify
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster, etcdctl_leader
 from tests.helpers import decision, dispatchctl

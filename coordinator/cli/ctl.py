@@ -17,7 +17,7 @@ from coordinator.codec import decode, encode
 from coordinator.errors import ConfigError, EtcdCompacted
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys, check_city_name
-from coordinator.overview import CityView, read_overview
+from coordinator.ops.overview import CityView, read_overview
 from coordinator.plugins import SOLVERS, STATE_SOURCES, installed
 from coordinator.settings import (
     DEFAULT_PERIOD,
@@ -500,7 +500,7 @@ def verify(ctl: Ctl, /, start: int, tolerance: float,
     share of each city's periods (from its first to its last decision checked) that
     received a decision.
     """
-    from coordinator.verify import verify as run_verify
+    from coordinator.ops.verify import verify as run_verify
 
     report = run_verify(ctl.client, ctl.keys, start_revision=start, tolerance=tolerance,
                         no_quorum=outages)

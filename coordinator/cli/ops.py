@@ -28,12 +28,12 @@ from typing import Any, Protocol
 
 import click
 
-from coordinator.doctor import DEFAULT_QUOTA_BYTES, Finding, diagnose
 from coordinator.errors import ConfigError, DispatchError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys, check_worker_id
-from coordinator.overview import CityView, Overview, read_overview
-from coordinator.watch import PrefixWatch
+from coordinator.ops.doctor import DEFAULT_QUOTA_BYTES, Finding, diagnose
+from coordinator.ops.overview import CityView, Overview, read_overview
+from coordinator.recipes.watch import PrefixWatch
 
 __all__ = ["CtlLike", "register", "render_watch"]
 

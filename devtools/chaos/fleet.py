@@ -14,8 +14,8 @@ from pathlib import Path
 
 from coordinator.errors import EtcdError
 from coordinator.etcd import EtcdClient, EtcdConfig
-from coordinator.localetcd import EtcdCluster, EtcdMember
-from coordinator.proxy import ProxyGroup
+from devtools.localetcd import EtcdCluster, EtcdMember
+from devtools.proxy import ProxyGroup
 
 __all__ = ["Etcd", "Resources", "WorkerSlot"]
 

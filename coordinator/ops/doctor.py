@@ -45,7 +45,7 @@ from coordinator.errors import (
 )
 from coordinator.etcd import EtcdClient, WatchStream
 from coordinator.keys import Keys
-from coordinator.overview import Overview, read_overview
+from coordinator.ops.overview import Overview, read_overview
 from coordinator.settings import parse_settings
 from protos import dispatch_pb2 as pb
 

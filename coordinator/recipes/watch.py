@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 from coordinator.errors import DispatchError, EtcdCompacted
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch, WatchStream
+from coordinator.keys import Keys
 
-__all__ = ["PrefixWatch"]
+__all__ = ["PrefixWatch", "WatchedPrefix"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +122,45 @@ class PrefixWatch:
                         self._stream.close()
                         self._stream = None
             self.restarts += 1
+
+
+class WatchedPrefix:
+    """The keys under one prefix as a dict ``tail -> KeyValue``, kept current."""
+
+    def __init__(self, client: EtcdClient, prefix: str, on_change: Callable[[], None],
+                 name: str) -> None:
+        self._prefix = prefix
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._items: dict[str, KeyValue] = {}
+        self._watch = PrefixWatch(client, prefix, on_snapshot=self._snapshot,
+                                  on_events=self._events, name=name)
+
+    def start(self) -> None:
+        self._watch.start()
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+    @property
+    def synced(self) -> threading.Event:
+        return self._watch.synced
+
+    def items(self) -> dict[str, KeyValue]:
+        with self._lock:
+            return dict(self._items)
+
+    def _snapshot(self, kvs: list[KeyValue], _revision: int) -> None:
+        with self._lock:
+            self._items = {Keys.tail(kv.key, self._prefix): kv for kv in kvs}
+        self._on_change()
+
+    def _events(self, batch: WatchBatch) -> None:
+        with self._lock:
+            for event in batch.events:
+                tail = Keys.tail(event.kv.key, self._prefix)
+                if event.kind == "delete":
+                    self._items.pop(tail, None)
+                else:
+                    self._items[tail] = event.kv
+        self._on_change()

@@ -1,4 +1,4 @@
-"""``python -m coordinator.chaos``: see ``coordinator.chaos``."""
+"""``python -m devtools.chaos``: see ``devtools.chaos``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import signal
 import sys
 from pathlib import Path
 
-from coordinator.chaos.faults import KINDS
-from coordinator.chaos.run import ChaosConfig, run
+from devtools.chaos.faults import KINDS
+from devtools.chaos.run import ChaosConfig, run
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m coordinator.chaos",
+        prog="python -m devtools.chaos",
         description="Run workers and a 3-member etcd cluster under random faults, then "
                     "check etcd's history: every decision from the leader of its time. "
                     "Exit status: 0 pass, 1 safety violation, 3 not recovered.")

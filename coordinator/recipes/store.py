@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.batcher import CommitBatcher
 from coordinator.codec import decode, encode
-from coordinator.election import LeaderKey
 from coordinator.errors import FencedOut
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
+from coordinator.recipes.batcher import CommitBatcher
+from coordinator.recipes.election import LeaderKey
 from protos import dispatch_pb2 as pb
 
 __all__ = ["Commit", "DecisionStore"]

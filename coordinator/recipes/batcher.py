@@ -99,7 +99,7 @@ class CommitBatcher:
         """``submit`` and wait. When nothing is in flight or queued, the calling thread
         sends the commit itself: handing it to the batcher's thread and being woken
         with the answer would cost two thread switches, and in a busy worker each
-        switch slows whatever Python is running (``coordinator.gate``)."""
+        switch slows whatever Python is running (``coordinator.worker.gate``)."""
         item = self._item(compare, ops, timeout)
         self._enqueue([item])
         return item.future.result()

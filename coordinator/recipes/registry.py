@@ -14,8 +14,8 @@ from collections.abc import Callable
 from coordinator.errors import CitySettingsError, ConfigError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys, check_city_name
+from coordinator.recipes.watch import PrefixWatch
 from coordinator.settings import CityConfig, parse_settings
-from coordinator.watch import PrefixWatch
 
 __all__ = ["CityEntry", "CityRegistry"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from coordinator.errors import EtcdError, LeaseLost, NotLeader
 from coordinator.etcd import EtcdClient, KeyValue
-from coordinator.session import Session
+from coordinator.recipes.session import Session
 
 __all__ = ["Election", "LeaderKey", "leader_of", "wait_deletes"]
 

@@ -2,11 +2,11 @@
 
 Threads, each with one job:
 
-- the session's keep-alive thread (``coordinator.session``);
+- the session's keep-alive thread (``coordinator.recipes.session``);
 - two watch threads, cities and elections (``registry``, ``campaigns``);
 - the control loop (``Worker.run``): keeps a live session, stands for the cities this
   worker should hold, starts and stops ticking as leadership comes and goes;
-- the ticker's scheduler and its pool of tick threads (``coordinator.ticker``).
+- the ticker's scheduler and its pool of tick threads (``coordinator.worker.ticker``).
 
 A tick's data flows one way: state source → solver → validation → fenced commit.
 Quick cities due together are ticked as a group (``Worker._tick_group``): their ticks
@@ -34,11 +34,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator import __version__
-from coordinator.admin import AdminServer
 from coordinator.balancer import CityNeeds, Member, Plan, plan
-from coordinator.batcher import CommitBatcher
-from coordinator.campaigns import Campaigns
-from coordinator.election import LeaderKey
 from coordinator.errors import (
     CitySettingsError,
     ConfigError,
@@ -51,20 +47,23 @@ from coordinator.errors import (
     StateError,
 )
 from coordinator.etcd import EtcdClient
-from coordinator.gate import GATED_MAX_PAIRS, ComputeGate
 from coordinator.keys import Keys
 from coordinator.logs import CityLog
-from coordinator.members import Members
-from coordinator.membership import WorkerIdTaken, register
-from coordinator.metrics import Metrics, error_kind
 from coordinator.plugins import PluginLoader
-from coordinator.registry import CityRegistry
-from coordinator.runner import SolveResult, make_runner
-from coordinator.session import Session
+from coordinator.recipes.batcher import CommitBatcher
+from coordinator.recipes.campaigns import Campaigns
+from coordinator.recipes.election import LeaderKey
+from coordinator.recipes.membership import Members, WorkerIdTaken, register
+from coordinator.recipes.registry import CityRegistry
+from coordinator.recipes.session import Session
+from coordinator.recipes.store import Commit, DecisionStore
 from coordinator.settings import CityConfig
 from coordinator.sources import SourceContext
-from coordinator.store import Commit, DecisionStore
-from coordinator.ticker import Retry, Ticker
+from coordinator.worker.admin import AdminServer
+from coordinator.worker.gate import GATED_MAX_PAIRS, ComputeGate
+from coordinator.worker.metrics import Metrics, error_kind
+from coordinator.worker.runner import SolveResult, make_runner
+from coordinator.worker.ticker import Retry, Ticker
 from protos import dispatch_pb2 as pb
 from solvers.contract import CityState, Solver
 from solvers.cost import solution_cost
@@ -424,12 +423,12 @@ class Worker:
             self.ticker.set_period(city, self._period(city))
 
     def _leave(self, cities: list[str]) -> None:
-        """Stop ticking, let ticks in flight finish, then resign or withdraw."""
+        """Stop ticking, let ticks in flight finish, then leave the election."""
         idles = [(city, self.ticker.remove(city)) for city in cities]
         for city, idle in idles:
             if idle is not None:
                 idle.wait(self._period(city) + 1.0)
-            self.campaigns.withdraw(city)
+            self.campaigns.leave(city)
 
     def _hand_over(self, cities: list[str]) -> None:
         """Resign ``cities`` so that whoever is queued next keeps their rhythm.
@@ -455,7 +454,7 @@ class Worker:
 
     def _resign(self, city: str) -> None:
         try:
-            self.campaigns.withdraw(city)
+            self.campaigns.leave(city)
         except DispatchError as exc:
             log.warning("could not resign %s: %s", city, exc)
 

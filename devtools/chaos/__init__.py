@@ -1,9 +1,9 @@
 """Proof under faults: a chaos harness for the dispatch coordinator.
 
-``python -m coordinator.chaos --duration 600 --seed 7 --workers 4 --cities 50`` (or
+``python -m devtools.chaos --duration 600 --seed 7 --workers 4 --cities 50`` (or
 ``make chaos``) runs a 3-member etcd cluster on loopback and ``--workers`` real
 ``dispatch-worker`` processes, each talking to etcd through its own loopback TCP proxies
-(``coordinator.proxy``), over ``--cities`` cities. Fault lanes run side by side, each
+(``devtools.proxy``), over ``--cities`` cities. Fault lanes run side by side, each
 injecting one fault at a time from a schedule drawn from the seed:
 
 - workers: ``kill9`` (then restart), ``sigterm`` (then restart), ``sigstop`` (longer
@@ -22,12 +22,12 @@ it; ``--pace 20`` is a storm), each given the lease TTL and a second to recover 
 the next; etcd runs with a 500 ms election timeout and the workers with 1 s leases.
 
 Afterwards it heals everything, lets the fleet settle, replays etcd's whole history with
-``coordinator.verify`` and reports faults by kind, decisions checked, violations (the
+``coordinator.ops.verify`` and reports faults by kind, decisions checked, violations (the
 run fails on any), availability overall and per city, and the longest decision gap per
 fault kind, and what each worker holds (threads, descriptors, solver processes) before
 and after. See ``docs/safety.md``.
 """
 
-from coordinator.chaos.run import ChaosConfig, ChaosResult, run
+from devtools.chaos.run import ChaosConfig, ChaosResult, run
 
 __all__ = ["ChaosConfig", "ChaosResult", "run"]

@@ -222,7 +222,7 @@ class Ticker:
         heapq.heappush(self._heap, entry)
         # The scheduler sleeps until the earliest due time; it need not wake for a later
         # one. Waking it after every tick cost a thread switch per tick, and in a busy
-        # worker every switch makes the running tick's Python slower (``coordinator.gate``).
+        # worker every switch makes the running tick's Python slower (``coordinator.worker.gate``).
         if self._heap[0] is entry:
             self._cond.notify()
 

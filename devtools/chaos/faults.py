@@ -21,8 +21,8 @@ from coordinator.errors import EtcdError
 from coordinator.settings import CityConfig
 
 if TYPE_CHECKING:
-    from coordinator.chaos.fleet import WorkerSlot
-    from coordinator.chaos.run import Harness
+    from devtools.chaos.fleet import WorkerSlot
+    from devtools.chaos.run import Harness
 
 __all__ = ["ETCD_KINDS", "KINDS", "SOLVER_KINDS", "WORKER_KINDS", "Fault", "Lane"]
 

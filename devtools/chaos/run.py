@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from coordinator.chaos.faults import ETCD_KINDS, KINDS, SOLVER_KINDS, WORKER_KINDS, Fault, Lane
-from coordinator.chaos.fleet import Etcd, Resources, WorkerSlot
 from coordinator.codec import decode
 from coordinator.errors import EtcdError
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.localetcd import EtcdCluster
-from coordinator.proxy import ProxyGroup
+from coordinator.ops.verify import Availability, Report, availability, missed_periods, verify
 from coordinator.settings import CityConfig
-from coordinator.verify import Availability, Report, availability, missed_periods, verify
+from devtools.chaos.faults import ETCD_KINDS, KINDS, SOLVER_KINDS, WORKER_KINDS, Fault, Lane
+from devtools.chaos.fleet import Etcd, Resources, WorkerSlot
+from devtools.localetcd import EtcdCluster
+from devtools.proxy import ProxyGroup
 from protos import dispatch_pb2 as pb
 
 __all__ = ["ChaosConfig", "ChaosResult", "GapStat", "Harness", "run"]
@@ -726,7 +726,7 @@ def explain(client: EtcdClient, keys: Keys, report: Report, out: TextIO,
             before: int = 40) -> None:
     """Print etcd's history of the first violation's city around it: every candidate
     key created or deleted, every decision written — the evidence, straight from etcd."""
-    from coordinator.verify import replay
+    from coordinator.ops.verify import replay
 
     first = report.violations[0]
     city = first.city
@@ -763,7 +763,7 @@ def explain(client: EtcdClient, keys: Keys, report: Report, out: TextIO,
 
 def replay_command(cfg: ChaosConfig, seed: int) -> str:
     """The command line that replays this run's schedule."""
-    replay = (f"python -m coordinator.chaos --seed {seed} --duration {cfg.duration:g} "
+    replay = (f"python -m devtools.chaos --seed {seed} --duration {cfg.duration:g} "
               f"--workers {cfg.workers} --cities {cfg.cities}")
     if cfg.ttl != 1:
         replay += f" --lease-ttl {cfg.ttl}"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.localetcd import EtcdCluster
-from coordinator.overview import Overview, read_overview
+from coordinator.ops.overview import Overview, read_overview
+from coordinator.ops.verify import verify
 from coordinator.settings import CityConfig
-from coordinator.verify import verify
+from devtools.localetcd import EtcdCluster
 
 NAMESPACE = "/dispatch"
 CITIES = [

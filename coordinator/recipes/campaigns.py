@@ -19,12 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from coordinator.election import Election, LeaderKey
 from coordinator.errors import DispatchError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys
-from coordinator.session import Session
-from coordinator.watch import PrefixWatch
+from coordinator.recipes.election import Election, LeaderKey
+from coordinator.recipes.session import Session
+from coordinator.recipes.watch import PrefixWatch
 
 __all__ = ["Campaigns", "Candidate"]
 
@@ -126,8 +126,9 @@ class Campaigns:
             )
         self.evaluate(city)
 
-    def withdraw(self, city: str) -> None:
-        """Leave ``city``'s election: resign if leading, else drop our candidate key."""
+    def leave(self, city: str) -> None:
+        """Stop standing for ``city``: delete our candidate key, which resigns the city
+        if we lead it and gives up our place in its queue if we do not."""
         with self._lock:
             candidate = self._mine.pop(city, None)
         if candidate is None:

@@ -1,6 +1,6 @@
 """A loopback TCP proxy that a test harness controls: one worker's road to one etcd member.
 
-The chaos harness (``coordinator.chaos``) and the hygiene tests put one ``Proxy`` between
+The chaos harness (``devtools.chaos``) and the hygiene tests put one ``Proxy`` between
 each worker and each etcd member, so they can break that one worker's connection to
 etcd without touching anybody else's:
 

@@ -33,16 +33,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coordinator import __version__
-from coordinator.election import LeaderKey
 from coordinator.errors import DispatchError, EtcdError
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
-from coordinator.overview import read_overview
-from coordinator.session import Session
+from coordinator.ops.overview import read_overview
+from coordinator.recipes.election import LeaderKey
+from coordinator.recipes.session import Session
 from protos import admin_pb2 as apb
 from protos import admin_pb2_grpc as agrpc
 
-__all__ = ["ADMIN_SERVICE", "AdminServer", "AdminTarget", "probe"]
+__all__ = ["ADMIN_SERVICE", "AdminServer", "AdminTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -279,36 +279,3 @@ class AdminServer:
     def _follow(self) -> None:
         while not self._stop.wait(HEALTH_POLL_SECONDS):
             self._refresh()
-
-
-def probe(address: str, service: str = "", timeout: float = 2.0) -> tuple[bool, str]:
-    """Ask the health service at ``address`` (``host:port``) whether it is SERVING.
-
-    For container health checks where ``grpc_health_probe`` is not installed:
-    ``python -m coordinator.admin probe 127.0.0.1:50051``.
-    """
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.RpcError as exc:
-            return False, f"{address}: {exc.code().name}: {exc.details()}"
-    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return reply.status == health_pb2.HealthCheckResponse.SERVING, f"{address}: {name}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m coordinator.admin probe HOST:PORT [SERVICE]``: exit 0 when SERVING."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 3) or args[0] != "probe":
-        print("usage: python -m coordinator.admin probe HOST:PORT [SERVICE]", file=sys.stderr)
-        return 2
-    serving, message = probe(args[1], args[2] if len(args) == 3 else "")
-    print(message, file=sys.stdout if serving else sys.stderr)
-    return 0 if serving else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Operator tools that read a namespace through the recipes: overview, doctor, verify."""
