@@ -35,7 +35,8 @@ test: setup
 # and the code that measures and breaks it.
 lint: venv
 	$(VENV)/bin/ruff check coordinator solvers protos devtools tests bench plugins
-	$(VENV)/bin/mypy coordinator solvers devtools bench plugins/dispatch-ortools/dispatch_ortools
+	$(VENV)/bin/mypy coordinator solvers devtools bench plugins/dispatch-ortools/dispatch_ortools \
+		tests/plugins/dispatch-testsolvers/dispatch_testsolvers
 
 protos: venv
 	$(PY) -m protos.build
@@ -46,17 +47,17 @@ demo: setup
 BENCH_ARGS ?=
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) bench/coordination.py $(BENCH_ARGS)
-	$(PY) bench/tickcost.py $(BENCH_ARGS)
-	$(PY) bench/solvers.py $(BENCH_ARGS)
-	$(PY) bench/failover.py $(BENCH_ARGS)
-	$(PY) bench/leaselock.py $(BENCH_ARGS)
-	$(PY) bench/scale.py $(BENCH_ARGS)
-	$(PY) bench/report.py
+	$(PY) -m bench.coordination $(BENCH_ARGS)
+	$(PY) -m bench.tickcost $(BENCH_ARGS)
+	$(PY) -m bench.solvers $(BENCH_ARGS)
+	$(PY) -m bench.failover $(BENCH_ARGS)
+	$(PY) -m bench.leaselock $(BENCH_ARGS)
+	$(PY) -m bench.scale $(BENCH_ARGS)
+	$(PY) -m bench.report
 
 # docs/benchmarks.md from bench/results/*.json, without running anything (standard library)
 bench-report:
-	$(PY) bench/report.py
+	$(PY) -m bench.report
 
 CHAOS_DURATION ?= 600
 CHAOS_SEED ?=

@@ -1,8 +1,8 @@
 """Coordination overhead: what fencing costs next to a bare etcd transaction, and how many
 round trips a tick makes.
 
-    python bench/coordination.py            # full (~4 minutes)
-    python bench/coordination.py --quick    # ~1 minute
+    python -m bench.coordination            # full (~4 minutes)
+    python -m bench.coordination --quick    # ~1 minute
 
 Against one etcd member on loopback, with the same number of threads (N, default 8 =
 the worker's default ``--tick-threads``), it measures:
@@ -31,7 +31,7 @@ the worker's default ``--tick-threads``), it measures:
     the ``etcd`` state source (target: 2, read the state + commit). With the commit
     batcher a tick can cost less than one round trip: the table shows decisions per
     transaction;
-(d) where a tick's CPU goes: each step of ``Worker._decide``, measured alone.
+(d) where a tick's CPU goes: each step of ``TickPipeline.prepare``, measured alone.
 
 (a) and (b) alternate, ``--repeats`` times each, so that load from other processes on
 the machine hits both alike; the table shows the median and the spread.
@@ -48,20 +48,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from bench import common  # noqa: E402
-from bench.common import log  # noqa: E402
-from coordinator.codec import encode  # noqa: E402
-from coordinator.etcd import EtcdClient  # noqa: E402
-from coordinator.keys import Keys  # noqa: E402
-from coordinator.recipes.election import Election  # noqa: E402
-from coordinator.recipes.session import Session  # noqa: E402
-from coordinator.recipes.store import DecisionStore  # noqa: E402
-from coordinator.worker import Worker, WorkerConfig  # noqa: E402
-from protos import dispatch_pb2 as pb  # noqa: E402
+from bench import ROOT, etcd, host, output, processes, samples, stats
+from bench.output import log
+from coordinator.codec import encode
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from coordinator.recipes.election import Election
+from coordinator.recipes.session import Session
+from coordinator.recipes.store import DecisionStore
+from coordinator.worker import Worker, WorkerConfig
+from protos import dispatch_pb2 as pb
 
 
 def run_threads(threads: int, seconds: float, work: Any,
@@ -87,7 +83,7 @@ def run_threads(threads: int, seconds: float, work: Any,
         counts[t] = i
 
     pool = [threading.Thread(target=loop, args=(t,), daemon=True) for t in range(threads)]
-    meter = common.EtcdMeter(etcd_url) if etcd_url else None
+    meter = etcd.EtcdMeter(etcd_url) if etcd_url else None
     cpu0 = time.process_time()
     started = time.perf_counter()
     for thread in pool:
@@ -103,8 +99,8 @@ def run_threads(threads: int, seconds: float, work: Any,
     every = [x for lat in latencies for x in lat]
     calls = sum(counts)
     out = {"rate": calls / elapsed, "calls": calls,
-           "latency_p50_ms": common.percentile(every, 50) * 1e3,
-           "latency_p99_ms": common.percentile(every, 99) * 1e3,
+           "latency_p50_ms": stats.percentile(every, 50) * 1e3,
+           "latency_p99_ms": stats.percentile(every, 99) * 1e3,
            "client_cpu_us_per_op": cpu / calls * 1e6}
     if meter is not None:
         out["etcd_cpu_us_per_op"] = meter.delta().cpu_seconds / calls * 1e6
@@ -119,7 +115,7 @@ class Fixture:
         self.url = url
         self.keys = Keys(namespace)
         self.session = Session(client, 30)
-        self.names = common.city_names(cities)
+        self.names = etcd.city_names(cities)
         self.leaders = [Election(client, self.session, self.keys.election(c)).campaign("bench")
                         for c in self.names]
         self.decision_keys = [self.keys.decision(c) for c in self.names]
@@ -188,7 +184,7 @@ class CallCounter:
                 counts[type(request).__name__] += 1
             return original(client, method, request, **kw)
 
-        EtcdClient.call = call  # type: ignore[method-assign]
+        EtcdClient.call = call  # type: ignore[method-assign, assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -200,12 +196,11 @@ class CallCounter:
 
 
 def ticks_of(worker: Worker) -> int:
-    with worker._health_lock:
-        return sum(h.ticks for h in worker._health.values())
+    return worker.decisions_composed()
 
 
 def start_worker(endpoints: str, namespace: str, **options: Any) -> tuple[Worker, Any]:
-    client = common.client_for(endpoints)
+    client = etcd.client_for(endpoints)
     worker = Worker(client, WorkerConfig(worker_id="bench-w1", namespace=namespace,
                                          lease_ttl=5, **options))
     thread = threading.Thread(target=worker.run, name="worker", daemon=True)
@@ -235,17 +230,17 @@ NOOP, NOOP_THREADED = "test-noop", "test-slow"
 def measure_worker_inprocess(cluster: Any, namespace: str, cities: int, period: float,
                              seconds: float, repeats: int,
                              solver: str = NOOP) -> list[dict[str, float]]:
-    client = common.client_for(cluster.endpoints)
+    client = etcd.client_for(cluster.endpoints)
     keys = Keys(namespace)
-    common.put_cities(client, keys, common.city_names(cities), solver=solver,
-                      period=period, params={"sleep": 0, "orders": 10, "couriers": 10})
+    etcd.put_cities(client, keys, etcd.city_names(cities), solver=solver,
+                    period=period, params={"sleep": 0, "orders": 10, "couriers": 10})
     worker, thread = start_worker(cluster.endpoints, namespace, solve_isolation="thread")
     out = []
     try:
         wait_leading(worker, cities, 120)
         time.sleep(2)
         for _ in range(repeats):
-            meter = common.EtcdMeter(cluster.members[0].client_url)
+            meter = etcd.EtcdMeter(cluster.members[0].client_url)
             t0, c0, cpu0 = time.perf_counter(), ticks_of(worker), time.process_time()
             time.sleep(seconds)
             ticks, elapsed = ticks_of(worker) - c0, time.perf_counter() - t0
@@ -268,12 +263,12 @@ def measure_worker_inprocess(cluster: Any, namespace: str, cities: int, period: 
 def measure_worker_subprocess(cluster: Any, namespace: str, cities: int, period: float,
                               seconds: float, repeats: int, isolation: str,
                               logs: Path) -> list[dict[str, float]]:
-    client = common.client_for(cluster.endpoints)
+    client = etcd.client_for(cluster.endpoints)
     keys = Keys(namespace)
-    common.put_cities(client, keys, common.city_names(cities), solver=NOOP,
-                      period=period, params={"sleep": 0, "orders": 10, "couriers": 10})
-    workers = common.Workers(cluster.endpoints, namespace, logs,
-                             extra=["--solve-isolation", isolation])
+    etcd.put_cities(client, keys, etcd.city_names(cities), solver=NOOP,
+                    period=period, params={"sleep": 0, "orders": 10, "couriers": 10})
+    workers = processes.Workers(cluster.endpoints, namespace, logs,
+                                extra=["--solve-isolation", isolation])
     workers.start("bench-sub")
     out = []
     try:
@@ -286,10 +281,10 @@ def measure_worker_subprocess(cluster: Any, namespace: str, cities: int, period:
         url = cluster.members[0].client_url
         pid = workers.procs["bench-sub"].pid
         for _ in range(repeats):
-            meter = common.EtcdMeter(url)
-            cpu0 = common.process_tree_usage(pid)[1]
+            meter = etcd.EtcdMeter(url)
+            cpu0 = processes.process_tree_usage(pid)[1]
             time.sleep(seconds)
-            cpu = common.process_tree_usage(pid)[1] - cpu0
+            cpu = processes.process_tree_usage(pid)[1] - cpu0
             delta = meter.delta()
             # in steady state every put is a fenced decision (a status put, rarely, when
             # a city's health changes); the worker may batch many commits in one Txn
@@ -331,19 +326,19 @@ def snapshot_of(city: str, n_orders: int, n_couriers: int) -> bytes:
 
 def measure_round_trips(cluster: Any, namespace: str, source: str, cities: int,
                         period: float, seconds: float) -> dict[str, Any]:
-    client = common.client_for(cluster.endpoints)
+    client = etcd.client_for(cluster.endpoints)
     keys = Keys(namespace)
-    names = common.city_names(cities)
+    names = etcd.city_names(cities)
     if source == "etcd":
         client.txn([], [client.op_put(keys.state(c), snapshot_of(c, 30, 20)) for c in names])
-    common.put_cities(client, keys, names, solver="greedy", period=period,
-                      params={"orders": 30, "couriers": 20}, state_source=source)
+    etcd.put_cities(client, keys, names, solver="greedy", period=period,
+                    params={"orders": 30, "couriers": 20}, state_source=source)
     with CallCounter() as counter:
         worker, thread = start_worker(cluster.endpoints, namespace, solve_isolation="thread")
         try:
             wait_leading(worker, cities, 120)
             time.sleep(2 * period + 1)
-            meter = common.EtcdMeter(cluster.members[0].client_url)
+            meter = etcd.EtcdMeter(cluster.members[0].client_url)
             c0, t0 = counter.take(), ticks_of(worker)
             time.sleep(seconds)
             calls = counter.take() - c0
@@ -370,7 +365,7 @@ def measure_round_trips(cluster: Any, namespace: str, source: str, cities: int,
 
 def tick_breakdown(orders: int, couriers: int, solver_name: str,
                    loops: int) -> dict[str, float]:
-    """CPU microseconds of each step of ``Worker._decide`` for one city, measured alone
+    """CPU microseconds of each step of ``TickPipeline.prepare`` for one city, measured alone
     (one thread, best of 3 × ``loops``): where a tick's CPU goes besides the commit."""
     from coordinator.plugins import PluginLoader
     from coordinator.settings import CityConfig
@@ -387,7 +382,7 @@ def tick_breakdown(orders: int, couriers: int, solver_name: str,
     runner = ThreadSolveRunner()
     state = source.load(config, time.time())
     solution = solver.solve(state, params, 1.0)
-    message = common.decision_message(state, solution, token=1, worker="w", cost=1.0, pb=pb)
+    message = samples.decision_message(state, solution, token=1, worker="w", cost=1.0, pb=pb)
 
     def cost(fn: Any) -> float:
         best = float("inf")
@@ -409,14 +404,14 @@ def tick_breakdown(orders: int, couriers: int, solver_name: str,
                                                                                  1.0)),
         "check_solution": cost(lambda: check_solution(state, solution)),
         "solution_cost": cost(lambda: solution_cost(state, solution)),
-        "build the Decision message": cost(lambda: common.decision_message(
+        "build the Decision message": cost(lambda: samples.decision_message(
             state, solution, token=1, worker="w", cost=1.0, pb=pb)),
         "encode (json_format.MessageToJson)": cost(lambda: encode(message)),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.coordination", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (about a minute)")
     parser.add_argument("--threads", type=int, default=8,
@@ -427,17 +422,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     repeats = args.repeats or (2 if args.quick else 5)
-    value = common.sample_decision_value(30, 20)
+    value = samples.decision_value(30, 20)
     decision = pb.Decision()
     from google.protobuf import json_format
     json_format.Parse(value.decode(), decision)
-    results: dict[str, Any] = {"machine": common.machine(), "mode": "quick" if args.quick
+    results: dict[str, Any] = {"machine": host.describe(), "mode": "quick" if args.quick
                                else "full", "threads": args.threads, "cities": args.cities,
                                "seconds_per_measurement": seconds, "repeats": repeats,
                                "decision_bytes": len(value)}
     logs = Path(tempfile.mkdtemp(prefix="bench-coordination-"))
-    with common.etcd(1) as cluster:
-        client = common.client_for(cluster.endpoints)
+    with etcd.cluster(1) as cluster:
+        client = etcd.client_for(cluster.endpoints)
         fx = Fixture(client, "/bench-coord", args.cities, cluster.members[0].client_url)
         try:
             log(f"(a)/(b) raw txn vs DecisionStore.commit, {args.threads} threads, "
@@ -494,18 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     def rates(rows: list[dict[str, float]]) -> list[float]:
         return [r["rate"] for r in rows]
 
-    base = common.spread(rates(raw))["median"]
-    base1 = common.spread(rates(raw1))["median"]
+    base = stats.median_and_range(rates(raw))["median"]
+    base1 = stats.median_and_range(rates(raw1))["median"]
     rows = []
 
     def add(name: str, runs: list[dict[str, float]], baseline: float, threads: Any,
             target: float | None) -> None:
-        s = common.spread(rates(runs))
+        s = stats.median_and_range(rates(runs))
         ratio = s["median"] / baseline
-        p50 = common.percentile([r.get("latency_p50_ms", float("nan")) for r in runs], 50)
-        p99 = common.percentile([r.get("latency_p99_ms", float("nan")) for r in runs], 50)
-        cpu = common.percentile([r.get("client_cpu_us_per_op", float("nan")) for r in runs], 50)
-        ecpu = common.percentile([r.get("etcd_cpu_us_per_op", float("nan")) for r in runs], 50)
+        p50 = stats.percentile([r.get("latency_p50_ms", float("nan")) for r in runs], 50)
+        p99 = stats.percentile([r.get("latency_p99_ms", float("nan")) for r in runs], 50)
+        cpu = stats.percentile([r.get("client_cpu_us_per_op", float("nan")) for r in runs], 50)
+        ecpu = stats.percentile([r.get("etcd_cpu_us_per_op", float("nan")) for r in runs], 50)
         rows.append({"what": name, "threads": threads, "rate_median": s["median"],
                      "client_cpu_us_per_commit": cpu, "etcd_cpu_us_per_commit": ecpu,
                      "rate_min": s["min"], "rate_max": s["max"], "runs": s["n"],
@@ -540,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nFenced commits vs raw transactions ({args.threads} threads unless noted, "
           f"{repeats} runs of {seconds:.0f}s; one etcd member; decision {len(value)} B)\n")
-    print(common.table(
+    print(output.console_table(
         ["what", "threads", "commits/s (median)", "min", "max", "× raw", "p50 ms", "p99 ms",
          "client CPU µs/commit", "etcd CPU µs/commit", "target"],
         [[r["what"], r["threads"], r["rate_median"], r["rate_min"], r["rate_max"],
@@ -550,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
           (f"≥{r['target_ratio']} " + ("met" if r["target_met"] else "MISSED"))]
          for r in rows]))
     print("\nRound trips to etcd per tick (50 cities, period 0.5 s, greedy 30×20)\n")
-    print(common.table(
+    print(output.console_table(
         ["state source", "ticks", "calls/tick (client)", "unary/tick (etcd)", "by type",
          "decisions/Txn", "keep-alives/s", "target"],
         [[rt["source"], rt["ticks"], rt["round_trips_per_tick"], rt["etcd_unary_per_tick"],
@@ -564,11 +559,11 @@ def main(argv: list[str] | None = None) -> int:
           f"(raw txn client CPU: {raw_cpu:.0f} µs/commit at {args.threads} threads)\n")
     names = list(breakdown)
     steps = list(breakdown[names[0]])
-    print(common.table(["step", *names],
-                       [[step, *(breakdown[n][step] for n in names)] for step in steps]
-                       + [["total", *(sum(breakdown[n].values()) for n in names)]]))
-    path = common.write_results("coordination", results)
-    print(f"\nwritten to {path.relative_to(common.ROOT)}")
+    print(output.console_table(["step", *names],
+                               [[step, *(breakdown[n][step] for n in names)] for step in steps]
+                               + [["total", *(sum(breakdown[n].values()) for n in names)]]))
+    path = output.write_results("coordination", results)
+    print(f"\nwritten to {path.relative_to(ROOT)}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Failover and handover: how long a city goes without decisions when its owner dies, and
 whether a deploy (SIGTERM, drain, a worker joining) costs a tick.
 
-    python bench/failover.py            # full (~20 minutes)
-    python bench/failover.py --quick    # a few trials of each (~2 minutes)
+    python -m bench.failover            # full (~20 minutes)
+    python -m bench.failover --quick    # a few trials of each (~2 minutes)
 
 Real ``dispatch-worker`` processes on one etcd member, cities with a 1 s period
 (``greedy`` on a small simulated city), decisions read from a watch on
@@ -40,15 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from bench import common  # noqa: E402
-from bench.common import log  # noqa: E402
-from coordinator.codec import decode  # noqa: E402
-from coordinator.keys import Keys  # noqa: E402
-from protos import dispatch_pb2 as pb  # noqa: E402
+from bench import IMAGES, RESULTS, ROOT, decisionlog, etcd, host, output, processes, stats
+from bench.output import log
+from coordinator.codec import decode
+from coordinator.keys import Keys
+from protos import dispatch_pb2 as pb
 
 NAMESPACE = "/failover"
 PERIOD = 1.0
@@ -61,19 +57,19 @@ class Bed:
 
     def __init__(self, cities: int, workers: int, ttl: int, isolation: str, logs: Path,
                  *, period: float = PERIOD) -> None:
-        self.cluster = common.EtcdCluster(1, extra_args=common.ETCD_ARGS).start()
-        self.client = common.client_for(self.cluster.endpoints)
+        self.cluster = etcd.start(1)
+        self.client = etcd.client_for(self.cluster.endpoints)
         self.keys = Keys(NAMESPACE)
-        self.names = common.city_names(cities)
+        self.names = etcd.city_names(cities)
         self.period = period
         self.ttl = ttl
-        common.put_cities(self.client, self.keys, self.names, solver="greedy", period=period,
-                          params=PARAMS)
-        self.decisions = common.DecisionLog(self.client, self.keys).start()
-        self.procs = common.Workers(self.cluster.endpoints, NAMESPACE,
-                                    logs / f"ttl{ttl}-{int(time.time())}",
-                                    extra=["--solve-isolation", isolation,
-                                           "--lease-ttl", str(ttl)])
+        etcd.put_cities(self.client, self.keys, self.names, solver="greedy", period=period,
+                        params=PARAMS)
+        self.decisions = decisionlog.DecisionLog(self.client, self.keys).start()
+        self.procs = processes.Workers(self.cluster.endpoints, NAMESPACE,
+                                       logs / f"ttl{ttl}-{int(time.time())}",
+                                       extra=["--solve-isolation", isolation,
+                                              "--lease-ttl", str(ttl)])
         self._next = 0
         for _ in range(workers):
             self.start_worker()
@@ -116,7 +112,7 @@ class Bed:
         raise RuntimeError(f"the cluster did not settle within {timeout:.0f}s: "
                            f"{sorted(set(self.writers().values()))}")
 
-    def _latest(self) -> dict[str, common.Seen]:
+    def _latest(self) -> dict[str, decisionlog.Seen]:
         return {c: items[-1] for c, items in self.decisions.snapshot().items() if items}
 
     def lease_left(self, worker_id: str) -> float:
@@ -141,7 +137,7 @@ class Bed:
         seen = self.decisions.snapshot()
         out = {}
         for city in cities:
-            g = common.gaps(seen.get(city, []), start, end, clock="decided")
+            g = decisionlog.gaps(seen.get(city, []), start, end, clock="decided")
             if g:
                 out[city] = max(g)
         return out
@@ -200,13 +196,13 @@ def kill_summary(records: list[dict[str, Any]], ttl: int) -> dict[str, Any]:
                  if not math.isnan(r.get("lease_expired_after_s", math.nan))]
     takeover = [r["worst_s"] - r["lease_expired_after_s"] for r in records
                 if not math.isnan(r.get("lease_expired_after_s", math.nan))]
-    s = common.summary(worst)
+    s = stats.summary(worst)
     return {
         "ttl": ttl, "trials": len(records), "samples_per_city": len(per_city),
-        "per_trial_worst": s, "per_city": common.summary(per_city),
-        "target_city": common.summary(target),
-        "lease_expired_after_kill": common.summary(detection),
-        "takeover_after_lease_expiry": common.summary(takeover),
+        "per_trial_worst": s, "per_city": stats.summary(per_city),
+        "target_city": stats.summary(target),
+        "lease_expired_after_kill": stats.summary(detection),
+        "takeover_after_lease_expiry": stats.summary(takeover),
         "target_p99_s": ttl + 0.5, "target_met": s["p99"] <= ttl + 0.5,
         "incomplete_trials": sum(1 for r in records if not r["complete"]),
     }
@@ -322,7 +318,7 @@ def graceful_summary(records: list[dict[str, Any]], period: float) -> dict[str, 
     for kind in ("sigterm", "drain", "undrain", "join"):
         rows = [r for r in records if r["kind"] == kind]
         gaps = [r["max_gap_s"] for r in rows if not math.isnan(r["max_gap_s"])]
-        s = common.summary(gaps)
+        s = stats.summary(gaps)
         out[kind] = {"trials": len(rows), "max_gap_s": s,
                      "max_gap_ratio_p50": s["p50"] / period, "max_gap_ratio_p99": s["p99"]
                      / period, "max_gap_ratio_max": s["max"] / period,
@@ -333,12 +329,12 @@ def graceful_summary(records: list[dict[str, Any]], period: float) -> dict[str, 
                      "target_s": period + SLACK, "target_met": s["p99"] <= period + SLACK}
     joins = [r for r in records if r["kind"] == "join"]
     out["joining"] = {
-        "first_decision_s": common.summary([r["first_decision_s"] for r in joins
-                                            if not math.isnan(r["first_decision_s"])]),
-        "fair_share_s": common.summary([r["fair_share_s"] for r in joins
-                                        if not math.isnan(r["fair_share_s"])]),
-        "moved": common.summary([r["moved"] for r in joins]),
-        "ideal_moved": common.summary([r["ideal_moved"] for r in joins]),
+        "first_decision_s": stats.summary([r["first_decision_s"] for r in joins
+                                           if not math.isnan(r["first_decision_s"])]),
+        "fair_share_s": stats.summary([r["fair_share_s"] for r in joins
+                                       if not math.isnan(r["fair_share_s"])]),
+        "moved": stats.summary([r["moved"] for r in joins]),
+        "ideal_moved": stats.summary([r["ideal_moved"] for r in joins]),
         "never_reached_fair_share": sum(1 for r in joins if math.isnan(r["fair_share_s"])),
     }
     return out
@@ -347,10 +343,7 @@ def graceful_summary(records: list[dict[str, Any]], period: float) -> dict[str, 
 # -- plot -------------------------------------------------------------------------------------
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = output.pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
@@ -394,11 +387,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
     fig.suptitle(f"dispatch coordinator failover — {m['cpu_model']}, {m['cores']} cores, "
                  f"etcd {m['etcd']}", fontsize=10)
-    common.save_figure(fig, path)
+    output.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.failover", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--trials", type=int, default=None, help="kill trials per TTL")
@@ -414,15 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot_only:
         import json
 
-        plot(json.loads((common.RESULTS / "failover.json").read_text()),
-             common.IMAGES / "failover.png")
+        plot(json.loads((RESULTS / "failover.json").read_text()),
+             IMAGES / "failover.png")
         return 0
     trials = args.trials or (4 if args.quick else 20)
     cycles = args.cycles or (2 if args.quick else 20)
     quiet = 2.0 if args.quick else 3.0
     logs = Path(tempfile.mkdtemp(prefix="bench-failover-"))
     results: dict[str, Any] = {
-        "machine": common.machine(), "mode": "quick" if args.quick else "full",
+        "machine": host.describe(), "mode": "quick" if args.quick else "full",
         "period": PERIOD, "isolation": args.isolation, "workers": args.workers,
         "kill_cities": args.kill_cities, "graceful_cities": args.graceful_cities,
         "kill": {}, "kill_summary": {}, "graceful": [], "worker_logs": str(logs),
@@ -451,13 +444,13 @@ def main(argv: list[str] | None = None) -> int:
                      s["takeover_after_lease_expiry"]["p99"],
                      f"p99 ≤ {s['target_p99_s']} s: " + ("met" if s["target_met"]
                                                          else "MISSED")])
-    print(common.table(["TTL s", "trials", "worst p50 s", "worst p99 s", "worst max s",
-                        "city samples", "city p50 s", "city p99 s", "lease expiry p50 s",
-                        "takeover p50 s", "takeover p99 s", "target"], rows))
+    print(output.console_table(["TTL s", "trials", "worst p50 s", "worst p99 s", "worst max s",
+                                "city samples", "city p50 s", "city p99 s", "lease expiry p50 s",
+                                "takeover p50 s", "takeover p99 s", "target"], rows))
     g = results["graceful_summary"]
     print(f"\n(b) graceful handover: largest gap between decisions of the cities that moved "
           f"({args.graceful_cities} cities, {args.workers} workers)\n")
-    print(common.table(
+    print(output.console_table(
         ["event", "trials", "gap p50 s", "gap p99 s", "gap max s", "p99 ÷ period",
          "cities moved (mean)", "ideal", "trials with a late city", "target"],
         [[k, g[k]["trials"], g[k]["max_gap_s"]["p50"], g[k]["max_gap_s"]["p99"],
@@ -470,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{j['first_decision_s']['p50']:.2f} s, fair share p50 {j['fair_share_s']['p50']:.2f}"
           f" s (p99 {j['fair_share_s']['p99']:.2f} s) after its process start; cities moved "
           f"mean {j['moved']['mean']:.1f} (ideal {j['ideal_moved']['mean']:.1f})")
-    path = common.write_results("failover", results)
-    print(f"\nwritten to {path.relative_to(common.ROOT)}")
-    plot(results, common.IMAGES / "failover.png")
-    print(f"plot: {(common.IMAGES / 'failover.png').relative_to(common.ROOT)}")
+    path = output.write_results("failover", results)
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+    plot(results, IMAGES / "failover.png")
+    print(f"plot: {(IMAGES / 'failover.png').relative_to(ROOT)}")
     return 0
 
 

@@ -2,8 +2,8 @@
 election ``LeaseLock``, reimplemented minimally on etcd, against etcd-native elections
 with fencing.
 
-    python bench/leaselock.py            # full: 20 kill trials each (~15 minutes)
-    python bench/leaselock.py --quick    # 3 trials each (~2 minutes)
+    python -m bench.leaselock            # full: 20 kill trials each (~15 minutes)
+    python -m bench.leaselock --quick    # 3 trials each (~2 minutes)
 
 The lock (``client-go/tools/leaderelection``) with its default timings: LeaseDuration
 15 s, RenewDeadline 10 s, RetryPeriod 2 s. One key holds the lock record
@@ -50,15 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from bench import common  # noqa: E402
-from bench.common import log  # noqa: E402
-from coordinator.errors import EtcdError  # noqa: E402
-from coordinator.etcd import EtcdClient  # noqa: E402
-from coordinator.keys import Keys  # noqa: E402
+from bench import IMAGES, RESULTS, ROOT, decisionlog, etcd, host, output, stats
+from bench.output import log
+from coordinator.errors import EtcdError
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
 
 LEASE_DURATION = 15.0
 RENEW_DEADLINE = 10.0
@@ -148,7 +144,7 @@ class LeaseLock:
 
 
 def candidate_main(endpoints: str, identity: str) -> None:
-    client = common.client_for(endpoints, timeout=2.0)
+    client = etcd.client_for(endpoints, timeout=2.0)
     keys = Keys(NAMESPACE)
     lock = LeaseLock(client, f"{NAMESPACE}/lock", identity)
     lock.acquire()
@@ -175,10 +171,10 @@ def candidate_main(endpoints: str, identity: str) -> None:
 
 class LockBed:
     def __init__(self, candidates: int, logs: Path) -> None:
-        self.cluster = common.EtcdCluster(1, extra_args=common.ETCD_ARGS).start()
-        self.client = common.client_for(self.cluster.endpoints)
+        self.cluster = etcd.start(1)
+        self.client = etcd.client_for(self.cluster.endpoints)
         self.keys = Keys(NAMESPACE)
-        self.decisions = common.DecisionLog(self.client, self.keys).start()
+        self.decisions = decisionlog.DecisionLog(self.client, self.keys).start()
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -191,9 +187,9 @@ class LockBed:
         identity = f"ll{self._next}"
         out = open(self.logs / f"{identity}.log", "ab")  # noqa: SIM115
         self.procs[identity] = subprocess.Popen(
-            [sys.executable, __file__, "--candidate", identity, "--etcd",
+            [sys.executable, "-m", "bench.leaselock", "--candidate", identity, "--etcd",
              self.cluster.endpoints], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(common.ROOT)}, start_new_session=True)
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
         out.close()
         return identity
 
@@ -287,7 +283,7 @@ def leaselock_pause_trials(trials: int, candidates: int, logs: Path) -> list[dic
     return out
 
 
-def _stale(decisions: common.DecisionLog, city: str, old: str, since: float,
+def _stale(decisions: decisionlog.DecisionLog, city: str, old: str, since: float,
            token: int | None = None) -> int:
     """Decisions by ``old`` (with its old ``token``, when there is one) that etcd accepted
     after ``since``: written by a leader that had been replaced."""
@@ -342,10 +338,7 @@ def election_pause_trials(trials: int, ttl: int, logs: Path) -> list[dict[str, A
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = output.pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     series = [("etcd election + fencing (TTL 5 s)",
@@ -356,8 +349,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         values = sorted(v for v in values if not math.isnan(v))
         if values:
             ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post",
-                    label=f"{name}: p50 {common.percentile(values, 50):.1f} s, "
-                          f"p99 {common.percentile(values, 99):.1f} s")
+                    label=f"{name}: p50 {stats.percentile(values, 50):.1f} s, "
+                          f"p99 {stats.percentile(values, 99):.1f} s")
     ax.set_xlabel("kill -9 of the leader → first decision by the next (s)")
     ax.set_ylabel("share of trials")
     ax.set_xlim(left=0)
@@ -366,11 +359,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
     ax.set_title(f"failover: etcd election vs LeaseLock — {m['cores']} cores, etcd {m['etcd']}",
                  fontsize=10)
-    common.save_figure(fig, path)
+    output.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.leaselock", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--trials", type=int, default=None)
@@ -384,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         candidate_main(args.etcd, args.candidate)
         return 0
     if args.plot_only:
-        plot(json.loads((common.RESULTS / "leaselock.json").read_text()),
-             common.IMAGES / "leaselock.png")
+        plot(json.loads((RESULTS / "leaselock.json").read_text()),
+             IMAGES / "leaselock.png")
         return 0
     from bench import failover
 
@@ -393,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     pauses = args.pause_trials if args.pause_trials is not None else (1 if args.quick else 3)
     logs = Path(tempfile.mkdtemp(prefix="bench-leaselock-"))
     results: dict[str, Any] = {
-        "machine": common.machine(), "mode": "quick" if args.quick else "full",
+        "machine": host.describe(), "mode": "quick" if args.quick else "full",
         "leaselock": {"lease_duration_s": LEASE_DURATION, "renew_deadline_s": RENEW_DEADLINE,
                       "retry_period_s": RETRY_PERIOD, "jitter_factor": JITTER_FACTOR},
         "election": {"lease_ttl_s": args.ttl, "workers": 3, "cities": 6},
@@ -413,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = [r["worst_s"] for r in results["election_kill"]]
     theirs = [r["failover_s"] for r in results["leaselock_kill"] if not math.isnan(
         r["failover_s"])]
-    s_ours, s_theirs = common.summary(ours), common.summary(theirs)
+    s_ours, s_theirs = stats.summary(ours), stats.summary(theirs)
     results["summary"] = {
         "election": s_ours, "leaselock": s_theirs,
         "leaselock_over_election_p50": s_theirs["p50"] / s_ours["p50"],
@@ -427,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
              ["leaselock_over_election_p99"]]]
     print("\nkill -9 of the leader → first decision by the next leader, same run, same "
           "machine\n")
-    print(common.table(["mechanism", "trials", "p50 s", "p99 s", "max s", "p50 × ours",
-                        "p99 × ours"], rows))
+    print(output.console_table(["mechanism", "trials", "p50 s", "p99 s", "max s", "p50 × ours",
+                                "p99 × ours"], rows))
     if pauses:
         print("\nPause past the lease (SIGSTOP, new leader decides, SIGCONT): decisions of the "
               "old leader accepted after the new leader's first\n")
@@ -441,12 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                          key == "election_pause" else "-"])
         results["pause_summary"] = {r[0]: {"trials": r[1], "stale_accepted": r[2]}
                                     for r in prow}
-        print(common.table(["mechanism", "trials", "stale decisions accepted",
-                            "rejected by the fence (logged)"], prow))
-    path = common.write_results("leaselock", results)
-    print(f"\nwritten to {path.relative_to(common.ROOT)}")
-    plot(results, common.IMAGES / "leaselock.png")
-    print(f"plot: {(common.IMAGES / 'leaselock.png').relative_to(common.ROOT)}")
+        print(output.console_table(["mechanism", "trials", "stale decisions accepted",
+                                    "rejected by the fence (logged)"], prow))
+    path = output.write_results("leaselock", results)
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+    plot(results, IMAGES / "leaselock.png")
+    print(f"plot: {(IMAGES / 'leaselock.png').relative_to(ROOT)}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Scale: many cities with a 1 s period over several worker processes on one etcd member.
 
-    python bench/scale.py            # full (~25 minutes): 1,000 cities × 4 workers,
+    python -m bench.scale            # full (~25 minutes): 1,000 cities × 4 workers,
                                      # thread vs process isolation, then sweeps
-    python bench/scale.py --quick    # 200 cities × 4 workers, 20 s each isolation
+    python -m bench.scale --quick    # 200 cities × 4 workers, 20 s each isolation
 
 Each configuration gets a fresh etcd member and fresh ``dispatch-worker`` processes
 (``python -m coordinator.cli.worker``), cities with the ``simulated`` state source
@@ -36,13 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from bench import common  # noqa: E402
-from bench.common import log  # noqa: E402
-from coordinator.keys import Keys  # noqa: E402
+from bench import IMAGES, RESULTS, ROOT, decisionlog, etcd, host, output, processes, stats
+from bench.output import log
+from coordinator.keys import Keys
 
 NAMESPACE = "/scale"
 PARAMS = {"orders": 30, "couriers": 20}
@@ -55,16 +51,16 @@ def run_config(cities: int, workers: int, isolation: str, *, period: float, seco
                tick_threads: int = 8) -> dict[str, Any]:
     label = f"{cities} cities × {workers} workers, {isolation}"
     log(f"run: {label}, window {seconds:.0f}s")
-    with common.etcd(1) as cluster:
-        client = common.client_for(cluster.endpoints)
+    with etcd.cluster(1) as cluster:
+        client = etcd.client_for(cluster.endpoints)
         keys = Keys(NAMESPACE)
-        names = common.city_names(cities)
-        common.put_cities(client, keys, names, solver="greedy", period=period, params=PARAMS)
-        decisions = common.DecisionLog(client, keys).start()
-        procs = common.Workers(cluster.endpoints, NAMESPACE, logs / f"{cities}-{workers}-"
-                               f"{isolation}-{int(time.time())}",
-                               extra=["--solve-isolation", isolation, "--lease-ttl", "5",
-                                      "--tick-threads", str(tick_threads)])
+        names = etcd.city_names(cities)
+        etcd.put_cities(client, keys, names, solver="greedy", period=period, params=PARAMS)
+        decisions = decisionlog.DecisionLog(client, keys).start()
+        procs = processes.Workers(cluster.endpoints, NAMESPACE, logs / f"{cities}-{workers}-"
+                                  f"{isolation}-{int(time.time())}",
+                                  extra=["--solve-isolation", isolation, "--lease-ttl", "5",
+                                         "--tick-threads", str(tick_threads)])
         try:
             started = time.time()
             ids = [f"w{i + 1}" for i in range(workers)]
@@ -73,20 +69,20 @@ def run_config(cities: int, workers: int, isolation: str, *, period: float, seco
             warm = _warm_up(decisions, names, warmup_timeout)
             log(f"  warm-up {'done' if warm else 'TIMED OUT'} after {time.time() - started:.0f}s")
             pids = {w: procs.procs[w].pid for w in ids}
-            etcd_pid = common.etcd_pid(cluster)
-            meter = common.EtcdMeter(cluster.members[0].client_url)
-            usage0 = {w: common.process_tree_usage(pid) for w, pid in pids.items()}
-            etcd0 = common.process_tree_usage(etcd_pid)[0]
+            etcd_pid = etcd.pid(cluster)
+            meter = etcd.EtcdMeter(cluster.members[0].client_url)
+            usage0 = {w: processes.process_tree_usage(pid) for w, pid in pids.items()}
+            etcd0 = processes.process_tree_usage(etcd_pid)[0]
             self0 = time.process_time()
             load0 = os.getloadavg()[0]
-            probe = common.JitterProbe(seconds)
+            probe = processes.JitterProbe(seconds)
             t0 = time.time()
             time.sleep(seconds)
             t1 = time.time()
             jitter = probe.result()
             load1 = os.getloadavg()[0]
-            usage1 = {w: common.process_tree_usage(pid) for w, pid in pids.items()}
-            etcd1 = common.process_tree_usage(etcd_pid)[0]
+            usage1 = {w: processes.process_tree_usage(pid) for w, pid in pids.items()}
+            etcd1 = processes.process_tree_usage(etcd_pid)[0]
             self_cpu = time.process_time() - self0
             delta = meter.delta()
             time.sleep(min(2.0, period * 2))  # let the window's last decisions arrive
@@ -106,7 +102,7 @@ def run_config(cities: int, workers: int, isolation: str, *, period: float, seco
     return row
 
 
-def _warm_up(decisions: common.DecisionLog, names: list[str], timeout: float) -> bool:
+def _warm_up(decisions: decisionlog.DecisionLog, names: list[str], timeout: float) -> bool:
     """Every city has decided, and no city changed writer for 5 s."""
     deadline = time.monotonic() + timeout
     if not decisions.wait(lambda d: len(d.by_city) >= len(names),
@@ -124,32 +120,32 @@ def _warm_up(decisions: common.DecisionLog, names: list[str], timeout: float) ->
 
 
 def _analyse(label: str, cities: int, workers: int, isolation: str, period: float,
-             t0: float, t1: float, seen: dict[str, list[common.Seen]], warm: bool,
+             t0: float, t1: float, seen: dict[str, list[decisionlog.Seen]], warm: bool,
              usage0: dict[str, Any], usage1: dict[str, Any], etcd_cpu: float,
-             self_cpu: float, delta: common.MetricsDelta) -> dict[str, Any]:
+             self_cpu: float, delta: etcd.MetricsDelta) -> dict[str, Any]:
     window = t1 - t0
     lateness, lateness_rx = [], []
     delivered = 0
     silent = 0
     writer_changes = 0
-    for name in common.city_names(cities):
+    for name in etcd.city_names(cities):
         items = seen.get(name, [])
         in_window = [s for s in items if t0 <= s.decided < t1]
         delivered += len(in_window)
         if not in_window:
             silent += 1
-        lateness += [g - period for g in common.gaps(items, t0, t1, clock="decided")]
-        lateness_rx += [g - period for g in common.gaps(items, t0, t1, clock="received")]
+        lateness += [g - period for g in decisionlog.gaps(items, t0, t1, clock="decided")]
+        lateness_rx += [g - period for g in decisionlog.gaps(items, t0, t1, clock="received")]
         writer_changes += sum(1 for a, b in itertools.pairwise(in_window)
                               if a.worker != b.worker)
     due = cities * window / period
     on_time = sum(1 for x in lateness if x <= ON_TIME_SLACK)
     # fairness: decisions per city in the window, and the worst cities' timelines
     per_city = sorted(sum(1 for s in seen.get(n, []) if t0 <= s.decided < t1)
-                      for n in common.city_names(cities))
+                      for n in etcd.city_names(cities))
     worst_gap = {}
-    for name in common.city_names(cities):
-        g = common.gaps(seen.get(name, []), t0, t1, clock="decided")
+    for name in etcd.city_names(cities):
+        g = decisionlog.gaps(seen.get(name, []), t0, t1, clock="decided")
         if g:
             worst_gap[name] = max(g)
     worst = sorted(worst_gap, key=worst_gap.__getitem__, reverse=True)[:5]
@@ -166,13 +162,13 @@ def _analyse(label: str, cities: int, workers: int, isolation: str, period: floa
         "decisions": delivered, "decisions_due": due, "delivered_share": delivered / due,
         "gaps": len(lateness), "on_time_share": on_time / len(lateness) if lateness else 0.0,
         "on_time_of_due": on_time / due,
-        "lateness_p50_ms": common.percentile(lateness, 50) * 1e3,
-        "lateness_p99_ms": common.percentile(lateness, 99) * 1e3,
+        "lateness_p50_ms": stats.percentile(lateness, 50) * 1e3,
+        "lateness_p99_ms": stats.percentile(lateness, 99) * 1e3,
         "lateness_max_ms": (max(lateness) if lateness else math.nan) * 1e3,
-        "lateness_received_p99_ms": common.percentile(lateness_rx, 99) * 1e3,
+        "lateness_received_p99_ms": stats.percentile(lateness_rx, 99) * 1e3,
         "silent_cities": silent, "writer_changes_in_window": writer_changes,
-        "decisions_per_city": {"min": per_city[0], "p10": common.percentile(per_city, 10),
-                               "p50": common.percentile(per_city, 50),
+        "decisions_per_city": {"min": per_city[0], "p10": stats.percentile(per_city, 10),
+                               "p50": stats.percentile(per_city, 50),
                                "max": per_city[-1]} if per_city else {},
         "worst_cities": timelines,
         "worker_cpu_cores": cpu, "worker_cpu_cores_with_solvers": cpu_tree,
@@ -217,13 +213,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     against workers, and lateness against cities. Per decision, because on a machine
     that cannot give the workers all the CPU they ask for, totals flatten out at what
     the machine gives, not at what the work costs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = output.pyplot()
 
     def per_decision(r: dict[str, Any], cores: float) -> float:
-        return cores * r["window_s"] / max(r["decisions"], 1) * 1e3
+        return float(cores * r["window_s"] / max(r["decisions"], 1) * 1e3)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     sweeps = [("cities", results.get("city_sweep") or [], "cities (4 workers, 1 s period)"),
@@ -282,11 +275,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"dispatch coordinator scale — {machine['cpu_model']}, {machine['cores']} "
                  f"cores (load {load} at start), etcd {machine['etcd']} (one member)",
                  fontsize=10)
-    common.save_figure(fig, path)
+    output.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cities", type=int, default=None)
@@ -310,15 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot_only:
         import json
 
-        plot(json.loads((common.RESULTS / "scale.json").read_text()),
-             common.IMAGES / "scale.png")
+        plot(json.loads((RESULTS / "scale.json").read_text()),
+             IMAGES / "scale.png")
         return 0
     cities = args.cities or (200 if args.quick else 1000)
     seconds = args.seconds or (20.0 if args.quick else 60.0)
     repeats = args.repeats or (1 if args.quick else 2)
     logs = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results: dict[str, Any] = {
-        "machine": common.machine(), "mode": "quick" if args.quick else "full",
+        "machine": host.describe(), "mode": "quick" if args.quick else "full",
         "period": args.period, "params": PARAMS, "solver": "greedy",
         "tick_threads": args.tick_threads,
         "on_time": f"gap <= period + {ON_TIME_SLACK * 1e3:.0f} ms",
@@ -353,13 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{cities} cities, period {args.period:.0f} s, greedy on simulated "
           f"{PARAMS['orders']}×{PARAMS['couriers']}, {args.workers} workers, one etcd member; "
           f"window {seconds:.0f} s; on time = gap ≤ period + 100 ms; CPU in cores\n")
-    print(common.table(HEADERS, [row_cells(r) for r in results["headline"]]))
+    print(output.console_table(HEADERS, [row_cells(r) for r in results["headline"]]))
     by_iso: dict[str, list[dict[str, Any]]] = {}
     for r in results["headline"]:
         by_iso.setdefault(r["isolation"], []).append(r)
     if "thread" in by_iso and "process" in by_iso:
         def med(iso: str, key: str) -> float:
-            return common.percentile([r[key] for r in by_iso[iso]], 50)
+            return stats.percentile([r[key] for r in by_iso[iso]], 50)
         results["process_vs_thread"] = {
             key: med("process", key) / med("thread", key) if med("thread", key) else math.nan
             for key in ("cpu_total_workers", "rss_total_workers", "lateness_p99_ms",
@@ -369,18 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     if results["city_sweep"]:
         print(f"\nCity sweep ({args.workers} workers, {args.sweep_isolation} isolation, "
               f"{sweep_seconds:.0f} s windows)\n")
-        print(common.table(HEADERS, [row_cells(r) for r in results["city_sweep"]]))
+        print(output.console_table(HEADERS, [row_cells(r) for r in results["city_sweep"]]))
         print(f"\nmost cities with p99 lateness under 100 ms: "
               f"{results['most_cities_with_p99_under_100ms']}")
     if results["worker_sweep"]:
         print(f"\nWorker sweep ({args.sweep_workers_cities} cities, {args.sweep_isolation} "
               f"isolation)\n")
-        print(common.table(HEADERS, [row_cells(r) for r in results["worker_sweep"]]))
-    path = common.write_results("scale", results)
-    print(f"\nwritten to {path.relative_to(common.ROOT)}")
+        print(output.console_table(HEADERS, [row_cells(r) for r in results["worker_sweep"]]))
+    path = output.write_results("scale", results)
+    print(f"\nwritten to {path.relative_to(ROOT)}")
     if results["city_sweep"] or results["worker_sweep"] or not args.quick:
-        plot(results, common.IMAGES / "scale.png")
-        print(f"plot: {(common.IMAGES / 'scale.png').relative_to(common.ROOT)}")
+        plot(results, IMAGES / "scale.png")
+        print(f"plot: {(IMAGES / 'scale.png').relative_to(ROOT)}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Benchmark of the built-in solvers: speed against raw assignment, cost against optimum.
 
-    python bench/solvers.py            # full: 100, 500, 1,000, 2,000 (a few minutes)
-    python bench/solvers.py --quick    # 100 and 500 only, fewer repeats
+    python -m bench.solvers            # full: 100, 500, 1,000, 2,000 (a few minutes)
+    python -m bench.solvers --quick    # 100 and 500 only, fewer repeats
 
 For each city size (``random_city``, n orders × n couriers, 10 % busy couriers, plus a
 bundling scenario with more orders than couriers and sizes 1–2) it reports:
@@ -36,23 +36,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-# Run as a script, this file's directory comes first on sys.path and its name would
-# shadow the `solvers` package: put the repository root there instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+from scipy.optimize import linear_sum_assignment
 
-from scipy.optimize import linear_sum_assignment  # noqa: E402
+from bench import RESULTS
+from solvers.assignment import lap_available
+from solvers.bundle import BundleSolver
+from solvers.contract import CityState, Solution, Solver
+from solvers.cost import eta_matrix, solution_cost
+from solvers.generate import random_city
+from solvers.greedy import GreedySolver
+from solvers.hungarian import HungarianSolver
 
-from solvers.assignment import lap_available  # noqa: E402
-from solvers.bundle import BundleSolver  # noqa: E402
-from solvers.contract import CityState, Solution, Solver  # noqa: E402
-from solvers.cost import eta_matrix, solution_cost  # noqa: E402
-from solvers.generate import random_city  # noqa: E402
-from solvers.greedy import GreedySolver  # noqa: E402
-from solvers.hungarian import HungarianSolver  # noqa: E402
-
-RESULTS = _HERE / "results" / "solvers.json"
+OUT = RESULTS / "solvers.json"
 
 
 def best_times(repeats: int, jobs: dict[str, Callable[[], Any]]
@@ -227,11 +222,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(prog="python -m bench.solvers",
+                                     description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="sizes 100 and 500 only")
     parser.add_argument("--repeats", type=int, default=None, help="best of N (5; quick 3)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     sizes = [100, 500] if args.quick else [100, 500, 1_000, 2_000]
     repeats = args.repeats or (3 if args.quick else 5)

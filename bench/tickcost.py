@@ -1,7 +1,7 @@
 """Where a busy worker's CPU goes, thread by thread, per tick — in situ, not step by step.
 
-    python bench/tickcost.py            # 250 cities, 20 s (~1 minute)
-    python bench/tickcost.py --quick    # 100 cities, 8 s
+    python -m bench.tickcost            # 250 cities, 20 s (~1 minute)
+    python -m bench.tickcost --quick    # 100 cities, 8 s
 
 ``bench/coordination.py`` times each step of a tick alone on one thread. This benchmark
 measures the same work where it really runs: one ``Worker`` in this process (``thread``
@@ -24,7 +24,7 @@ Baselines, measured in the same run from the same process:
 
 The gap between the worker and the one-thread pass is what scheduling, thread hand-offs
 and round trips still cost; tick groups (cities due together ticked on one thread and
-committed in one transaction, ``Worker._tick_group``) are what closed most of it.
+committed in one transaction, ``TickPipeline.tick_group``) are what closed most of it.
 """
 
 from __future__ import annotations
@@ -35,35 +35,30 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-# Run as a script, this file's directory comes first on sys.path; the project root must.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from bench import common  # noqa: E402
-from bench.common import log  # noqa: E402
-from coordinator.codec import encode  # noqa: E402
-from coordinator.etcd import EtcdClient, EtcdConfig  # noqa: E402
-from coordinator.keys import Keys  # noqa: E402
-from coordinator.settings import CityConfig  # noqa: E402
-from coordinator.worker import Worker, WorkerConfig  # noqa: E402
-from protos import dispatch_pb2 as pb  # noqa: E402
-from solvers.cost import solution_cost  # noqa: E402
-from solvers.validate import check_solution  # noqa: E402
+from bench import etcd, host, output, samples
+from bench.output import log
+from coordinator.codec import encode
+from coordinator.etcd import EtcdClient, EtcdConfig
+from coordinator.keys import Keys
+from coordinator.settings import CityConfig
+from coordinator.worker import Worker, WorkerConfig
+from protos import dispatch_pb2 as pb
+from solvers.cost import solution_cost
+from solvers.validate import check_solution
 
 NAMESPACE = "/tickcost"
 PARAMS = {"orders": 30, "couriers": 20}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu() -> Counter[str]:
+def thread_cpu() -> dict[str, float]:
     """CPU seconds of this process's Python threads so far, by thread name without its
     number (``tick_3`` and ``tick_5`` are both ``tick``)."""
-    out: Counter[str] = Counter()
+    out: dict[str, float] = defaultdict(float)
     for thread in threading.enumerate():
         try:
             stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
@@ -83,7 +78,7 @@ def process_cpu() -> float:
 def raw_call_cpu(client: EtcdClient, keys: Keys, calls: int) -> float:
     """Client CPU (µs) of one unary Txn of a decision's size."""
     key = keys.decision("raw")
-    ops = [client.op_put(key, common.sample_decision_value(*PARAMS.values()))]
+    ops = [client.op_put(key, samples.decision_value(*PARAMS.values()))]
     for _ in range(100):
         client.txn([], ops)
     started = process_cpu()
@@ -109,7 +104,7 @@ def one_thread_pass(worker: Worker, keys: Keys, cities: list[str], seconds: floa
             state = source.load(entry, time.time())
             solution = solver.solve(state, entry.params, 0.5)
             check_solution(state, solution)
-            decision = common.decision_message(
+            decision = samples.decision_message(
                 state, solution, token=leader.token, worker="bench",
                 cost=float(solution_cost(state, solution)), pb=pb)
             pending.append(worker.batcher.submit(
@@ -124,11 +119,11 @@ def one_thread_pass(worker: Worker, keys: Keys, cities: list[str], seconds: floa
 
 def measure(cities: int, seconds: float, tick_threads: int, raw_calls: int,
             isolation: str = "thread") -> dict[str, Any]:
-    with common.etcd(1) as cluster:
-        setup = common.client_for(cluster.endpoints)
+    with etcd.cluster(1) as cluster:
+        setup = etcd.client_for(cluster.endpoints)
         keys = Keys(NAMESPACE)
-        names = common.city_names(cities)
-        common.put_cities(setup, keys, names, solver="greedy", period=1.0, params=PARAMS)
+        names = etcd.city_names(cities)
+        etcd.put_cities(setup, keys, names, solver="greedy", period=1.0, params=PARAMS)
         client = EtcdClient(EtcdConfig(endpoints=(cluster.endpoints,)))
         worker = Worker(client, WorkerConfig(worker_id="bench", namespace=NAMESPACE,
                                              lease_ttl=5, solve_isolation=isolation,
@@ -183,7 +178,8 @@ def measure(cities: int, seconds: float, tick_threads: int, raw_calls: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.tickcost",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 cities, 8 s")
     parser.add_argument("--cities", type=int, default=None, help="default 250")
     parser.add_argument("--seconds", type=float, default=None, help="window, default 20")
@@ -203,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     rows += [["**worker, all threads**", f"{result['worker_cpu_us_per_tick']:,.0f}"],
              ["one-thread pass (baseline)", f"{result['one_thread_pass_cpu_us_per_tick']:,.0f}"],
              ["raw etcd call, client CPU (baseline)", f"{result['raw_call_client_cpu_us']:,.0f}"]]
-    print(common.table(["where", "µs CPU per tick"], rows))
+    print(output.console_table(["where", "µs CPU per tick"], rows))
     print(f"worker ÷ one-thread pass: {result['worker_vs_one_thread_pass']:.2f}×; "
           f"{result['commits_per_batch']:.2f} commits per etcd transaction")
-    data = {"machine": common.machine(), "mode": "quick" if args.quick else "full", **result}
-    log(f"wrote {common.write_results('tickcost', data)}")
+    data = {"machine": host.describe(), "mode": "quick" if args.quick else "full", **result}
+    log(f"wrote {output.write_results('tickcost', data)}")
     return 0
 
 

@@ -12,10 +12,12 @@
     ├── NotLeader                 an election verb needs leadership we do not hold
     │   └── FencedOut             a fenced write was rejected: someone else leads
     ├── ConfigError               invalid settings or command-line input
-    │   └── CitySettingsError     a city's settings in etcd are malformed
+    │   ├── CitySettingsError     a city's settings in etcd are malformed
+    │   └── WorkerIdTaken         another live session holds this worker id
     ├── StateError                a city's state could not be loaded or is malformed
     ├── PluginError               a solver or state source could not be loaded
-    └── SolverFailed              a solver raised, hung, or returned an invalid result
+    ├── SolverFailed              a solver raised, hung, or returned an invalid result
+    └── IncompleteHistory         a replay of etcd's history stopped short of its end
 
 etcd and gRPC exceptions are translated in exactly one place, ``coordinator.etcd``; the
 original is kept as ``__cause__``. A solver's own exception is wrapped in
@@ -34,11 +36,13 @@ __all__ = [
     "EtcdTimeout",
     "EtcdUnavailable",
     "FencedOut",
+    "IncompleteHistory",
     "LeaseLost",
     "NotLeader",
     "PluginError",
     "SolverFailed",
     "StateError",
+    "WorkerIdTaken",
 ]
 
 
@@ -103,6 +107,11 @@ class CitySettingsError(ConfigError):
     """A city's settings stored in etcd cannot be used."""
 
 
+class WorkerIdTaken(ConfigError):
+    """Another live session holds this worker id: a restarted worker waits for the old
+    lease to expire rather than steal the id from a possibly live process."""
+
+
 class StateError(DispatchError):
     """A city's state could not be loaded, or it is malformed."""
 
@@ -113,3 +122,8 @@ class PluginError(DispatchError):
 
 class SolverFailed(DispatchError):
     """A solver raised, ran past its budget, or returned an invalid solution."""
+
+
+class IncompleteHistory(DispatchError):
+    """The replay of etcd's history stopped short of the revision it had to reach, so a
+    verification over it would be incomplete."""

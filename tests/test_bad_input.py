@@ -174,13 +174,12 @@ def test_quick_retries_through_an_etcd_outage_do_not_lengthen_a_solvers_backoff(
     put_city(client, keys, CityConfig("x", "greedy", 5.0))
     with running_worker(etcd.endpoints, namespace, max_backoff=1000.0) as worker:
         wait_until(lambda: decision(client, keys, "x"), message="a decision")
-        began = worker._begin("x", time.monotonic())
-        assert began is not None
+        assert worker.campaigns.leader("x") is not None
         for _ in range(6):
-            worker._tick_failed(began, EtcdTimeout("etcd did not answer in time"))
-        delay = worker._tick_failed(began, SolverFailed("solver crashed its process"))
+            worker.fail_tick("x", EtcdTimeout("etcd did not answer in time"))
+        delay = worker.fail_tick("x", SolverFailed("solver crashed its process"))
         assert isinstance(delay, float) and delay <= 5.0 * 1.25, delay
         st = status(client, keys, "x")
         assert st is not None and st.consecutive_failures == 7, st
-        again = worker._tick_failed(began, SolverFailed("solver crashed its process"))
+        again = worker.fail_tick("x", SolverFailed("solver crashed its process"))
         assert isinstance(again, float) and again >= 10.0 * 0.75, again  # doubling

@@ -1,39 +1,28 @@
-"""bench/report.py renders docs/benchmarks.md from bench/results/*.json: every section,
+"""bench.report renders docs/benchmarks.md from bench/results/*.json: every section,
 no junk (None, NaN), and no crash on results that lack keys (no etcd, no benchmark run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from bench.report import page as report
+from bench.report.__main__ import main
+from bench.report.parts import Context
+
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "report.py"
 RESULTS = ROOT / "bench" / "results"
 JUNK = re.compile(r"\b(None|nan|NaN|inf|null)\b")
 
 
-def load_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-report = load_report()
-
-
 def render(results: dict[str, dict[str, Any]], tmp_path: Path) -> str:
-    ctx = report.Context(out=tmp_path / "benchmarks.md", images=tmp_path / "img")
-    return str(report.render(results, {}, ctx))
+    ctx = Context(out=tmp_path / "benchmarks.md", images=tmp_path / "img")
+    return report.render(results, {}, ctx)
 
 
 def assert_clean(page: str) -> None:
@@ -44,7 +33,7 @@ def assert_clean(page: str) -> None:
 
 def test_renders_the_committed_results(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
-    assert report.main(["--results", str(RESULTS), "--out", str(out)]) == 0
+    assert main(["--results", str(RESULTS), "--out", str(out)]) == 0
     page = out.read_text()
     assert_clean(page)
     assert page.startswith("# Benchmarks\n")
@@ -55,7 +44,7 @@ def test_renders_the_committed_results(tmp_path: Path) -> None:
     for name, title in report.TITLES.items():
         assert f"\n## {title}\n" in page
         if name in present:
-            assert f"No results yet: run `python bench/{name}.py`" not in page
+            assert f"No results yet: run `python -m bench.{name}`" not in page
     if "coordination" in present:
         assert "× raw" in page and "round trips per tick" in page
     if "scale" in present:
@@ -149,15 +138,15 @@ def test_odd_shapes_and_unreadable_files(tmp_path: Path,
     (results / "failover.json").write_text('{"mode": "quick", "period": ')
     (results / "solvers.json").write_text("[1, 2]")
     out = tmp_path / "out.md"
-    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert main(["--results", str(results), "--out", str(out)]) == 0
     page = out.read_text()
     assert "`failover.json` could not be read" in page
     assert "`solvers.json` could not be read" in page
-    assert "No results yet: run `python bench/scale.py`" in page
+    assert "No results yet: run `python -m bench.scale`" in page
 
 
 def test_help() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run([sys.executable, "-m", "bench.report", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
     assert "--results DIR" in done.stdout and "--out FILE" in done.stdout

@@ -324,7 +324,7 @@ def test_the_harness_explains_a_violation_with_etcds_own_history(
     from coordinator.recipes.election import Election
     from coordinator.recipes.session import Session
     from coordinator.recipes.store import DecisionStore
-    from devtools.chaos.run import explain
+    from devtools.chaos.report import explain
     from protos import dispatch_pb2 as pb
 
     first, second = Session(client, ttl=5), Session(client, ttl=5)
@@ -462,8 +462,8 @@ def test_a_worker_that_holds_more_after_the_run_is_flagged() -> None:
     """The chaos run compares each worker's threads, descriptors and solver processes
     once warm and once settled; growth beyond a tick's worth is reported as a problem
     (and fails the short run above)."""
+    from devtools.chaos.analysis import grew
     from devtools.chaos.fleet import Resources
-    from devtools.chaos.run import grew
 
     warm = Resources(threads=27, fds=15, solvers=3)
     assert not grew(warm, Resources(33, 20, 3))  # the tick pool filled up
@@ -471,3 +471,41 @@ def test_a_worker_that_holds_more_after_the_run_is_flagged() -> None:
     assert grew(warm, Resources(45, 15, 3))  # threads
     assert grew(warm, Resources(27, 30, 3))  # descriptors
     assert grew(warm, Resources(27, 15, 4))  # a solver process too many
+
+
+def test_the_chaos_modules_import_one_another_without_a_circle() -> None:
+    """The faults reach the harness through ``ChaosTarget`` alone: no module of
+    ``devtools.chaos`` imports itself back, type-checking imports included, and the faults
+    import neither the harness nor the fleet it runs."""
+    import ast
+    import graphlib
+
+    import devtools.chaos
+
+    package = Path(devtools.chaos.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found |= {n.rsplit(".", 1)[-1] for n in names
+                      if n.startswith("devtools.chaos.") and n.count(".") == 2}
+        imports[path.stem] = found - {path.stem}
+    order = list(graphlib.TopologicalSorter(imports).static_order())  # CycleError: a circle
+    assert {"harness", "faults", "target"} <= set(order)
+
+    def reached(module: str) -> set[str]:
+        seen, todo = set(), [module]
+        while todo:
+            for m in imports.get(todo.pop(), set()) - seen:
+                seen.add(m)
+                todo.append(m)
+        return seen
+
+    assert reached("faults") == {"target"}, reached("faults")
+

@@ -27,20 +27,9 @@ from tests.etcd_server import EtcdCluster
 
 Spawn = Callable[..., WorkerProcess]
 
-# Until `register(cli)` is called at the bottom of coordinator/cli/ctl.py, run the same
-# group with the commands registered; afterwards, the real `python -m` entry point.
-_SHIM = ("from coordinator.cli import ctl, ops\n"
-         "if 'doctor' not in ctl.cli.commands:\n"
-         "    ops.register(ctl.cli)\n"
-         "ctl.main()\n")
-
-
 def _command() -> list[str]:
-    from coordinator.cli import ctl
-
-    if "doctor" in ctl.cli.commands:
-        return [sys.executable, "-m", "coordinator.cli.ctl"]
-    return [sys.executable, "-c", _SHIM]
+    """``dispatchctl`` as this interpreter runs it (its ``python -m`` entry point)."""
+    return [sys.executable, "-m", "coordinator.cli.ctl"]
 
 
 def ctl(etcd: EtcdCluster | str, namespace: str, *args: str,

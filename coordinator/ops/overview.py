@@ -1,9 +1,10 @@
 """A consistent picture of a namespace, read in one transaction.
 
-``dispatchctl status`` (and anything else that shows ownership) reads cities, election
-candidates, decisions, statuses and members in a single read-only transaction, so every
-figure in one view comes from the same etcd revision, in one round trip however many
-cities there are.
+``dispatchctl status`` (and anything else that shows ownership: ``watch``, ``workers``,
+``doctor``, the worker's admin server) reads cities, election candidates, decisions,
+statuses and members in a single read-only transaction, so every figure in one view
+comes from the same etcd revision, in one round trip however many cities there are.
+How a view is shown is :mod:`coordinator.cli.render`'s business, not this module's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ __all__ = ["CityView", "Overview", "read_overview"]
 
 @dataclass
 class CityView:
+    """One city as of the overview's revision: settings, election queue, last decision
+    and the status its owner reported."""
+
     city: str
     solver: str = ""
     enabled: bool = True
@@ -45,11 +49,13 @@ class CityView:
 
     @property
     def late(self) -> bool:
+        """Enabled, well-formed, and no decision within three periods."""
         return self.enabled and not self.settings_error and (
             self.decision_age is None or self.decision_age > 3 * max(self.period, 0.1)
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The view as ``dispatchctl status --json`` prints it."""
         out = asdict(self)
         out["candidatesQueued"] = len(self.standbys)
         return out
@@ -57,6 +63,9 @@ class CityView:
 
 @dataclass
 class Overview:
+    """Every city (sorted by name), the live workers' records and the drain marks, all
+    read at ``revision``."""
+
     revision: int
     cities: list[CityView]
     workers: dict[str, pb.WorkerInfo]
@@ -68,6 +77,13 @@ def _stamp_seconds(stamp: Any) -> float:
 
 
 def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -> Overview:
+    """Read the namespace at one revision; ``now`` (Unix seconds) dates decisions' ages.
+
+    The owner is the candidate key created first; a status counts only if it carries the
+    owner's token, or nobody owns the city (an old owner's status is stale). An enabled
+    city nobody holds that no live, undrained worker may take (for its required labels)
+    is marked ``unowned``.
+    """
     now = time.time() if now is None else now
     roots = [keys.cities, keys.elections, keys.decisions, keys.statuses, keys.workers,
              keys.drains]

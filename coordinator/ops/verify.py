@@ -27,14 +27,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from coordinator.codec import decode
-from coordinator.errors import CitySettingsError, DispatchError, EtcdCompacted
+from coordinator.errors import CitySettingsError, EtcdCompacted, IncompleteHistory
 from coordinator.etcd import EtcdClient, WatchEvent
 from coordinator.keys import Keys
 from coordinator.settings import parse_settings
 from protos import dispatch_pb2 as pb
 
-__all__ = ["Availability", "CityAvailability", "IncompleteHistory", "Report", "Violation",
-           "availability", "merged", "missed_periods", "replay", "verify"]
+__all__ = ["Availability", "CityAvailability", "Report", "Violation", "availability", "merged",
+           "missed_periods", "replay", "verify"]
 
 #: Lateness (in periods) a decision may have and still be on time: a tenth of a period.
 #: A decision 20 ms late on a 0.7 s period did arrive in its period; timer jitter is not
@@ -162,10 +162,6 @@ class Availability:
             line += (f"; lowest {low.city} {100 * low.fraction:.2f}% (longest gap "
                      f"{low.longest_gap:.2f}s, period {low.period:g}s)")
         return line
-
-
-class IncompleteHistory(DispatchError):
-    """The replay of etcd's history stopped short of the revision it had to reach."""
 
 
 def replay(client: EtcdClient, prefix: str, start_revision: int,

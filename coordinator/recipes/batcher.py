@@ -36,8 +36,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from etcd3 import etcdrpc
-
 from coordinator.errors import DispatchError, EtcdTimeout
 from coordinator.etcd import EtcdClient
 
@@ -155,7 +153,7 @@ class CommitBatcher:
     def _item(self, compare: Sequence[Any], ops: Sequence[Any],
               timeout: float | None) -> _Item:
         # compares are a few dozen bytes: counted as such, not measured
-        size = sum(op.ByteSize() for op in ops) + 64 * len(compare)
+        size = sum(EtcdClient.op_size(op) for op in ops) + 64 * len(compare)
         wait = self._timeout if timeout is None else min(timeout, self._timeout)
         return _Item(compare, ops, size, time.monotonic() + wait, Future())
 
@@ -209,12 +207,10 @@ class CommitBatcher:
                 result = self._client.txn(batch[0].compare, batch[0].ops, timeout=timeout)
                 outcomes = [result.succeeded]
             else:
-                result = self._client.txn([], [
-                    etcdrpc.RequestOp(request_txn=etcdrpc.TxnRequest(
-                        compare=list(item.compare), success=list(item.ops)))
-                    for item in batch
-                ], timeout=timeout)
-                outcomes = [r.response_txn.succeeded for r in result.responses]
+                result = self._client.txn(
+                    [], [self._client.op_txn(item.compare, item.ops) for item in batch],
+                    timeout=timeout)
+                outcomes = result.nested()
         except Exception as exc:
             for item in batch:
                 item.future.set_exception(exc)

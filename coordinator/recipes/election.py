@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +104,11 @@ def _wait_delete(client: EtcdClient, key: str, revision: int, *,
 
 
 class Election:
-    """One election on ``prefix`` for one session: campaign, proclaim, resign, leader,
-    observe — the verbs of etcd's Go ``concurrency.Election``."""
+    """One election on ``prefix`` for one session, with the verbs of etcd's Go
+    ``concurrency.Election`` that are used here: campaign (or its two halves, ``enter``
+    and ``confirm``, which ``Campaigns`` drives from one watch for many cities),
+    proclaim, resign, and withdraw (give a candidacy up, leading or not).
+    ``leader_of`` reads the current leader."""
 
     def __init__(self, client: EtcdClient, session: Session, prefix: str) -> None:
         self._client = client
@@ -122,10 +123,6 @@ class Election:
         election = cls(client, session, leader.prefix)
         election._leader = leader
         return election
-
-    @property
-    def leader_key(self) -> LeaderKey | None:
-        return self._leader
 
     def enter(self, value: str) -> int:
         """Create this session's candidate key if absent; return its create revision.
@@ -197,25 +194,6 @@ class Election:
         with contextlib.suppress(EtcdError):  # if etcd is away, the lease takes the key
             self._client.delete(self.key)
         self._leader = None
-
-    def leader(self) -> KeyValue | None:
-        return leader_of(self._client, self.prefix)
-
-    def observe(self, *, stop: threading.Event, poll: float = 0.5) -> Iterator[KeyValue | None]:
-        """Yield the leader each time it changes (``None`` while there is none)."""
-        last: tuple[str, int, bytes] | None = None
-        while not stop.is_set():
-            try:
-                current = self.leader()
-            except EtcdError:
-                current, wait = None, poll
-            else:
-                wait = poll
-            ident = (current.key, current.create_revision, current.value) if current else None
-            if ident != last:
-                last = ident
-                yield current
-            time.sleep(wait)
 
     def _require_leader(self) -> LeaderKey:
         if self._leader is None:

@@ -7,18 +7,14 @@ from collections.abc import Callable
 
 from coordinator.balancer import Member
 from coordinator.codec import decode, encode
-from coordinator.errors import ConfigError
+from coordinator.errors import WorkerIdTaken
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.recipes.session import Session
 from coordinator.recipes.watch import WatchedPrefix
 from protos import dispatch_pb2 as pb
 
-__all__ = ["Members", "WorkerIdTaken", "register"]
-
-
-class WorkerIdTaken(ConfigError):
-    """Another live session holds this worker id."""
+__all__ = ["Members", "register"]
 
 
 def register(client: EtcdClient, keys: Keys, session: Session, info: pb.WorkerInfo) -> None:

@@ -92,29 +92,41 @@ class Session:
         # if not, leadership survives an etcd election or quorum loss with no handover.
         interval = max(self.ttl / 3.0, 0.2)
         while not self._stop.wait(interval if self.time_left() > interval else 0.2):
-            now = time.monotonic()
-            past_deadline = now >= self._deadline
             try:
-                granted = self._client.lease_keepalive(
-                    self.lease_id,
-                    timeout=max(0.5, self.ttl / 3.0) if past_deadline
-                    else max(0.2, min(self.ttl / 3.0, self._deadline - now)),
-                )
-            except EtcdError as exc:
-                if self._on_keepalive_failure is not None:
-                    self._on_keepalive_failure(exc)
-                if past_deadline:
-                    log.debug("keep-alive of lease %s failed past its local expiry: %s",
-                              self.lease_hex, exc)
-                else:
-                    log.warning("keep-alive of lease %s failed (%.1fs left): %s",
-                                self.lease_hex, self.time_left(), exc)
-                continue
-            if granted <= 0:
-                # etcd answers TTL 0, without an error, for a lease it no longer has.
-                self._mark_lost("etcd no longer knows the lease (expired or revoked)")
-                return
-            self._deadline = now + granted
+                if not self._refresh():
+                    return
+            except Exception:
+                # Not an etcd failure (those are handled in _refresh): a bug, or a
+                # failing callback. A dead thread would let a healthy lease expire and
+                # take every leadership of the session with it: log and keep going.
+                log.exception("keep-alive of lease %s: unexpected error", self.lease_hex)
+
+    def _refresh(self) -> bool:
+        """Send one keep-alive; False once etcd says the lease is gone."""
+        now = time.monotonic()
+        past_deadline = now >= self._deadline
+        try:
+            granted = self._client.lease_keepalive(
+                self.lease_id,
+                timeout=max(0.5, self.ttl / 3.0) if past_deadline
+                else max(0.2, min(self.ttl / 3.0, self._deadline - now)),
+            )
+        except EtcdError as exc:
+            if self._on_keepalive_failure is not None:
+                self._on_keepalive_failure(exc)
+            if past_deadline:
+                log.debug("keep-alive of lease %s failed past its local expiry: %s",
+                          self.lease_hex, exc)
+            else:
+                log.warning("keep-alive of lease %s failed (%.1fs left): %s",
+                            self.lease_hex, self.time_left(), exc)
+            return True
+        if granted <= 0:
+            # etcd answers TTL 0, without an error, for a lease it no longer has.
+            self._mark_lost("etcd no longer knows the lease (expired or revoked)")
+            return False
+        self._deadline = now + granted
+        return True
 
     def orphan(self) -> None:
         """Stop refreshing without revoking: the lease lives out its TTL."""

@@ -14,11 +14,11 @@ The listener sees a snapshot first (``on_snapshot``), then batches of events
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 
+from coordinator.backoff import Backoff
 from coordinator.errors import DispatchError, EtcdCompacted
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch, WatchStream
 from coordinator.keys import Keys
@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 SnapshotHandler = Callable[[list[KeyValue], int], None]
 EventsHandler = Callable[[WatchBatch], None]
 
+#: 0.1 s after a first failure, doubling to 2 s, each spread over [0.5, 1.5) times that
+_RETRY = Backoff(0.1, 2.0, jitter=1.0)
+
 
 class PrefixWatch:
+    """One prefix watched from one thread, resumed after every stream error."""
+
     def __init__(self, client: EtcdClient, prefix: str, *, on_snapshot: SnapshotHandler,
                  on_events: EventsHandler, name: str | None = None,
                  on_error: Callable[[Exception], None] | None = None) -> None:
@@ -69,7 +74,7 @@ class PrefixWatch:
         self.synced.set()
 
     def _run(self) -> None:
-        delay = 0.1
+        failures = 0  # in a row, since a stream last opened
         need_snapshot = True
         failing_since = 0.0  # monotonic time the current streak of failures began
         last_warning = 0.0
@@ -84,7 +89,7 @@ class PrefixWatch:
                         stream.close()
                         return
                     self._stream = stream
-                delay = 0.1
+                failures = 0
                 if failing_since:
                     log.info("watch on %s resumed after %.1fs", self.prefix,
                              time.monotonic() - failing_since)
@@ -114,8 +119,8 @@ class PrefixWatch:
                 failing_since = failing_since or now
                 log.log(level, "watch on %s interrupted: %s; retrying (from revision %d)",
                         self.prefix, exc, self.revision + 1)
-                self._stop.wait(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                failures += 1
+                self._stop.wait(_RETRY.delay(failures))
             finally:
                 with self._lock:
                     if self._stream is not None:

@@ -4,33 +4,26 @@ Why a lock, when the GIL already lets only one thread run Python? Because numpy
 *releases* the GIL around every operation on 500 or more elements. With the worker's
 tick threads all ready to run, each release hands the GIL to another thread and each
 re-acquisition waits for it back: two context switches per array operation, hundreds
-per tick. Measured on this project's 2-core machine with 30 × 20 simulated cities
-(state, greedy solve, validation, cost): one thread did 1,670 ticks/s at 0.6 ms of CPU
-each; four threads together did 750 ticks/s at 1.6 ms each. With the four threads
-taking turns through one lock: 1,700 ticks/s at 0.6 ms. That is what a worker's ticks
-do whenever several are due at once: in bursts, and in a worker near its CPU limit. (A
-worker with time to spare rarely has two ticks computing together, and there the gate
-changes nothing measurable: ``bench/tickcost.py`` at 250 cities, two runs each way.)
+per tick. With the threads taking turns through one lock, the others wait *once*, on
+the lock, instead of at every numpy call. That is what a worker's ticks do whenever
+several are due at once: in bursts, and in a worker near its CPU limit
+(docs/worker.md has the measurements).
 
 So a tick holds the gate across its compute (simulated state, an inline solve,
-validation, cost, the decision message) and the others wait *once*, on the lock,
-instead of at every numpy call. What may block or take long stays outside: reading
-state over the network, solves sent to a solver process or a solve thread, the commit,
-and the steps of large cities, whose array operations are long enough for releasing the
-GIL to pay (they can run on the other core).
+validation, cost, the decision message). What may block or take long stays outside:
+reading state over the network, solves sent to a solver process or a solve thread, the
+commit, and the steps of large cities, whose array operations are long enough for
+releasing the GIL to pay (they can run on the other core).
 
 A tick never waits more than :attr:`ComputeGate.wait` for the gate. Past that it
 computes alongside whoever holds it (``bypassed`` counts these): a holder that is stuck
 (an inline solver that broke its promise to be quick) costs the others that delay,
 never their ticks.
 
-A *group* of quick cities (``Worker._tick_group``) holds the gate across all its
+A *group* of quick cities (``TickPipeline.tick_group``) holds the gate across all its
 cities' compute, and another group waits for it patiently: for as long as the holder
 has held the gate for less than :attr:`ComputeGate.patience`. Groups then compute one
-at a time while one's commit overlaps the next one's compute. Measured at 500 cities
-(100 ms period, a saturated worker): ~2,000–2,300 ticks/s at ~1 thread switch per
-tick; groups taking turns step by step did ~1,500–2,000 at ~3.5 switches, and groups
-giving up after ``wait`` (50 ms, less than a large group's compute) ~1,250 at 17.
+at a time while one's commit overlaps the next one's compute.
 """
 
 from __future__ import annotations

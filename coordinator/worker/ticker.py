@@ -23,8 +23,8 @@ Cities due at the same moment can also be *ticked together* (``tick_group``): th
 ticker hands a tick thread a whole group of due cities that ``groupable`` vouches for
 (cities whose ticks are quick and never block), and the tick function runs them one
 after another and commits them in one round trip. A tick costs mostly thread wake-ups
-and a round trip to etcd, not its own work (``bench/tickcost.py``): per group those are
-paid once. Each city of a group is still its own tick: skipped, retried, retired and
+and a round trip to etcd, not its own work (docs/worker.md): per group those are paid
+once. Each city of a group is still its own tick: skipped, retried, retired and
 rescheduled on its own grid exactly as if it had run alone.
 """
 
@@ -78,9 +78,8 @@ class _Slot:
 class Ticker:
     #: cities due together are ticked in groups of at most this many: one etcd
     #: transaction's worth (``CommitBatcher.MAX_ITEMS``). Not split further across the
-    #: tick threads: their Python runs one at a time anyway, and measured on 2 cores
-    #: (500 cities at 100 ms) groups split eight ways cost ~550 µs of CPU per tick,
-    #: against ~460 µs unsplit, in thread switches and contention for the GIL.
+    #: tick threads: their Python runs one at a time anyway, and splitting costs CPU in
+    #: thread switches and contention for the GIL (docs/worker.md).
     GROUP_MAX = 100
 
     def __init__(self, tick: TickFn, *, max_workers: int = 8, slack: float = 0.0,

@@ -26,8 +26,19 @@ Afterwards it heals everything, lets the fleet settle, replays etcd's whole hist
 run fails on any), availability overall and per city, and the longest decision gap per
 fault kind, and what each worker holds (threads, descriptors, solver processes) before
 and after. See ``docs/safety.md``.
+
+The modules, each one idea, and none importing one below it in this list:
+``__main__`` (the command), ``harness`` (the fleet and the phases of a run; it
+implements ``target.ChaosTarget``), ``report`` (printing and JSON), ``analysis`` (gaps,
+availability, holdings), ``config`` (settings, defaults, the command line, the cities),
+``faults`` (the lanes and what each kind of fault does, through ``target`` alone),
+``target`` (the protocol between faults and harness), ``fleet`` (worker slots, the etcd
+cluster's members), ``view`` (the fleet as etcd shows it), ``console`` (live output).
 """
 
-from devtools.chaos.run import ChaosConfig, ChaosResult, run
+from devtools.chaos.analysis import ChaosResult
+from devtools.chaos.config import ChaosConfig
+from devtools.chaos.harness import run
+from devtools.chaos.target import ChaosTarget
 
-__all__ = ["ChaosConfig", "ChaosResult", "run"]
+__all__ = ["ChaosConfig", "ChaosResult", "ChaosTarget", "run"]

@@ -6,6 +6,9 @@ hold time, a spare), so the *schedule* — which faults, on whom, for how long, 
 apart — depends on the seed alone. What the system does in between (who leads, which
 member is the raft leader when ``leader-kill`` strikes) does not, so a replay with the
 same seed is the same storm, not the same weather.
+
+A fault reaches the fleet only through :class:`~devtools.chaos.target.ChaosTarget`,
+which the harness implements; nothing here imports the harness.
 """
 
 from __future__ import annotations
@@ -15,14 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from coordinator.errors import EtcdError
 from coordinator.settings import CityConfig
-
-if TYPE_CHECKING:
-    from devtools.chaos.fleet import WorkerSlot
-    from devtools.chaos.run import Harness
+from devtools.chaos.target import ChaosTarget, WorkerTarget
 
 __all__ = ["ETCD_KINDS", "KINDS", "SOLVER_KINDS", "WORKER_KINDS", "Fault", "Lane"]
 
@@ -69,7 +67,7 @@ class Lane:
     kinds: tuple[str, ...]
     seed: int
     quiet: tuple[float, float]
-    harness: Harness
+    target: ChaosTarget
     stop: threading.Event
     faults: list[Fault] = field(default_factory=list)
     current: Fault | None = None
@@ -112,7 +110,7 @@ class Lane:
             # Faults that touch every city take turns (unless the run allows overlap), so
             # each decision gap can be laid at one fault's door; slow-solve concerns one
             # city and never waits.
-            turn = self.harness.turn if draw.kind not in SOLVER_KINDS else None
+            turn = self.target.turn if draw.kind not in SOLVER_KINDS else None
             try:
                 if turn is not None:
                     turn.acquire()
@@ -122,14 +120,14 @@ class Lane:
                 if turn is not None:
                     # let the fleet recover before the next fault that concerns every
                     # city: the lease TTL plus the harness's recovery margin
-                    self.stop.wait(self.harness.config.ttl + self.harness.recovery_margin)
+                    self.stop.wait(self.target.ttl + self.target.recovery_margin)
             except Exception as exc:  # the harness must outlive a fault that misfires
-                self.harness.problem(f"[{self.name}] {draw.kind} misfired: "
-                                     f"{type(exc).__name__}: {exc}; healing everything")
+                self.target.problem(f"[{self.name}] {draw.kind} misfired: "
+                                    f"{type(exc).__name__}: {exc}; healing everything")
                 try:
-                    self.harness.heal()
+                    self.target.heal()
                 except Exception as again:
-                    self.harness.problem(f"healing failed too: {again}")
+                    self.target.problem(f"healing failed too: {again}")
             finally:
                 self.current = None
                 if turn is not None:
@@ -142,14 +140,14 @@ class Lane:
         fault = Fault(kind, target, time.time(), note=note, lane=self.name)
         self.current = fault
         self.faults.append(fault)
-        self.harness.emit(f"[{self.name}] {kind} {target}" + (f" ({note})" if note else ""))
+        self.target.emit(f"[{self.name}] {kind} {target}" + (f" ({note})" if note else ""))
         return fault
 
     def end(self, fault: Fault, note: str = "") -> None:
         fault.healed = time.time()
         if note:
             fault.note = f"{fault.note}; {note}" if fault.note else note
-        self.harness.emit(f"[{self.name}] healed: {fault.describe()}")
+        self.target.emit(f"[{self.name}] healed: {fault.describe()}")
 
     def hold(self, seconds: float) -> None:
         """Keep the fault in place for ``seconds`` (cut short when the run stops)."""
@@ -163,8 +161,8 @@ def _between(low: float, high: float, u: float) -> float:
 # -- workers ----------------------------------------------------------------------------
 
 
-def _worker(lane: Lane, draw: Draw) -> WorkerSlot:
-    workers = lane.harness.workers
+def _worker(lane: Lane, draw: Draw) -> WorkerTarget:
+    workers = lane.target.workers
     return workers[draw.target % len(workers)]
 
 
@@ -189,7 +187,7 @@ def sigterm(lane: Lane, draw: Draw) -> None:
     note = (f"left in {time.monotonic() - started:.1f}s, exit {code}" if graceful
             else "did not stop within 30s: killed")
     if graceful and code != 0:
-        lane.harness.problem(f"{slot.worker_id} exited with status {code} after SIGTERM")
+        lane.target.problem(f"{slot.worker_id} exited with status {code} after SIGTERM")
     lane.hold(_between(0.5, 2.0, draw.hold))
     slot.start()
     slot.expected_down = False
@@ -198,7 +196,7 @@ def sigterm(lane: Lane, draw: Draw) -> None:
 
 def sigstop(lane: Lane, draw: Draw) -> None:
     slot = _worker(lane, draw)
-    ttl = lane.harness.config.ttl
+    ttl = lane.target.ttl
     fault = lane.begin("sigstop", slot.worker_id)
     slot.pause()
     lane.hold(ttl + _between(0.5, 3.0, draw.hold))
@@ -239,12 +237,12 @@ def net_delay(lane: Lane, draw: Draw) -> None:
 
 
 def _settle_etcd(lane: Lane, fault: Fault) -> None:
-    if not lane.harness.etcd.wait_healthy(60.0):
-        lane.harness.problem(f"etcd not healthy 60s after {fault.describe()}")
+    if not lane.target.etcd.wait_healthy(60.0):
+        lane.target.problem(f"etcd not healthy 60s after {fault.describe()}")
 
 
 def member_kill(lane: Lane, draw: Draw) -> None:
-    etcd = lane.harness.etcd
+    etcd = lane.target.etcd
     member = etcd.member(draw.target)
     leader = etcd.leader()
     fault = lane.begin("member-kill", member.name,
@@ -257,13 +255,13 @@ def member_kill(lane: Lane, draw: Draw) -> None:
 
 
 def leader_kill(lane: Lane, draw: Draw) -> None:
-    etcd = lane.harness.etcd
+    etcd = lane.target.etcd
     leader = etcd.leader()
     if leader is None:
         etcd.wait_healthy(30.0, lane.stop)
         leader = etcd.leader()
         if leader is None:
-            lane.harness.emit(f"[{lane.name}] leader-kill skipped: no leader to kill")
+            lane.target.emit(f"[{lane.name}] leader-kill skipped: no leader to kill")
             return
     fault = lane.begin("leader-kill", leader.name)
     etcd.kill(leader)
@@ -274,7 +272,7 @@ def leader_kill(lane: Lane, draw: Draw) -> None:
 
 
 def member_pause(lane: Lane, draw: Draw) -> None:
-    etcd = lane.harness.etcd
+    etcd = lane.target.etcd
     member = etcd.member(draw.target)
     leader = etcd.leader()
     fault = lane.begin("member-pause", member.name,
@@ -287,8 +285,8 @@ def member_pause(lane: Lane, draw: Draw) -> None:
 
 
 def quorum_loss(lane: Lane, draw: Draw) -> None:
-    harness = lane.harness
-    etcd = harness.etcd
+    target = lane.target
+    etcd = target.etcd
     first = draw.target % len(etcd.members)
     pair = [etcd.member(first), etcd.member(first + 1)]
     how = "killed" if draw.spare < 0.5 else "paused"
@@ -309,7 +307,7 @@ def quorum_loss(lane: Lane, draw: Draw) -> None:
     while not etcd.has_quorum() and time.monotonic() < deadline:
         time.sleep(0.05)
     regained = time.time()
-    harness.no_quorum.append((lost_at, regained))
+    target.record_no_quorum(lost_at, regained)
     lane.end(fault, f"no quorum for {regained - lost_at:.1f}s")
     _settle_etcd(lane, fault)
 
@@ -317,22 +315,8 @@ def quorum_loss(lane: Lane, draw: Draw) -> None:
 # -- solvers ----------------------------------------------------------------------------
 
 
-def _put_settings(lane: Lane, config: CityConfig) -> None:
-    harness = lane.harness
-    deadline = time.monotonic() + 60.0
-    while True:
-        try:
-            harness.client.put(harness.keys.city(config.city), config.encode())
-            return
-        except EtcdError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def slow_solve(lane: Lane, draw: Draw) -> None:
-    harness = lane.harness
-    slow = harness.slow_cities
+    slow = lane.target.slow_cities
     if not slow:
         return
     config = slow[draw.target % len(slow)]
@@ -341,9 +325,9 @@ def slow_solve(lane: Lane, draw: Draw) -> None:
                        f"solver sleeps {stall:.2f}s, period {config.period:g}s")
     stalled = CityConfig(config.city, config.solver, config.period,
                          params={**config.params, "sleep": round(stall, 3)})
-    _put_settings(lane, stalled)
+    lane.target.put_settings(stalled)
     lane.hold(_between(2.0, 6.0, draw.hold))
-    _put_settings(lane, config)
+    lane.target.put_settings(config)
     lane.end(fault)
 
 
@@ -352,8 +336,8 @@ def solver_kill(lane: Lane, draw: Draw) -> None:
     slot = _worker(lane, draw)
     children = slot.solver_processes()
     if not children:
-        lane.harness.emit(f"[{lane.name}] solver-kill skipped: {slot.worker_id} has no "
-                          "solver process")
+        lane.target.emit(f"[{lane.name}] solver-kill skipped: {slot.worker_id} has no "
+                         "solver process")
         return
     pid = children[int(draw.spare * len(children)) % len(children)]
     fault = lane.begin("solver-kill", slot.worker_id, f"pid {pid}")

@@ -195,7 +195,7 @@ class Etcd:
             if not self.up(member):
                 continue
             try:
-                ids.add(int(self._clients[member.name].status().header.cluster_id))
+                ids.add(int(self._clients[member.name].status().cluster_id))
             except EtcdError:
                 continue
         if len(ids) > 1:
@@ -209,7 +209,7 @@ class Etcd:
         for url in urls:
             client = EtcdClient(EtcdConfig(endpoints=(url,), timeout=1.0))
             try:
-                other = int(client.status().header.cluster_id)
+                other = int(client.status().cluster_id)
             except EtcdError:
                 continue  # down, paused or cut: not a stranger
             finally:
@@ -252,7 +252,7 @@ class Etcd:
                         s = self._clients[candidate.name].status()
                     except EtcdError:
                         continue
-                    if s.header.member_id == status.leader:
+                    if s.member_id == status.leader:
                         return candidate
         return None
 
@@ -311,7 +311,7 @@ class Etcd:
                         status = probes[member.name].status()
                     except EtcdError:
                         continue
-                    ids[member.name] = status.header.member_id
+                    ids[member.name] = status.member_id
                     claimed.add(status.leader)
                 writable = any(ids.get(m.name) in claimed for m in up)
                 if not writable and since is None:

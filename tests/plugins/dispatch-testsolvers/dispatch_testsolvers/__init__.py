@@ -13,7 +13,8 @@ from solvers.contract import CityState, Solution, Solver
 
 def _first_pairs(state: CityState, n: int) -> Solution:
     """Up to ``n`` valid pairs: each order to the next unused courier it fits."""
-    orders, couriers = [], []
+    orders: list[int] = []
+    couriers: list[int] = []
     free = [j for j in range(state.n_couriers)]
     for i in range(state.n_orders):
         fit = next((j for j in free if state.capacity[j] >= state.size[i]), None)

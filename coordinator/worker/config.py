@@ -1,0 +1,44 @@
+"""A worker's settings: who it is, where it works, how much it takes on."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+__all__ = ["WorkerConfig", "default_worker_id"]
+
+
+def default_worker_id() -> str:
+    """``<short hostname>-<pid>``: unique on a host, readable in logs and decisions."""
+    host = socket.gethostname().split(".")[0] or "worker"
+    return f"{host}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str = field(default_factory=default_worker_id)
+    namespace: str = "/dispatch"
+    lease_ttl: int = 5
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: float = 1.0
+    tick_threads: int = 8
+    #: ticks due within this many seconds of each other run together (``Ticker``),
+    #: each at most this late; 0 runs every tick at its exact due time
+    tick_slack: float = 0.02
+    admin_address: str = ""
+    #: hot standby candidates each city keeps queued on other workers
+    standbys: int = 1
+    #: "process": solves run in a pool of solver processes (safe for solvers that hold
+    #: the GIL or hang); "thread": in this process
+    solve_isolation: str = "process"
+    solve_processes: int | None = None
+    #: share of a city's period a solve may use; past ``hang_factor`` × budget it is
+    #: abandoned
+    budget_fraction: float = 0.8
+    hang_factor: float = 2.0
+    #: serve Prometheus metrics / the gRPC health+admin service on these ports (0: any)
+    metrics_port: int | None = None
+    admin_port: int | None = None
+    #: the longest a city at fault waits between ticks (its backoff's cap)
+    max_backoff: float = 30.0

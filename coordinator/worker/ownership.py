@@ -1,0 +1,211 @@
+"""Which cities this worker stands for, leads and ticks: plan, reconcile, hand over.
+
+The control loop reconciles (:meth:`Ownership.reconcile`): it ranks the workers for
+every city (``coordinator.balancer``), stands in the elections of the cities planned
+here, leaves the others, and hands a city over gracefully once its planned owner is
+queued behind us. Ticking follows leadership: a city is ticked from the moment it is
+won (:meth:`Ownership.elected`) until it is lost, left or handed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+
+from coordinator.balancer import CityNeeds, Member, Plan, plan
+from coordinator.errors import DispatchError, EtcdError
+from coordinator.logs import CityLog
+from coordinator.recipes.campaigns import Campaigns
+from coordinator.recipes.election import LeaderKey
+from coordinator.recipes.membership import Members
+from coordinator.recipes.registry import CityRegistry
+from coordinator.recipes.store import DecisionStore
+from coordinator.settings import CityConfig
+from coordinator.worker.config import WorkerConfig
+from coordinator.worker.health import HealthBook
+from coordinator.worker.ticker import Ticker
+from protos import dispatch_pb2 as pb
+
+__all__ = ["Ownership", "period_of"]
+
+log = logging.getLogger("coordinator.worker")
+
+#: the period of a city whose settings are unreadable or gone
+FALLBACK_PERIOD = 2.0
+
+
+def period_of(registry: CityRegistry, city: str) -> float:
+    """How often ``city`` ticks, by its settings."""
+    entry = registry.get(city)
+    return entry.period if isinstance(entry, CityConfig) else FALLBACK_PERIOD
+
+
+class Ownership:
+    """Keeps this worker's elections and ticks in line with the ownership plan."""
+
+    def __init__(self, *, config: WorkerConfig, registry: CityRegistry,
+                 campaigns: Campaigns, members: Members, ticker: Ticker,
+                 store: DecisionStore, healths: HealthBook, stopping: threading.Event,
+                 dirty: threading.Event) -> None:
+        self._config = config
+        self._registry = registry
+        self._campaigns = campaigns
+        self._members = members
+        self._ticker = ticker
+        self._store = store
+        self._healths = healths
+        self._stopping = stopping
+        self._dirty = dirty
+        #: the latest plan reconciled to
+        self.plan = Plan({}, [])
+        self._plan_inputs: tuple[object, ...] | None = None
+
+    # -- leadership as it comes and goes (the campaigns' callbacks) --------------------
+
+    def elected(self, city: str, _leader: LeaderKey) -> None:
+        """Start ticking a city the moment we win it (see ``Campaigns._claim_first``)."""
+        if self._stopping.is_set() or city in self._ticker.cities():
+            return
+        self._start_ticking(city)
+
+    def lost(self, city: str, leader: LeaderKey, reason: str) -> None:
+        """Stop acting for ``city`` at once."""
+        self._ticker.remove(city)
+        CityLog(log, city, leader.token).warning("stepping down from %s: %s", city, reason)
+        self._dirty.set()
+
+    def drop_all(self, reason: str) -> None:
+        """Stop acting for every city led (the lease is gone)."""
+        for city in list(self._campaigns.leaders()):
+            self._campaigns.drop(city, reason)
+
+    # -- reconciling --------------------------------------------------------------------
+
+    def reconcile(self, *, registered: bool) -> None:
+        """Stand for, lead and tick what the plan says (``registered``: our membership
+        key is written, so the plan counts us even before the watch shows it)."""
+        self.plan = self._make_plan(registered)
+        me = self._config.worker_id
+        enabled = self._registry.enabled()
+        wanted = self.plan.wanted_by(me)
+        leaders = self._campaigns.leaders()
+        handover = []
+        for city in leaders:
+            planned = self.plan.owner(city)
+            if city not in enabled:
+                continue  # disabled or removed: leave below
+            if planned != me and planned is not None and self._queued(city, planned):
+                # Graceful handover: the planned owner is queued, so resigning after the
+                # tick in flight hands the city over with no gap.
+                log.info("handing %s over to %s", city, planned)
+                handover.append(city)
+                continue
+            wanted.add(city)  # keep leading until someone can take over
+        entered = self._campaigns.entered()
+        self.hand_over(handover)
+        self._leave(sorted(entered - wanted - set(handover)))
+        for city in sorted(wanted - entered):
+            self._campaigns.enter(city)
+        for city in sorted(wanted & entered):
+            self._campaigns.evaluate(city)
+        # ticking first: a city won in between (``elected``) must not look stale
+        ticking = self._ticker.cities()
+        leaders = self._campaigns.leaders()
+        for city in ticking - set(leaders):
+            self._ticker.remove(city)
+        for city in sorted(set(leaders) - self._ticker.cities()):
+            self._start_ticking(city)
+        for city in set(leaders) & ticking:
+            self._ticker.set_period(city, period_of(self._registry, city))
+
+    def _make_plan(self, registered: bool) -> Plan:
+        entries = self._registry.entries()
+        needs = {
+            city: CityNeeds(entry.require_labels, entry.prefer_labels)
+            if isinstance(entry, CityConfig) else CityNeeds()
+            for city, entry in entries.items()
+            if not isinstance(entry, CityConfig) or entry.enabled
+        }
+        members = self._members.members()
+        me = self._config.worker_id
+        if registered and not any(m.worker_id == me for m in members):
+            # our own membership key may not have come back through the watch yet
+            members.append(Member(me, self._config.capacity, self._config.labels,
+                                  me in self._members.drained()))
+        members.sort(key=lambda m: m.worker_id)
+        # The control loop runs every half second; with a thousand cities the rendezvous
+        # ranking is most of its cost, and its inputs rarely change.
+        inputs = (needs, members, self._config.standbys)
+        if inputs != self._plan_inputs:
+            self._plan_inputs = inputs
+            return plan(needs, members, standbys=self._config.standbys)
+        return self.plan
+
+    def _queued(self, city: str, worker_id: str) -> bool:
+        return any(kv.value.decode(errors="replace") == worker_id
+                   for kv in self._campaigns.queue(city)[1:])
+
+    # -- letting go ---------------------------------------------------------------------
+
+    def hand_over(self, cities: list[str]) -> None:
+        """Resign ``cities`` so that whoever is queued next keeps their rhythm.
+
+        A city whose next tick is due soon ticks once more first (``Ticker.retire``):
+        its successor ticks one period after our last decision, and needs that time to
+        see the resignation and claim the city. Each city is resigned as soon as it is
+        done here, the ones not due soon at once.
+        """
+        retiring: list[tuple[float, str, threading.Event]] = []
+        for city in cities:
+            period = period_of(self._registry, city)
+            retired = self._ticker.retire(city, within=min(period / 2, max(0.2, period / 4)))
+            if retired is not None:
+                done, due = retired
+                retiring.append((due, city, done))
+            else:
+                self._resign(city)
+        for _due, city, done in sorted(retiring, key=lambda r: r[0]):
+            if not done.wait(period_of(self._registry, city) + 1.0):
+                log.warning("tick of %s still running at handover", city)
+            self._resign(city)
+
+    def _leave(self, cities: list[str]) -> None:
+        """Stop ticking, let ticks in flight finish, then leave the election."""
+        idles = [(city, self._ticker.remove(city)) for city in cities]
+        for city, idle in idles:
+            if idle is not None:
+                idle.wait(period_of(self._registry, city) + 1.0)
+            self._campaigns.leave(city)
+
+    def _resign(self, city: str) -> None:
+        try:
+            self._campaigns.leave(city)
+        except DispatchError as exc:
+            log.warning("could not resign %s: %s", city, exc)
+
+    # -- ticking ------------------------------------------------------------------------
+
+    def _start_ticking(self, city: str) -> None:
+        """Keep the city's rhythm across a handover: tick one period after the last
+        decision (at once when it is older, as after a crash). A city that never
+        decided ticks at once, then at a phase of its own (from its name): cities
+        created together must not tick in lockstep, a burst per period on every worker.
+        """
+        period = period_of(self._registry, city)
+        try:
+            latest = self._store.latest(city)
+        except (EtcdError, ValueError):
+            latest = None
+        if latest is None:
+            phase = zlib.crc32(city.encode()) / 2**32 * period
+            self._ticker.add(city, period, then_at_phase=phase)
+        else:
+            self._ticker.add(city, period, first_in=self._first_tick_in(city, latest[0]))
+
+    def _first_tick_in(self, city: str, latest: pb.Decision) -> float:
+        decided = latest.decided_at.ToNanoseconds() / 1e9
+        self._healths.of(city).took_over(decided)
+        period = period_of(self._registry, city)
+        return float(max(0.0, min(decided + period - time.time(), period)))

@@ -1,0 +1,245 @@
+"""What a chaos run found: per-fault decision gaps, availability, what the workers hold.
+
+Everything here works on what the harness recorded and on the report of
+``coordinator.ops.verify`` (etcd's whole history replayed): :func:`analyse` gathers it
+into a :class:`ChaosResult`, whose exit code is the run's verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import statistics
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.ops.verify import Availability, Report, availability, missed_periods
+from devtools.chaos.config import RECOVERY_MARGIN, ChaosConfig
+from devtools.chaos.faults import SOLVER_KINDS, WORKER_KINDS, Fault
+from devtools.chaos.fleet import Resources
+
+__all__ = ["FD_SLACK", "THREAD_SLACK", "ChaosResult", "GapStat", "analyse", "fenced_out",
+           "gap_stats", "grew", "tracebacks"]
+
+
+@dataclass
+class GapStat:
+    """Decision gaps laid at the door of one kind of fault (see :func:`gap_stats`)."""
+
+    kind: str
+    faults: int
+    longest: float = 0.0
+    city: str = ""
+    period: float = 0.0
+    at: float = 0.0
+    #: each fault's own longest gap
+    worst_per_fault: list[float] = field(default_factory=list)
+    #: the same, for faults that overlapped no other fault concerning every city
+    isolated: list[float] = field(default_factory=list)
+    #: periods missed in the gaps laid at this kind's door (no-quorum time left out)
+    missed: float = 0.0
+
+    @property
+    def typical(self) -> float:
+        return statistics.median(self.worst_per_fault) if self.worst_per_fault else 0.0
+
+
+@dataclass
+class ChaosResult:
+    config: ChaosConfig
+    seed: int
+    started: float
+    ended: float
+    faults: list[Fault]
+    no_quorum: list[tuple[float, float]]
+    report: Report | None
+    gaps: dict[str, GapStat]
+    owners: dict[str, int]
+    stale_decisions: list[str]
+    problems: list[str]
+    #: tracebacks in worker logs, by their last line
+    tracebacks: Counter[str]
+    fenced_out: int
+    base: Path
+    periods: dict[str, float]
+    #: cities on the test-slow solver (targets of slow-solve)
+    slow_cities: list[str] = field(default_factory=list)
+    #: windows in which etcd had no leader that was up (``Etcd.probe_writes``)
+    unwritable: list[tuple[float, float]] = field(default_factory=list)
+    #: availability with those windows left out as well as the no-quorum ones: what
+    #: the coordinator made of the time in which etcd could take a write
+    writable_availability: Availability | None = None
+    #: each worker's threads, descriptors and solver processes once warm and once
+    #: settled after the faults (``None``: not running then)
+    resources: dict[str, tuple[Resources | None, Resources | None]] = field(
+        default_factory=dict)
+    #: the headline figure counting every millisecond of lateness (no on-time tolerance)
+    strict_availability: Availability | None = None
+
+    @property
+    def violations(self) -> int:
+        return len(self.report.violations) if self.report is not None else -1
+
+    @property
+    def recovered(self) -> bool:
+        return (bool(self.owners) and all(n > 0 for n in self.owners.values())
+                and not self.stale_decisions)
+
+    @property
+    def exit_code(self) -> int:
+        if self.report is None or not self.report.ok:
+            return 1
+        return 0 if self.recovered else 3
+
+    def by_kind(self) -> Counter[str]:
+        return Counter(f.kind for f in self.faults)
+
+
+#: Growth of a worker's holdings over the run that is not a leak. Threads: its pool of
+#: tick threads (``WorkerConfig.tick_threads``, 8) starts with the 1-4 that spread-out
+#: ticks need and grows under the bursts that faults cause (a pause, a failover's
+#: cities arriving at once) up to its size, and a thread pool never shrinks; gRPC's
+#: own threads come and go by a few with its connections. Every Python thread of a
+#: worker once warm and after a storm, by name (``py-spy dump``): the same, but 3-4
+#: ``tick_N`` against 8. Workers, the restarted ones too, settle at 32-33 threads,
+#: from 23-28 once warm. Descriptors: a connection or a solver pipe being replaced.
+#: (``tests/test_hygiene.py`` counts Python's and gRPC's threads apart for a single
+#: worker under churn, with one tick thread.)
+THREAD_SLACK = 12
+FD_SLACK = 8
+
+
+def grew(before: Resources | None, after: Resources | None) -> bool:
+    """Whether a worker holds more after the run than it did once warm, beyond
+    :data:`THREAD_SLACK` and :data:`FD_SLACK`; solver processes must not grow at all."""
+    if before is None or after is None:
+        return False
+    return (after.threads > before.threads + THREAD_SLACK
+            or after.fds > before.fds + FD_SLACK or after.solvers > before.solvers)
+
+
+def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
+              window: tuple[float, float], ttl: float,
+              no_quorum: list[tuple[float, float]] | None = None) -> dict[str, GapStat]:
+    """The longest decision gap of any city caused by each kind's faults; ``(none)``
+    for gaps that began with no fault in effect.
+
+    A gap is caused by the faults in effect when the city missed its first tick (one
+    period after its last decision) or, if none was, its second: a tick in flight when a
+    fault struck can hang as well. A fault is in effect from its injection to its
+    healing + TTL + ``RECOVERY_MARGIN``. A ``slow-solve`` concerns its own city; a
+    worker fault or a ``solver-kill``, the cities that worker was deciding; an etcd
+    fault, every city. A gap counts as availability counts it: a decision late by at
+    most a tenth of a period (``verify.missed_periods``) misses nothing. A
+    fault is *isolated* when no other fault that concerns every city overlaps it: its
+    gaps are its own doing (``GapStat.isolated``).
+    """
+    start, end = window
+    quorumless = no_quorum or []
+    stats = {kind: GapStat(kind, sum(1 for f in faults if f.kind == kind))
+             for kind in sorted({f.kind for f in faults})}
+    stats["(none)"] = GapStat("(none)", 0)
+    spans = [(f, f.started, (f.healed or end) + ttl + RECOVERY_MARGIN) for f in faults]
+    overall = [(i, s, e) for i, (f, s, e) in enumerate(spans) if f.kind not in SOLVER_KINDS]
+    isolated = {
+        i for i, (_, s, e) in enumerate(spans)
+        if not any(j != i and s2 < e and e2 > s for j, s2, e2 in overall)
+    }
+    worst: dict[int, float] = {}
+    clean: dict[int, float] = {}  # leaving out gaps of a city whose solver was stalled
+    for city, history in report.decisions_by_city.items():
+        moments = sorted((d.decided_at.ToNanoseconds() / 1e9, d.worker_id) for _, d in history)
+        moments = [m for m in moments if start <= m[0] <= end]
+        for (a, owner), (b, _) in itertools.pairwise(moments):
+            gap = b - a
+            period = periods.get(city, 0.0)
+            late = a + period
+            if late >= b:
+                continue  # on time
+
+            def concerns(f: Fault, city: str = city, owner: str = owner) -> bool:
+                if f.kind == "slow-solve":
+                    return f.target == city
+                if f.kind in WORKER_KINDS or f.kind in SOLVER_KINDS:
+                    return f.target == owner  # the worker that was deciding the city
+                return True
+
+            hit = [i for i, (f, s, e) in enumerate(spans) if s <= late < e and concerns(f)]
+            if not hit:
+                hit = [i for i, (f, s, e) in enumerate(spans)
+                       if s < late + period and e > late and concerns(f)]
+            if period > 0:
+                lost = gap - sum(max(0.0, min(b, q1) - max(a, q0)) for q0, q1 in quorumless)
+                missed = missed_periods(lost, period)  # as availability counts it
+                kinds = {spans[i][0].kind for i in hit} or {"(none)"}
+                for kind in kinds:
+                    stats[kind].missed += missed / len(kinds)
+            stalled = any(spans[i][0].kind == "slow-solve" for i in hit)
+            for i in hit:
+                worst[i] = max(worst.get(i, 0.0), gap)
+                if not stalled or spans[i][0].kind == "slow-solve":
+                    clean[i] = max(clean.get(i, 0.0), gap)
+            for stat in [stats[spans[i][0].kind] for i in hit] or [stats["(none)"]]:
+                if gap > stat.longest:
+                    stat.longest, stat.city, stat.at = gap, city, b
+                    stat.period = periods.get(city, 0.0)
+    for i, gap in worst.items():
+        stat = stats[spans[i][0].kind]
+        stat.worst_per_fault.append(gap)
+        if i in isolated and i in clean:
+            stat.isolated.append(clean[i])
+    return stats
+
+
+def fenced_out(logs: Iterable[Path]) -> int:
+    """Stale writes etcd refused during the run, as the workers logged them."""
+    count = 0
+    for path in logs:
+        with contextlib.suppress(OSError):
+            count += path.read_text(errors="replace").count("fenced out:")
+    return count
+
+
+def tracebacks(logs: Iterable[Path]) -> list[str]:
+    """Tracebacks in worker logs, by their last line: unexpected errors, whatever the
+    outcome."""
+    found = []
+    for path in logs:
+        with contextlib.suppress(OSError):
+            lines = path.read_text(errors="replace").splitlines()
+            for i, line in enumerate(lines):
+                if line.startswith("Traceback"):
+                    tail = next((x for x in lines[i + 1:] if x and not x.startswith(" ")), "")
+                    found.append(tail)
+    return found
+
+
+def analyse(config: ChaosConfig, seed: int, window: tuple[float, float], report: Report,
+            faults: list[Fault], *, no_quorum: list[tuple[float, float]],
+            unwritable: list[tuple[float, float]], periods: dict[str, float],
+            slow_cities: list[str], owners: dict[str, int], stale: list[str],
+            resources: dict[str, tuple[Resources | None, Resources | None]],
+            problems: list[str], logs: list[Path], base: Path) -> ChaosResult:
+    """The result of a run whose faults filled ``window`` and whose history ``report``
+    checked: faults in order, each kind's gaps, availability three ways (with the
+    no-quorum windows left out; with etcd's leaderless windows left out as well; with no
+    on-time tolerance), and what the workers' logs say."""
+    started, ended = window
+    faults = sorted(faults, key=lambda f: f.started)
+    return ChaosResult(
+        config=config, seed=seed, started=started, ended=ended,
+        faults=faults, no_quorum=list(no_quorum), report=report,
+        gaps=gap_stats(report, faults, periods, window, config.ttl, no_quorum),
+        owners=owners, stale_decisions=stale, resources=resources,
+        problems=problems, tracebacks=Counter(tracebacks(logs)),
+        fenced_out=fenced_out(logs), base=base, periods=periods,
+        slow_cities=slow_cities, unwritable=list(unwritable),
+        writable_availability=availability(
+            report.decisions_by_city, report.settings, window=window,
+            no_quorum=[*no_quorum, *unwritable]),
+        strict_availability=availability(
+            report.decisions_by_city, report.settings, window=window,
+            no_quorum=no_quorum, tolerance=0.0),
+    )

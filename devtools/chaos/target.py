@@ -1,0 +1,129 @@
+"""What a fault needs from the harness: the small protocol that opens the chaos circle.
+
+The faults (``devtools.chaos.faults``) break things through :class:`ChaosTarget` alone —
+kill, stop or continue a worker, cut or slow its links, kill or pause an etcd member,
+stall a city's solver — and never import the harness that implements it
+(``devtools.chaos.harness.Harness``, with ``fleet.WorkerSlot`` and ``fleet.Etcd`` for the
+workers and the cluster), as ``coordinator.worker.admin.AdminTarget`` stands between the
+admin server and the worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from coordinator.settings import CityConfig
+
+if TYPE_CHECKING:
+    from devtools.localetcd import EtcdMember
+
+__all__ = ["ChaosTarget", "EtcdTarget", "LinkTarget", "WorkerTarget"]
+
+
+class LinkTarget(Protocol):
+    """One worker's roads to etcd (``devtools.proxy.ProxyGroup``)."""
+
+    def cut(self) -> None: ...
+
+    def restore(self) -> None: ...
+
+    def stall(self) -> None: ...
+
+    def unstall(self) -> None: ...
+
+    def slow(self, delay: float) -> None: ...
+
+
+class WorkerTarget(Protocol):
+    """One worker process slot (``fleet.WorkerSlot``)."""
+
+    #: set while a fault keeps the worker down on purpose (not a crash)
+    expected_down: bool
+
+    @property
+    def worker_id(self) -> str: ...
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None: ...
+
+    @property
+    def proxies(self) -> LinkTarget: ...
+
+    def start(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def terminate(self, timeout: float) -> bool: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def solver_processes(self) -> list[int]: ...
+
+    def kill_child(self, pid: int) -> None: ...
+
+
+class EtcdTarget(Protocol):
+    """The etcd cluster (``fleet.Etcd``)."""
+
+    @property
+    def members(self) -> Sequence[EtcdMember]: ...
+
+    def member(self, index: int) -> EtcdMember: ...
+
+    def leader(self) -> EtcdMember | None: ...
+
+    def kill(self, member: EtcdMember) -> None: ...
+
+    def restart(self, member: EtcdMember) -> None: ...
+
+    def pause(self, member: EtcdMember) -> None: ...
+
+    def resume(self, member: EtcdMember) -> None: ...
+
+    def has_quorum(self) -> bool: ...
+
+    def wait_healthy(self, timeout: float, stop: threading.Event | None = None) -> bool: ...
+
+
+class ChaosTarget(Protocol):
+    """The fleet under faults, and the run's bookkeeping that a fault reports to."""
+
+    @property
+    def turn(self) -> threading.Lock | None:
+        """Held while a fault that concerns every city is in place (None: overlap)."""
+
+    @property
+    def ttl(self) -> int:
+        """The workers' lease TTL in seconds."""
+
+    @property
+    def recovery_margin(self) -> float:
+        """Seconds on top of the TTL that a fault's after-effects are left to fade."""
+
+    @property
+    def workers(self) -> Sequence[WorkerTarget]: ...
+
+    @property
+    def etcd(self) -> EtcdTarget: ...
+
+    @property
+    def slow_cities(self) -> Sequence[CityConfig]:
+        """The cities on the ``test-slow`` solver (targets of ``slow-solve``)."""
+
+    def put_settings(self, config: CityConfig) -> None:
+        """Write a city's settings, retrying while etcd cannot take the write."""
+
+    def record_no_quorum(self, lost: float, regained: float) -> None:
+        """A window with no etcd majority: left out of availability."""
+
+    def emit(self, message: str) -> None: ...
+
+    def problem(self, message: str) -> None: ...
+
+    def heal(self) -> None:
+        """Undo every fault still in place."""
