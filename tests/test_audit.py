@@ -141,7 +141,7 @@ def test_history_past_etcd_compaction_points_at_the_audit() -> None:
         assert len(json.loads(as_json.stdout)) == 2 and "dispatchctl audit" in as_json.stderr
     finally:
         client.close()
-        cluster.stop()
+        cluster.close()
 
 
 def test_status_shows_each_sinks_relays(etcd: EtcdCluster, client: EtcdClient, keys: Keys,

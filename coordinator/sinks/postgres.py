@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS dispatch_assignments (
   revision bigint NOT NULL, city text NOT NULL, token bigint NOT NULL,
   order_id text NOT NULL, courier_id text NOT NULL, pickup_eta_seconds double precision,
   decided_at timestamptz NOT NULL, worker_id text NOT NULL, solver text NOT NULL,
-  PRIMARY KEY (revision, order_id));
+  -- one revision can carry many cities (a batched commit), whose order ids may repeat
+  PRIMARY KEY (revision, city, order_id));
 CREATE INDEX IF NOT EXISTS dispatch_assignments_by_order
   ON dispatch_assignments (order_id, revision);
 CREATE INDEX IF NOT EXISTS dispatch_assignments_by_courier
