@@ -95,7 +95,7 @@ def to_delivery(keys: Keys, kv: KeyValue) -> Delivery:
     if decision.city and decision.city != city:
         raise ValueError(f"decision names city {decision.city!r}, not {city!r}")
     return Delivery(city=city, revision=kv.mod_revision, token=decision.token,
-                    decision=decision)
+                    decision=decision, value=kv.value)
 
 
 class DecisionFollower:

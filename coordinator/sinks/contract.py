@@ -31,6 +31,9 @@ class Delivery:
     #: fencing token of the leader that committed it (its candidate key's create revision)
     token: int
     decision: pb.Decision
+    #: the decision's JSON as etcd holds it (empty when not read from etcd): a sink that
+    #: stores JSON writes it as is rather than encoding ``decision`` again
+    value: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ class PostgresSink(Sink):
 def _row(d: Delivery) -> tuple[object, ...]:
     decision = d.decision
     return (d.city, d.token, d.revision, decision.worker_id, decision.solver,
-            _decided_at(decision), encode(decision).decode())
+            _decided_at(decision), (d.value or encode(decision)).decode())
 
 
 def _assignments(d: Delivery) -> Iterator[tuple[object, ...]]:
