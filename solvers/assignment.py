@@ -10,22 +10,19 @@ dropped from its answer. The optimum of that full rectangular assignment is then
 the optimum of the dispatch objective (any partial assignment pads to a full one at
 ``penalty`` per missing pair, and back).
 
-Measured behaviour of ``scipy.optimize.linear_sum_assignment`` on geometric ETA matrices
-(2,000 orders; figures and method in ``docs/solvers.md``): with more couriers than
-orders it is fast (40 ms for 2,100 couriers), but with slightly *more* orders than
-couriers the shortest augmenting paths run across the city and it is two orders of
-magnitude slower (5.2 s for 1,990 couriers). Two changes keep the answer optimal and
-recover part of that:
+``scipy.optimize.linear_sum_assignment`` is fast when couriers outnumber orders and
+far slower when orders slightly outnumber couriers (shortest augmenting paths then run
+across the city; figures in ``docs/solvers.md``). Two changes keep the answer optimal
+and recover part of that:
 
 * rows are solved in ascending order of their cheapest allowed pair, so confident
   orders settle the duals before the contested ones augment;
 * a near-balanced over-demanded matrix (fewer couriers than orders, but at least
   :data:`PAD_RATIO` × as many) is padded to a square with penalty columns — idle
-  "nobody" couriers, exactly what leaving an order unassigned costs
-  (2,000 × 1,990: 5.2 s → 0.6 s; 2,000 × 1,800: 3.8 s → 2.3 s). Scarcer couriers
+  "nobody" couriers, exactly what leaving an order unassigned costs. Scarcer couriers
   solve faster unpadded.
 
-Neither changes the worst case: around 2,000 × 1,500 the solve still takes ~1.5 s.
+Neither changes the worst case, which ``docs/solvers.md`` measures.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ What it optimises
 Complexity
     Per round: an O(n_left · m_left) vectorised pickup-time matrix plus one
     linear-sum-assignment (worst case cubic, see ``hungarian``). At most ``max_rounds``
-    rounds; later rounds are much smaller than the first, so the total was 1–2×
-    ``hungarian``'s time in the benchmark (``docs/solvers.md``).
+    rounds; later rounds are much smaller than the first (measured against
+    ``hungarian`` in ``docs/solvers.md``).
 
 When to pick it
     Couriers with room for several orders (scooters, cars), and peaks where orders

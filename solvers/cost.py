@@ -13,13 +13,13 @@ simple and cheap, because it runs on every tick of every city:
   unassigned. Without the penalty "assign nothing" would be the cheapest answer; with
   it, assigning an order is worth it exactly when its pickup time is below the penalty.
 
-Everything is vectorised with numpy: a 2,000 × 2,000 ETA matrix is a handful of
-in-place array passes (~30 ms). The per-leg arithmetic (``sqrt(dx² + dy²) / speed``,
+Everything is vectorised with numpy: an ETA matrix is a handful of in-place array
+passes (figures in ``docs/solvers.md``). The per-leg arithmetic (``sqrt(dx² + dy²) / speed``,
 then ``max(start + leg, ready)``) is written once, here, and reused by the solvers;
 every step is a correctly rounded IEEE operation, so a solver that builds routes with
 :func:`pickup_time_matrix` reports ETAs that are bit for bit those :func:`route_etas`
 recomputes. (``np.hypot`` would guard against overflow that cannot happen at city
-scale, and costs 3.5× more: libm's ``hypot`` is not vectorised.)
+scale, and costs more: libm's ``hypot`` is not vectorised.)
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def pickup_time_matrix(pickup: npt.ArrayLike, ready_in: npt.ArrayLike,
     this is the first-leg ETA; with the position and time of each courier's last
     pickup it prices "one more order on the end of its route".
 
-    Built in place on one n×k buffer (plus one temporary), so 2,000 × 2,000 costs two
-    32 MB arrays and a few passes over them (~30 ms).
+    Built in place on one n×k buffer (plus one temporary): two n×k float64 arrays and
+    a few passes over them.
     """
     p, o, s = _points(pickup), _points(origins), _vector(speed)
     ready = _vector(ready_in)

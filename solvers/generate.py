@@ -477,10 +477,8 @@ def simulated_state(city: str, tick: int, *, n_orders: int, n_couriers: int, see
     Identical ``(city, tick, sizes, seed, ...)`` give an identical state, whatever was
     asked before. What does not depend on the tick is computed once per city (for the
     4,096 most recently asked cities) and orders and noise seeds once per 32-tick window,
-    so a city asked tick after tick costs about 35 µs of CPU for 30 orders × 20 couriers,
-    50 µs for 200 × 100 and 0.25 ms for 2,000 × 2,000 (one core of a 2020s x86 server),
-    the first tick of a window included; that first tick alone costs 0.2, 0.3 and 2.5 ms
-    more, and a city's first tick 0.4, 0.6 and 3.4 ms in all.
+    so a city asked tick after tick costs little CPU beyond the first tick of a window
+    (figures in ``docs/solvers.md``).
     """
     if n_orders < 0 or n_couriers < 0 or max_size < 1:
         raise ValueError("n_orders and n_couriers must be >= 0 and max_size >= 1")

@@ -13,10 +13,9 @@ What it optimises
 Complexity
     O(n·m) to build the ETA matrix (vectorised) plus a lazy priority queue: each order
     keeps its best open courier; when that courier is taken the order recomputes its
-    best over one matrix row (O(m) numpy). Typically O(n·m + n·log n) overall: ~80 ms at
-    2,000 × 2,000, a steady fraction of ``hungarian``'s time with no shape where it
-    degrades badly. In the benchmark its pickups were 1–11 % later than optimal on
-    cities of 500–2,000 orders, 28 % on a 100-order one.
+    best over one matrix row (O(m) numpy). Typically O(n·m + n·log n) overall, a steady
+    fraction of ``hungarian``'s time with no shape where it degrades badly; how much
+    later its pickups are than optimal is measured in ``docs/solvers.md``.
 
 When to pick it
     Very large cities or tight tick budgets, as a fallback or shadow solver, or when a
@@ -52,7 +51,7 @@ class GreedySolver(Solver):
         "Greedy nearest available courier: repeatedly assigns the fastest remaining "
         "pickup; one order per courier"
     )
-    #: up to 50 × 50 a solve takes ~0.35 ms (30 × 20: ~0.14 ms; 100 × 100: ~1.5 ms)
+    #: up to 50 × 50 a solve is well under a millisecond (``docs/solvers.md``)
     inline_max_pairs: ClassVar[int] = 2_500
 
     def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:

@@ -10,16 +10,13 @@ What it optimises
     the reference the benchmark measures every other model against.
 
 Complexity
-    Building the ETA matrix is O(n·m) vectorised numpy (~30 ms at 2,000 × 2,000); busy
+    Building the ETA matrix is O(n·m) vectorised numpy; busy
     couriers and orders that fit nobody are left out of it. The assignment itself
     (shortest augmenting paths, ``scipy.optimize.linear_sum_assignment``) is O(n²·m) in
     the worst case and, on geometric data, very shape-dependent: tens of milliseconds
     when couriers outnumber orders, seconds when orders slightly outnumber couriers.
     :mod:`solvers.assignment` orders rows and pads such matrices, which helps most near
-    balance. Measured (``docs/solvers.md``): 0.27 s at 2,000 × 2,000 with 10 % busy
-    couriers, up to ~2.3 s for 2,000 orders and slightly fewer couriers, under 0.25 s
-    for 1,000 orders in every measured shape. Memory: a few n×m float64 matrices (32 MB
-    each at 2,000 × 2,000).
+    balance (measured in ``docs/solvers.md``). Memory: a few n×m float64 matrices.
 
 When to pick it
     Couriers who carry one order at a time (or when bundling is not wanted), cities up
@@ -33,9 +30,9 @@ with its state source and shadow solvers)
     ``max_eta`` (seconds): never assign a pickup later than this.
     ``unassigned_penalty`` (seconds, default 3600): cost of an unassigned order.
     ``backend``: ``scipy`` (default) or ``lap`` (``lap.lapjv``, if installed). scipy is
-    the default because it was 2–11× faster on every measured city beyond 100 × 100
-    and releases the GIL during the solve, so the worker's lease keep-alive thread keeps
-    running; ``lap`` holds the GIL.
+    the default because it was faster on every measured city beyond 100 × 100
+    (``docs/solvers.md``) and releases the GIL during the solve, so the worker's lease
+    keep-alive thread keeps running; ``lap`` holds the GIL.
 """
 
 from __future__ import annotations

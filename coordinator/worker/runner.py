@@ -10,9 +10,9 @@ Two ways to run a solve:
 ``process`` (default)
     Each solve runs in one of a small pool of solver processes. Solvers such as ``lap``
     or OR-Tools hold the GIL for a whole solve; in our own process that would starve the
-    lease keep-alive and the ticker (a 1,000² ``lapjv`` delays a 50 ms ticker by up to
-    ~100 ms). In a separate process they cannot, a solver that eats a core eats its own,
-    and a hung solve is ended by killing its process and starting a fresh one. The
+    lease keep-alive and the ticker (``docs/solvers.md``, *The GIL*). In a separate
+    process they cannot, a solver that eats a core eats its own, and a hung solve is
+    ended by killing its process and starting a fresh one. The
     processes are *spawned* (never forked from a process running gRPC threads), so a
     program that embeds ``Worker`` must guard its entry point with
     ``if __name__ == "__main__":``, as multiprocessing requires. A city small enough
