@@ -195,11 +195,22 @@ def _cursor_is_max(s: _Store) -> None:
 
 def _cities_independent(s: _Store) -> None:
     sink = s.open()
-    # revisions are etcd's, global: two cities never share one
+    # revisions are etcd's, global: a city's next decision has a higher one
     s.apply(sink, [D("a", 10, 5), D("b", 20, 5), D("c", 30, 5)], (3, 0, 30), "three cities")
     s.apply(sink, [D("b", 40, 5)], (1, 0, 40), "one city's next decision")
     s.apply(sink, [D("a", 35, 5)], (1, 0, 40), "a city's newer decision below the cursor")
     s.expect_held(a=35, b=40, c=30, d=None)
+
+
+def _one_revision_many_cities(s: _Store) -> None:
+    sink = s.open()
+    # a worker commits a tick group in one transaction: several cities at one revision,
+    # whose order ids may repeat from city to city
+    batch = [D("a", 10, 5), D("b", 10, 5), D("c", 10, 7)]
+    s.apply(sink, batch, (3, 0, 10), "three cities at one revision")
+    s.apply(sink, batch[1:2], (0, 1, 10), "one of them again")
+    s.apply(sink, [D("a", 12, 5), D("b", 12, 5)], (2, 0, 12), "two at the next revision")
+    s.expect_held(a=12, b=12, c=10)
 
 
 def _empty_batch(s: _Store) -> None:
@@ -278,6 +289,8 @@ CHECKS: tuple[SinkCheck, ...] = (
               "a new sink object reports the cursor and takes the rest"),
     SinkCheck("cursor-is-max", _cursor_is_max, "the cursor never goes back"),
     SinkCheck("cities-independent", _cities_independent, "each city has its own revision"),
+    SinkCheck("one-revision-many-cities", _one_revision_many_cities,
+              "a batched commit: many cities, one revision"),
     SinkCheck("empty-batch", _empty_batch, "an empty batch changes nothing"),
     SinkCheck("overlapping-relays", _overlapping_relays,
               "two relays at once apply each revision at most once"),
