@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install what they
-# need: a virtual environment with the package, and etcd from Debian's packages.
+# need: a virtual environment with the package, and etcd and PostgreSQL from Debian's packages.
 
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
@@ -7,9 +7,9 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup etcd venv test lint typecheck protos demo bench bench-report chaos clean
+.PHONY: setup etcd postgres venv test lint typecheck protos demo bench bench-report chaos clean
 
-setup: etcd venv
+setup: etcd postgres venv
 
 etcd:
 	@if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then \
@@ -18,6 +18,15 @@ etcd:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client >/dev/null; \
 	fi
 	@# Debian starts a default etcd service where systemd runs; ours use their own ports.
+
+# The server binaries only: the suite and the demo start their own throwaway servers
+# (devtools/localpg.py) from /usr/lib/postgresql/<version>/bin.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing postgresql from Debian's packages"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; \
+	fi
 
 venv: $(VENV)/.installed
 
@@ -53,6 +62,7 @@ bench: setup
 	$(PY) -m bench.failover $(BENCH_ARGS)
 	$(PY) -m bench.leaselock $(BENCH_ARGS)
 	$(PY) -m bench.scale $(BENCH_ARGS)
+	$(PY) -m bench.relay $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # docs/benchmarks.md from bench/results/*.json, without running anything (standard library)

@@ -1,13 +1,14 @@
 """The benchmarks: one module each, run from the repository root as
 ``python -m bench.<name>`` (``coordination``, ``tickcost``, ``scale``, ``failover``,
-``leaselock``, ``solvers``), and ``python -m bench.report``, which renders
+``leaselock``, ``solvers``, ``relay``), and ``python -m bench.report``, which renders
 docs/benchmarks.md from their results.
 
 What the benchmarks share is split by idea: ``host`` (the machine measured), ``stats``,
 ``output`` (console tables, results files, plots, the log line), ``etcd`` (a private etcd,
 its /metrics, cities in it), ``processes`` (worker processes, the sleeper baseline),
-``decisionlog`` (decisions as a watch delivers them) and ``samples`` (a decision as the
-worker writes it). Not shipped in the wheel.
+``decisionlog`` (decisions as a watch delivers them), ``samples`` (a decision as the
+worker writes it) and ``rawpg`` (the relay benchmark's PostgreSQL side and raw psycopg
+baseline). Not shipped in the wheel.
 """
 
 from pathlib import Path

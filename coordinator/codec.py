@@ -112,15 +112,128 @@ def _shadow(r: pb.ShadowResult) -> dict[str, Any]:
     return out
 
 
+# --- and back: the message a relay reads for every accepted decision --------------------
+#
+# ``json_format.Parse`` costs as much per decision as the rest of a relay's work together
+# (docs/benchmarks.md). A decision in the exact form :func:`_decision` writes is read
+# with ``json.loads`` and built field by field; anything else (an unknown or misspelt
+# field, another type, a value ``json_format`` would reject or read differently) falls
+# back to ``json_format``, which gives the same message or the same error as before.
+
+_STRINGS = {"city": "city", "workerId": "worker_id", "solver": "solver",
+            "leaseId": "lease_id"}
+_INT64S = {"token": "token", "tick": "tick"}
+_DOUBLES = {"solveSeconds": "solve_seconds", "cost": "cost"}
+_TIMESTAMPS = {"stateReadAt": "state_read_at", "decidedAt": "decided_at"}
+_ASSIGNMENT = {"orderId", "courierId", "pickupEtaSeconds"}
+_SHADOW_STRINGS = {"solver": "solver", "error": "error"}
+_SHADOW_DOUBLES = {"cost": "cost", "solveSeconds": "solve_seconds"}
+_SHADOW_INT32S = {"assigned": "assigned", "unassigned": "unassigned"}
+
+
+class _Unusual(Exception):
+    """The value is not in the form the fast path reads: let ``json_format`` read it."""
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise _Unusual
+    return value
+
+
+def _int64(value: Any) -> int:
+    # what _decision writes: a decimal string of an int64, no sign games or spaces
+    if type(value) is not str or not value.isdigit() or len(value) > 18:
+        raise _Unusual
+    return int(value)
+
+
+def _float(value: Any) -> float:
+    if type(value) is float or (type(value) is int and abs(value) < 2**53):
+        return float(value)
+    raise _Unusual
+
+
+def _fill_timestamp(target: Any, value: Any) -> None:
+    try:
+        target.FromJsonString(_str(value))
+    except ValueError as exc:
+        raise _Unusual from exc
+
+
+def _fast_decision(obj: Any) -> pb.Decision:
+    if type(obj) is not dict:
+        raise _Unusual
+    d = pb.Decision()
+    for key, value in obj.items():
+        if key in _STRINGS:
+            setattr(d, _STRINGS[key], _str(value))
+        elif key in _INT64S:
+            setattr(d, _INT64S[key], _int64(value))
+        elif key in _DOUBLES:
+            setattr(d, _DOUBLES[key], _float(value))
+        elif key in _TIMESTAMPS:
+            _fill_timestamp(getattr(d, _TIMESTAMPS[key]), value)
+        elif key == "assignments":
+            if type(value) is not dict:
+                raise _Unusual
+            for order, courier in value.items():
+                d.assignments[order] = _str(courier)
+        elif key == "unassigned":
+            if type(value) is not list:
+                raise _Unusual
+            d.unassigned.extend(_str(v) for v in value)
+        elif key == "details":
+            if type(value) is not list:
+                raise _Unusual
+            for item in value:
+                if type(item) is not dict or not _ASSIGNMENT.issuperset(item):
+                    raise _Unusual
+                d.details.add(order_id=_str(item.get("orderId", "")),
+                              courier_id=_str(item.get("courierId", "")),
+                              pickup_eta_seconds=_float(item.get("pickupEtaSeconds", 0.0)))
+        elif key == "shadows":
+            if type(value) is not list:
+                raise _Unusual
+            for item in value:
+                _fast_shadow(d.shadows.add(), item)
+        else:
+            raise _Unusual
+    return d
+
+
+def _fast_shadow(r: pb.ShadowResult, obj: Any) -> None:
+    if type(obj) is not dict:
+        raise _Unusual
+    for key, value in obj.items():
+        if key in _SHADOW_STRINGS:
+            setattr(r, _SHADOW_STRINGS[key], _str(value))
+        elif key in _SHADOW_DOUBLES:
+            setattr(r, _SHADOW_DOUBLES[key], _float(value))
+        elif key in _SHADOW_INT32S:
+            if type(value) is not int or not -(2**31) <= value < 2**31:
+                raise _Unusual
+            setattr(r, _SHADOW_INT32S[key], value)
+        else:
+            raise _Unusual
+
+
 def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
     """Parse JSON into ``cls``; raise ``ValueError`` with a readable reason."""
-    message = cls()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{what} is not UTF-8 text") from exc
     if not text.strip():
         raise ValueError(f"{what} is empty")
+    if cls is pb.Decision:
+        try:
+            fast: M = _fast_decision(json.loads(text))
+        except (_Unusual, ValueError, RecursionError):
+            pass
+        else:
+            return fast
+    message = cls()
     try:
         json_format.Parse(text, message, ignore_unknown_fields=False)  # fills `message`
     except json_format.ParseError as exc:

@@ -17,10 +17,13 @@
     ├── StateError                a city's state could not be loaded or is malformed
     ├── PluginError               a solver or state source could not be loaded
     ├── SolverFailed              a solver raised, hung, or returned an invalid result
-    └── IncompleteHistory         a replay of etcd's history stopped short of its end
+    ├── IncompleteHistory         a replay of etcd's history stopped short of its end
+    └── SinkError                 a sink could not take a batch or report its cursor
+        └── SinkUnavailable       the sink's store cannot be reached (down, restarting)
 
-etcd and gRPC exceptions are translated in exactly one place, ``coordinator.etcd``; the
-original is kept as ``__cause__``. A solver's own exception is wrapped in
+etcd and gRPC exceptions are translated in exactly one place, ``coordinator.etcd``; a
+sink's database or HTTP errors in that sink's own module; the original is kept as
+``__cause__``. A solver's own exception is wrapped in
 ``SolverFailed`` by the solve runner, so code above it never sees foreign types.
 """
 
@@ -40,6 +43,8 @@ __all__ = [
     "LeaseLost",
     "NotLeader",
     "PluginError",
+    "SinkError",
+    "SinkUnavailable",
     "SolverFailed",
     "StateError",
     "WorkerIdTaken",
@@ -127,3 +132,11 @@ class SolverFailed(DispatchError):
 class IncompleteHistory(DispatchError):
     """The replay of etcd's history stopped short of the revision it had to reach, so a
     verification over it would be incomplete."""
+
+
+class SinkError(DispatchError):
+    """A sink refused a batch for a reason other than "not newer", or failed."""
+
+
+class SinkUnavailable(SinkError):
+    """The sink's store cannot be reached right now; the relay retries with backoff."""

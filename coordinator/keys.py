@@ -9,6 +9,8 @@
     <ns>/status/<city>                 CityStatus (JSON)          fenced by the token
     <ns>/state/<city>                  StateSnapshot (JSON)       for the ``etcd`` state source
     <ns>/drain/<worker-id>             "1"                        a drained worker takes no city
+    <ns>/relays/<sink>/election/<lease hex>  relay id             a relay's candidate key
+    <ns>/relays/<sink>/status/<relay-id>     RelayStatus (JSON)   under the relay's lease
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Keys:
         self.statuses = f"{ns}/status/"
         self.states = f"{ns}/state/"
         self.drains = f"{ns}/drain/"
+        self.relays = f"{ns}/relays/"
 
     def city(self, city: str) -> str:
         return self.cities + city
@@ -76,6 +79,13 @@ class Keys:
 
     def drain(self, worker_id: str) -> str:
         return self.drains + worker_id
+
+    def relay_election(self, sink: str) -> str:
+        """The election prefix of a sink's relays (one of them is active)."""
+        return f"{self.relays}{sink}/election"
+
+    def relay_status(self, sink: str, relay_id: str) -> str:
+        return f"{self.relays}{sink}/status/{relay_id}"
 
     @staticmethod
     def tail(key: str, root: str) -> str:

@@ -1,7 +1,9 @@
 """``make demo``: a local 3-member etcd cluster, three workers, a dozen simulated cities,
-and a live ownership view. After a while one worker is killed with SIGKILL and its
-cities fail over; later it is restarted. Ctrl-C (or ``--duration``) stops everything
-and prints a summary checked against etcd's own history.
+two relays carrying the decisions into a throwaway PostgreSQL, and a live view. After a
+while one worker is killed with SIGKILL and its cities fail over; later it is restarted.
+Then the active relay is killed and the standby takes over the sink. Ctrl-C (or
+``--duration``) stops everything and prints a summary checked against etcd's own
+history, the sink checked against etcd, and one ``dispatchctl audit`` answer.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.ops.overview import Overview, read_overview
-from coordinator.ops.verify import verify
+from coordinator.ops.overview import Overview, read_overview, read_relays
+from coordinator.ops.verify import Report, verify
 from coordinator.settings import CityConfig
+from devtools.demo_sink import RELAYS, SinkSide
 from devtools.localetcd import EtcdCluster
+from devtools.localpg import PostgresMissing
 
 NAMESPACE = "/dispatch"
 CITIES = [
@@ -86,7 +90,7 @@ def track(scene: Scene, overview: Overview) -> None:
 
 
 def render(scene: Scene, overview: Overview, workers: dict[str, subprocess.Popen[bytes]],
-           remaining: float | None) -> str:
+           remaining: float | None, sink_lines: list[str]) -> str:
     lines = [f"{BOLD}dispatch coordinator demo{RESET}  etcd revision {overview.revision}"
              f"   {DIM}Ctrl-C to stop"
              + (f", ending in {remaining:.0f}s" if remaining is not None else "") + RESET, ""]
@@ -108,83 +112,127 @@ def render(scene: Scene, overview: Overview, workers: dict[str, subprocess.Popen
         alive = proc.poll() is None
         mark = f"{GREEN}running{RESET}" if alive else f"{RED}dead{RESET}"
         lines.append(f"  {worker_id:<10} {mark}  owns {owned.get(worker_id, 0)} cities")
-    lines.append("")
+    lines += ["", *sink_lines, ""]
     lines.extend(f"  {DIM}{e}{RESET}" for e in scene.events[-8:])
     return "\033[H\033[2J" + "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=0,
-                        help="stop by itself after this many seconds (0: run until Ctrl-C)")
-    parser.add_argument("--kill-after", type=float, default=20.0,
-                        help="seconds before one worker is killed with SIGKILL")
-    parser.add_argument("--restart-after", type=float, default=20.0,
-                        help="seconds after the kill before it is restarted")
-    args = parser.parse_args(argv)
+@dataclass
+class Demo:
+    """Everything the demo started, the faults it injects and its live frames."""
 
-    root = Path(".demo").resolve()
-    root.mkdir(exist_ok=True)
-    print("starting a 3-member etcd cluster on loopback ...", flush=True)
-    cluster = EtcdCluster(3, base=root).start()
-    client = EtcdClient(EtcdConfig(endpoints=tuple(cluster.endpoints.split(","))))
-    keys = Keys(NAMESPACE)
-    for city, solver in CITIES:
-        params = {"orders": 60, "couriers": 40, "seed": len(city)}
-        client.put(keys.city(city), CityConfig(city, solver, PERIOD, params=params).encode())
-    workers = {w: start_worker(w, cluster.endpoints, root) for w in WORKERS}
-    start_revision = 1
-    scene = Scene()
-    scene.note(f"etcd {cluster.endpoints}; {len(CITIES)} cities; workers "
-               f"{', '.join(WORKERS)} (lease TTL {TTL}s); logs in {root}")
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
-    victim = WORKERS[1]
-    try:
-        while not stop["now"]:
-            elapsed = time.monotonic() - scene.started
-            if args.duration and elapsed >= args.duration:
-                break
-            if victim not in scene.killed and elapsed >= args.kill_after:
-                os.kill(workers[victim].pid, signal.SIGKILL)
-                scene.killed[victim] = time.monotonic()
-                scene.note(f"{RED}kill -9 {victim}{RESET}: its cities move after the "
-                           f"{TTL}s lease TTL")
-            if victim in scene.killed and workers[victim].poll() is not None and \
-                    elapsed >= args.kill_after + args.restart_after:
-                workers[victim] = start_worker(victim, cluster.endpoints, root)
-                scene.note(f"{GREEN}restarted {victim}{RESET}")
-            try:
-                overview = read_overview(client, keys)
-            except Exception as exc:  # keep the view alive through etcd hiccups
-                scene.note(f"etcd read failed: {exc}")
-                time.sleep(0.5)
-                continue
-            track(scene, overview)
-            remaining = args.duration - elapsed if args.duration else None
-            print(render(scene, overview, workers, remaining), flush=True)
-            time.sleep(0.5)
-    finally:
+    args: argparse.Namespace
+    root: Path
+    cluster: EtcdCluster
+    client: EtcdClient
+    keys: Keys
+    sink: SinkSide
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    scene: Scene = field(default_factory=Scene)
+    relay_killed: bool = False
+    ran: float = 0.0  # seconds until the stop, without the wind-down
+
+    def faults(self, elapsed: float) -> None:
+        """kill -9 a worker (once it decides for a city: a slow start does not leave
+        nothing to fail over), then the active relay; restart each a while later."""
+        args, scene, victim = self.args, self.scene, WORKERS[1]
+        if victim not in scene.killed and elapsed >= args.kill_after and \
+                victim in scene.owners.values():
+            os.kill(self.workers[victim].pid, signal.SIGKILL)
+            scene.killed[victim] = time.monotonic()
+            scene.note(f"{RED}kill -9 {victim}{RESET}: its cities move after the "
+                       f"{TTL}s lease TTL")
+        if victim in scene.killed and self.workers[victim].poll() is not None and \
+                elapsed >= args.kill_after + args.restart_after:
+            self.workers[victim] = start_worker(victim, self.cluster.endpoints, self.root)
+            scene.note(f"{GREEN}restarted {victim}{RESET}")
+        if not self.relay_killed and elapsed >= args.relay_kill_after:
+            self.relay_killed = self.sink.kill_active(scene.note)
+        if self.relay_killed and elapsed >= args.relay_kill_after + args.restart_after:
+            self.sink.restart_killed(scene.note)
+
+    def frame(self, remaining: float | None) -> str | None:
+        """One redraw of the live view; None when etcd could not be read."""
+        sink_view = self.sink.read()  # before etcd: the lag is then never negative
+        try:
+            overview = read_overview(self.client, self.keys)
+            relays = read_relays(self.client, self.keys)
+        except Exception as exc:  # keep the view alive through etcd hiccups
+            self.scene.note(f"etcd read failed: {exc}")
+            return None
+        track(self.scene, overview)
+        latest = max((v.decision_revision for v in overview.cities), default=0)
+        lag = 0 if sink_view.error else max(0, latest - sink_view.cursor)
+        self.sink.observe(relays, lag, self.scene.note)
+        return render(self.scene, overview, self.workers, remaining,
+                      self.sink.render(sink_view, relays, latest))
+
+    def wind_down(self) -> tuple[Report | None, dict[str, int]]:
+        """Stop the workers, let the relays deliver etcd's last decisions (``heads``:
+        city -> revision of its latest decision), stop them, check etcd's history."""
         print("\nstopping workers (SIGTERM: they hand their cities over) ...", flush=True)
-        for proc in workers.values():
+        for proc in self.workers.values():
             if proc.poll() is None:
                 proc.terminate()
-        for proc in workers.values():
+        for proc in self.workers.values():
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        heads: dict[str, int] = {}
+        try:
+            kvs, _ = self.client.get_prefix(self.keys.decisions)
+            heads = {Keys.tail(kv.key, self.keys.decisions): kv.mod_revision for kv in kvs}
+        except Exception as exc:
+            print(f"etcd's latest decisions could not be read: {exc}")
+        print("letting the relays deliver the last decisions ...", flush=True)
+        if not self.sink.catch_up(heads):
+            print("the sink did not reach etcd's last decision within 15s")
+        self.sink.stop_relays()
         report = None
         try:
-            report = verify(client, keys, start_revision=start_revision)
+            report = verify(self.client, self.keys, start_revision=1)
         except Exception as exc:
             print(f"history check failed to run: {exc}")
+        return report, heads
+
+
+def start(args: argparse.Namespace) -> Demo:
+    """PostgreSQL first (it fails early when missing), etcd, the cities, the relays, the
+    workers."""
+    root = Path(".demo").resolve()
+    root.mkdir(exist_ok=True)
+    sink = SinkSide(NAMESPACE, root, ttl=TTL)
+    print("starting a 3-member etcd cluster on loopback ...", flush=True)
+    cluster = EtcdCluster(3, base=root).start()
+    client = EtcdClient(EtcdConfig(endpoints=tuple(cluster.endpoints.split(","))))
+    keys = Keys(NAMESPACE)
+    try:
+        for city, solver in CITIES:
+            params = {"orders": 60, "couriers": 40, "seed": len(city)}
+            client.put(keys.city(city), CityConfig(city, solver, PERIOD,
+                                                   params=params).encode())
+        print("starting PostgreSQL, its schema (dispatch-relay --init) and two relays ...",
+              flush=True)
+        sink.start(cluster.endpoints)
+    except BaseException:
+        sink.close()
         client.close()
         cluster.close()
+        raise
+    demo = Demo(args, root, cluster, client, keys, sink)
+    demo.workers = {w: start_worker(w, cluster.endpoints, root) for w in WORKERS}
+    demo.scene.note(f"etcd {cluster.endpoints}; {len(CITIES)} cities; workers "
+                    f"{', '.join(WORKERS)} (lease TTL {TTL}s); logs in {root}")
+    demo.scene.note(f"relays {', '.join(RELAYS)} into {sink.url}")
+    return demo
+
+
+def summary(demo: Demo, report: Report | None, sink_lines: list[str]) -> None:
+    scene = demo.scene
     print(f"\n{BOLD}summary{RESET}")
-    print(f"  ran {time.monotonic() - scene.started:.0f}s with {len(CITIES)} cities and "
-          f"{len(WORKERS)} workers")
+    print(f"  ran {demo.ran:.0f}s with {len(CITIES)} cities, "
+          f"{len(WORKERS)} workers and {len(RELAYS)} relays")
     if report is not None:
         print(f"  decisions accepted by etcd: {report.decisions}")
         verdict = f"{GREEN}0 violations{RESET}" if report.ok else \
@@ -198,7 +246,50 @@ def main(argv: list[str] | None = None) -> int:
               f"owner after {took[0]:.1f}-{took[-1]:.1f}s (lease TTL {TTL}s)")
     else:
         print("  failovers: none seen")
-    return 0 if report is None or report.ok else 1
+    print("\n".join(sink_lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    parser.add_argument("--duration", type=float, default=0,
+                        help="stop by itself after this many seconds (0: run until Ctrl-C)")
+    parser.add_argument("--kill-after", type=float, default=20.0,
+                        help="seconds before one worker is killed with SIGKILL")
+    parser.add_argument("--relay-kill-after", type=float, default=30.0,
+                        help="seconds before the active relay is killed with SIGKILL")
+    parser.add_argument("--restart-after", type=float, default=20.0,
+                        help="seconds after a kill before the worker or relay is restarted")
+    args = parser.parse_args(argv)
+    try:
+        demo = start(args)
+    except PostgresMissing as exc:
+        print(f"make demo: {exc}", file=sys.stderr)
+        return 2
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    try:
+        while not stop["now"]:
+            elapsed = time.monotonic() - demo.scene.started
+            if args.duration and elapsed >= args.duration:
+                break
+            demo.faults(elapsed)
+            shown = demo.frame(args.duration - elapsed if args.duration else None)
+            if shown is not None:
+                print(shown, flush=True)
+            time.sleep(0.5)
+    finally:
+        demo.ran = time.monotonic() - demo.scene.started
+        try:
+            report, heads = demo.wind_down()
+            accepted = report.decisions if report is not None else None
+            sink_lines, sink_ok = demo.sink.summary(heads, accepted)
+        finally:
+            demo.sink.close()
+            demo.client.close()
+            demo.cluster.close()
+    summary(demo, report, sink_lines)
+    return 0 if (report is None or report.ok) and sink_ok else 1
 
 
 if __name__ == "__main__":

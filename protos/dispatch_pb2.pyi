@@ -216,3 +216,33 @@ class StateSnapshot(_message.Message):
     couriers: _containers.RepeatedCompositeFieldContainer[Courier]
     taken_at: _timestamp_pb2.Timestamp
     def __init__(self, orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ..., couriers: _Optional[_Iterable[_Union[Courier, _Mapping]]] = ..., taken_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RelayStatus(_message.Message):
+    __slots__ = ("sink", "relay_id", "active", "cursor", "lag_revisions", "lag_seconds", "applied", "refused", "gaps", "last_error", "updated_at", "host", "pid")
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    RELAY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LAG_REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    sink: str
+    relay_id: str
+    active: bool
+    cursor: int
+    lag_revisions: int
+    lag_seconds: float
+    applied: int
+    refused: int
+    gaps: int
+    last_error: str
+    updated_at: _timestamp_pb2.Timestamp
+    host: str
+    pid: int
+    def __init__(self, sink: _Optional[str] = ..., relay_id: _Optional[str] = ..., active: _Optional[bool] = ..., cursor: _Optional[int] = ..., lag_revisions: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., applied: _Optional[int] = ..., refused: _Optional[int] = ..., gaps: _Optional[int] = ..., last_error: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...

@@ -1,4 +1,4 @@
-"""Fixtures that start real etcd servers; nothing here mocks etcd."""
+"""Fixtures that start real etcd and PostgreSQL servers; nothing here mocks either."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
+from devtools.localpg import LocalPostgres
 from tests.etcd_server import EtcdCluster
 
 
@@ -39,6 +40,21 @@ def cluster3() -> Iterator[EtcdCluster]:
     cluster = EtcdCluster(3).start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One PostgreSQL server shared by the session (started on first use); tests isolate
+    by database. Missing binaries fail loudly: `make test` installs them."""
+    server = LocalPostgres().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: LocalPostgres) -> str:
+    """The URL of a fresh, empty database on the session's server."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

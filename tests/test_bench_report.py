@@ -108,6 +108,53 @@ def test_survives_missing_keys(name: str, tmp_path: Path) -> None:
         assert_clean(render({name: variant}, tmp_path))
 
 
+#: the shape ``python -m bench.relay`` writes, with made-up figures
+RELAY: dict[str, Any] = {
+    "mode": "quick", "relay": "dispatch-relay subprocess", "decisions": 3000, "cities": 500,
+    "repeats": 2, "batch_max": 500, "decision_bytes": 2900, "assignments_per_decision": 20,
+    "throughput": {"relay_rate_median": 1500.0, "relay_rate_min": 1400.0,
+                   "relay_rate_max": 1600.0, "raw_rate_median": 2000.0, "raw_rate_min": 1900.0,
+                   "raw_rate_max": 2100.0, "ratio_to_raw": 0.75, "target_ratio": 0.8,
+                   "target_met": True, "rows_match": True, "relay_mean_batch": 480.0,
+                   "relay_cpu_us_per_decision": 400.0,
+                   "relay_postgres_cpu_us_per_decision": 300.0,
+                   "raw_client_cpu_us_per_decision": 60.0,
+                   "raw_postgres_cpu_us_per_decision": 290.0,
+                   "relay_runs": [{"rate": 1500.0}], "raw_runs": [{"rate": 2000.0}]},
+    "latency": [
+        {"rate_asked": 1000.0, "rate_achieved": 998.0, "cities": 500, "samples": 10000,
+         "p50_ms": 3.0, "p90_ms": 6.0, "p99_ms": 12.0, "max_ms": 40.0, "behind_at_end_s": 0.01,
+         "target_p99_ms": 50.0, "target_met": True, "decisions_per_transaction": 2.5,
+         "put_rtt_p50_ms": 0.4, "relay_cpu_us_per_decision": 500.0, "relay_cores": 0.5,
+         "postgres_cpu_us_per_decision": 350.0, "etcd_cpu_us_per_decision": 150.0,
+         "watch": {"notifications_per_second": 400.0, "client_cpu_us_per_notification": 40.0,
+                   "backend_cpu_us_per_notification": 30.0, "cores": 0.028}},
+        {"rate_asked": 250.0, "rate_achieved": 250.0, "p99_ms": 9.0,
+         "relay_cpu_us_per_decision": 700.0}],
+}
+
+
+def test_relay_section(tmp_path: Path) -> None:
+    page = render({"relay": RELAY}, tmp_path)
+    assert_clean(page)
+    glance = page.split("## Targets at a glance", 1)[1].split("## Contents", 1)[0]
+    drain = next(line for line in glance.splitlines() if "raw psycopg" in line)
+    assert "0.75×" in drain and "**missed**" in drain  # the figure wins over the flag
+    assert re.search(r"row visible p99 ≤ 50 ms .*\| p99 12\.0 ms at 998/s \| met \|", glance)
+    section = page.split("\n## Decisions out: the relay\n", 1)[1]
+    assert "| raw psycopg (baseline) |" in section and "µs CPU per decision" in section
+
+    assert "500 µs at 998/s, 700 µs at 250/s" in page
+
+    slow = {**RELAY, "latency": [{**RELAY["latency"][0], "rate_achieved": 700.0}]}
+    glance = render({"relay": slow}, tmp_path).split("## Contents", 1)[0]
+    assert re.search(r"p99 12\.0 ms at 700/s \| not at 1,000/s \|", glance)
+    one_run = {**RELAY, "latency": RELAY["latency"][0]}  # a single run, not in a list
+    for variant in [{}, {"machine": None, "mode": "quick"}, one_run, *_stripped(RELAY),
+                    *({**RELAY, "latency": [run]} for run in _stripped(RELAY["latency"][0]))]:
+        assert_clean(render({"relay": variant}, tmp_path))
+
+
 def test_odd_shapes_and_unreadable_files(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "RETRY_DELAY", 0.0)

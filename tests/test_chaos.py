@@ -2,12 +2,13 @@
 
 ``test_a_short_seeded_chaos_run_is_safe_and_recovers`` runs the harness of ``make
 chaos`` (``devtools.chaos``) for a minute and a half of faults: 4 worker
-processes behind their own proxies, a 3-member etcd cluster, 50 cities, every fault
-kind. It asserts what must hold whatever the machine's load: no safety violation in
-etcd's whole history, every worker owning cities again afterwards with nobody's help,
-no worker exiting by itself. Availability and gaps are asserted against bounds this
-2-core machine meets with room to spare (see ``docs/safety.md`` for the figures of
-longer runs and what limits them).
+processes behind their own proxies, a 3-member etcd cluster, 50 cities, 2 relays into a
+local PostgreSQL, every fault kind. It asserts what must hold whatever the machine's
+load: no safety violation in etcd's whole history, every worker owning cities again
+afterwards with nobody's help, no worker or relay exiting by itself, the relays caught
+up and the database clean against etcd's history (``devtools.pgcheck``). Availability
+and gaps are asserted against bounds this 2-core machine meets with room to spare (see
+``docs/safety.md`` for the figures of longer runs and what limits them).
 
 The focused tests below pin down bugs the harness found (all fixed; each test failed
 before its fix): a session given up during an etcd leader election, every worker
@@ -31,7 +32,7 @@ from coordinator.ops.verify import merged, verify
 from coordinator.recipes.watch import PrefixWatch
 from coordinator.settings import CityConfig
 from devtools.chaos import ChaosConfig, run
-from devtools.chaos.faults import KINDS
+from devtools.chaos.faults import KINDS, SINK_KINDS
 from devtools.chaos.fleet import Etcd
 from devtools.proxy import Proxy
 from tests.conftest import WorkerProcess, wait_until
@@ -56,9 +57,9 @@ def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     out = io.StringIO()
     # the storm (--pace 20): a worker or etcd fault every few seconds, so that 90 s see
     # every kind; etcd's own default election timeout, and a 2 s lease
-    result = run(ChaosConfig(duration=90, seed=SEED, workers=4, cities=50, ttl=TTL,
-                             etcd_election_ms=1000, pace=20.0, base=tmp_path, keep=True,
-                             progress=False), out=out)
+    result = run(ChaosConfig(duration=90, seed=SEED, workers=4, cities=50, relays=2,
+                             ttl=TTL, etcd_election_ms=1000, pace=20.0, base=tmp_path,
+                             keep=True, progress=False), out=out)
     report = result.report
     text = out.getvalue()
     print(text)  # shown by pytest when the test fails (and with -s)
@@ -66,8 +67,18 @@ def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     assert report.decisions > 2000, text
     assert not result.problems, result.problems  # resource growth included
     assert set(result.tracebacks) <= TOLERATED_TRACEBACKS, result.tracebacks
-    # every kind of fault was injected
+    # every kind of fault was injected, the relays' and PostgreSQL's among them
     assert set(result.by_kind()) == set(KINDS), result.by_kind()
+    assert all(result.by_kind()[kind] >= 1 for kind in SINK_KINDS), result.by_kind()
+    # the relays carried every decision into PostgreSQL, and the independent checker
+    # finds the database true to etcd's history: each accepted decision once, nothing
+    # else, each city holding its latest
+    sink = result.sink
+    assert sink is not None and sink.check is not None, text
+    assert sink.check.ok, "\n".join(map(str, sink.check.findings[:20]))
+    assert sink.caught_up and sink.check.cursor >= sink.latest, text
+    assert sink.check.checked == sink.check.accepted == report.decisions, text
+    assert sink.check.rows > 0 and sink.check.unverifiable == 0, text
     # recovered without a human: every worker leads cities, every city decides
     assert result.recovered, (result.owners, result.stale_decisions)
     assert result.exit_code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,8 @@ nanos = st.integers(min_value=-62135596800 * 10**9, max_value=253402300799 * 10*
 
 
 @st.composite
-def decisions(draw: st.DrawFn) -> pb.Decision:
+def decisions(draw: st.DrawFn, doubles: st.SearchStrategy[float] = doubles,
+              int64: st.SearchStrategy[int] = int64) -> pb.Decision:
     d = pb.Decision(
         city=draw(text), token=draw(int64), worker_id=draw(text), solver=draw(text),
         assignments=draw(st.dictionaries(text, text, max_size=5)),
@@ -37,6 +39,12 @@ def decisions(draw: st.DrawFn) -> pb.Decision:
         if value is not None:
             getattr(d, field).FromNanoseconds(value)
     return d
+
+
+#: decisions as workers write them (tokens and ticks count up, costs are finite): the
+#: form the fast path reads, so that changing one field tries it rather than the fallback
+usual_decisions = decisions(doubles=st.floats(allow_nan=False, allow_infinity=False),
+                            int64=st.integers(min_value=0, max_value=10**15))
 
 
 def _same(a: object, b: object) -> bool:
@@ -69,3 +77,72 @@ def test_every_decision_field_is_covered() -> None:
     for nested in (pb.Assignment, pb.ShadowResult):
         assert len(nested.DESCRIPTOR.fields) == len(ours["details" if nested is
                                                          pb.Assignment else "shadows"][0])
+
+
+def _parsed(data: bytes) -> pb.Decision | str:
+    """What protobuf's own parser makes of ``data``: the message, or that it refused."""
+    try:
+        message = pb.Decision()
+        json_format.Parse(data.decode(), message)
+        return message
+    except json_format.ParseError:
+        return "refused"
+
+
+def _decoded(data: bytes) -> pb.Decision | str:
+    try:
+        return decode(pb.Decision, data)
+    except ValueError:
+        return "refused"
+
+
+def _same_message(a: pb.Decision | str, b: pb.Decision | str) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return _same(json.loads(encode(a)), json.loads(encode(b)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(decisions() | usual_decisions)
+def test_a_stored_decision_is_decoded_as_protobufs_own_parser_decodes_it(
+        d: pb.Decision) -> None:
+    data = encode(d)
+    assert _same_message(_decoded(data), _parsed(data))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | doubles
+    | st.text(max_size=8) | st.sampled_from(["1", "-3", "1e3", "NaN", "2026-12-02T10:00:00Z"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=6)
+field_names = st.sampled_from([
+    "city", "token", "workerId", "worker_id", "solver", "assignments", "unassigned",
+    "stateReadAt", "solveSeconds", "decidedAt", "tick", "details", "cost", "leaseId",
+    "shadows", "nosuchfield"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(usual_decisions, st.dictionaries(field_names, json_values, max_size=3))
+def test_an_odd_value_is_decoded_or_refused_exactly_as_protobufs_parser_would(
+        d: pb.Decision, odd: dict[str, object]) -> None:
+    """The fast path reads only the form ``encode`` writes; for anything else protobuf's
+    parser decides, so a malformed value is refused the same way."""
+    data = json.dumps(json.loads(encode(d)) | odd).encode()
+    assert _same_message(_decoded(data), _parsed(data))
+
+
+def test_a_decision_in_the_stored_form_is_read_without_protobufs_parser(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    d = pb.Decision(city="paris", token=7, worker_id="w1", solver="greedy",
+                    assignments={"o1": "c1"}, tick=3, cost=1.5,
+                    details=[pb.Assignment(order_id="o1", courier_id="c1",
+                                           pickup_eta_seconds=60.0)])
+    d.decided_at.FromNanoseconds(1_700_000_000_123_456_000)
+    data = encode(d)
+
+    def parse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the slow parser was used")
+
+    monkeypatch.setattr(json_format, "Parse", parse)
+    assert decode(pb.Decision, data) == d

@@ -1,11 +1,13 @@
 """docker/compose.yaml and docker/Dockerfile, checked without Docker.
 
 The file is parsed, its pieces are checked against each other (etcd members, worker
-endpoints, ports, Prometheus targets, the image's entry point), and then every worker
-service's exact command line and environment — the image's ``ENV`` plus the service's
-``environment`` — runs as a real ``dispatch-worker`` process against a real etcd, with
-only the etcd endpoint and the listening ports rewritten. The one-shot ``cities`` job's
-``dispatchctl`` lines run the same way.
+endpoints, ports, Prometheus targets, the image's entry point, the relays' sink, etcd and
+start order), and then every worker service's exact command line and environment — the
+image's ``ENV`` plus the service's ``environment`` — runs as a real ``dispatch-worker``
+process against a real etcd, with only the etcd endpoint and the listening ports
+rewritten. The one-shot ``cities`` job's ``dispatchctl`` lines run the same way, and so
+do ``relay-init`` and the relays, against a real PostgreSQL (its host, port and database
+rewritten too).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 
-from coordinator.codec import decode
+from coordinator.codec import decode, encode
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
-from coordinator.ops.overview import read_overview
+from coordinator.ops.overview import read_overview, read_relays
 from protos import dispatch_pb2 as pb
 from tests.conftest import wait_until
 from tests.etcd_server import EtcdCluster, free_port
@@ -127,6 +131,23 @@ def cities_job() -> list[list[str]]:
     return commands
 
 
+def _environment_of(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {k: str(v) for k, v in environment.items()}
+
+
+def relay_services() -> dict[str, dict[str, Any]]:
+    """Services running ``dispatch-relay``: the relays and the ``--init`` job."""
+    return {name: s for name, s in services().items()
+            if s.get("entrypoint") == ["dispatch-relay"]}
+
+
+def _relays() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in relay_services().items() if "--init" not in s["command"]}
+
+
 # -- consistency --------------------------------------------------------------------------
 
 
@@ -188,6 +209,68 @@ def test_the_image_runs_dispatch_worker_as_a_non_root_user() -> None:
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: no such path"
     assert any("plugins/dispatch-ortools" in line for line in dockerfile_instruction("RUN"))
+
+
+def test_postgres_is_healthy_only_over_tcp_and_keeps_its_data_in_a_volume() -> None:
+    postgres = services()["postgres"]
+    assert str(postgres["image"]).startswith("postgres:")
+    check = postgres["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "pg_isready"] and _flag(check, "-h") == "127.0.0.1"
+    env = _environment_of(postgres)
+    assert _flag(check, "-U") == env["POSTGRES_USER"]
+    assert _flag(check, "-d") == env["POSTGRES_DB"]
+    (volume,) = postgres["volumes"]
+    name, target = volume.split(":")
+    assert target == "/var/lib/postgresql/data" and name in compose()["volumes"]
+
+
+def test_the_relays_share_one_sink_and_start_after_its_schema() -> None:
+    relays = _relays()
+    (init_name,) = set(relay_services()) - set(relays)
+    assert len(relays) == 2
+    postgres = _environment_of(services()["postgres"])
+    members = etcd_services()
+    workers = worker_services()
+    urls = set()
+    for name, service in relay_services().items():
+        command = [str(a) for a in service["command"]]
+        env = _environment_of(service)
+        url = urlsplit(_flag(command, "--sink-url") or "")
+        assert _flag(command, "--sink") == "postgres", name
+        assert (url.hostname, url.port, url.username, url.password, url.path) == (
+            "postgres", 5432, postgres["POSTGRES_USER"], None,
+            "/" + postgres["POSTGRES_DB"]), f"{name}: password in the URL, or not our db"
+        assert env["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"]
+        assert set(env["DISPATCH_ETCD"].split(",")) == {f"http://{m}:2379" for m in members}
+        assert env["DISPATCH_NAMESPACE"] == workers[0].environment["DISPATCH_NAMESPACE"]
+        assert service["image"] == IMAGE and "build" not in service
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        urls.add(url.geturl())
+    init = services()[init_name]
+    assert init["restart"] == "no" and init["healthcheck"] == {"disable": True}
+    ids = set()
+    for name, service in relays.items():
+        command = [str(a) for a in service["command"]]
+        ids.add(_flag(command, "--relay-id"))
+        assert service["depends_on"][init_name] == {
+            "condition": "service_completed_successfully"}
+        for member in members:
+            assert service["depends_on"][member] == {"condition": "service_healthy"}, name
+        admin = _flag(command, "--admin-port")
+        assert service["healthcheck"]["test"][-1] == f"127.0.0.1:{admin}"
+        assert service["restart"] == "unless-stopped"
+        assert int(service["stop_grace_period"].rstrip("s")) > int(
+            _environment_of(service)["DISPATCH_LEASE_TTL"])
+    assert len(ids) == len(relays) and None not in ids
+    prometheus = yaml.safe_load(PROMETHEUS.read_text())
+    scraped = {t for job in prometheus["scrape_configs"] if job["job_name"] == "dispatch-relay"
+               for static in job["static_configs"] for t in static["targets"]}
+    ports = {s["hostname"]: _flag([str(a) for a in s["command"]], "--metrics-port")
+             for s in relays.values()}
+    assert scraped == {f"{host}:{port}" for host, port in ports.items()}, "relays unscraped"
+    ctl = _environment_of(services()["ctl"])
+    assert urls == {ctl["DISPATCH_SINK_URL"]} and ctl["PGPASSWORD"] == postgres[
+        "POSTGRES_PASSWORD"]
 
 
 # -- running it ---------------------------------------------------------------------------
@@ -319,3 +402,101 @@ def test_the_workers_run_as_written_and_share_the_demo_cities(
         [sys.executable, "-m", "coordinator.cli.ctl", "--etcd", compose_etcd.endpoints,
          "--namespace", namespace, "verify"], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0 and " 0 violations" in verify.stdout, verify.stdout
+
+
+def _with_flags(args: list[str], values: dict[str, str]) -> list[str]:
+    """``args`` with the value after each flag in ``values`` replaced."""
+    return [values.get(previous, arg) for arg, previous in zip(args, ["", *args], strict=False)]
+
+
+def _local_url(compose_url: str, target: str) -> str:
+    """The compose file's sink URL on ``target``'s host, port and database."""
+    ours, theirs = urlsplit(compose_url), urlsplit(target)
+    netloc = f"{ours.username}@{theirs.hostname}:{theirs.port}"
+    return urlunsplit((ours.scheme, netloc, theirs.path, ours.query, ""))
+
+
+def _decision(city: str, order: str, courier: str) -> bytes:
+    decision = pb.Decision(city=city, token=7, worker_id="worker-1", solver="greedy", tick=1,
+                           assignments={order: courier},
+                           details=[pb.Assignment(order_id=order, courier_id=courier,
+                                                  pickup_eta_seconds=90.0)])
+    decision.decided_at.GetCurrentTime()
+    return encode(decision)
+
+
+@pytest.mark.slow
+def test_relay_init_and_the_relays_run_as_written(postgres_url: str, tmp_path: Path) -> None:
+    """Their own etcd: the decisions put here come from no election."""
+    relays = _relays()
+    (init_name,) = set(relay_services()) - set(relays)
+    cluster = EtcdCluster(1).start()
+    processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        def run_args(service: dict[str, Any], admin_port: int = 0) -> list[str]:
+            command = [str(a) for a in service["command"]]
+            url = _local_url(_flag(command, "--sink-url") or "", postgres_url)
+            ports = {"--admin-port": str(admin_port)}
+            if "--metrics-port" in command:
+                ports["--metrics-port"] = str(free_port())
+            return _with_flags(command, {"--sink-url": url, **ports})
+
+        init = services()[init_name]
+        done = subprocess.run(
+            [sys.executable, "-m", "coordinator.cli.relay", *run_args(init)],
+            env=_environment(_environment_of(init), cluster.endpoints),
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "ready" in done.stdout, done.stderr
+        for name, service in relays.items():
+            admin_port = free_port()
+            with open(tmp_path / f"{name}.log", "wb") as out:
+                processes[name] = (subprocess.Popen(
+                    [sys.executable, "-m", "coordinator.cli.relay",
+                     *run_args(service, admin_port)],
+                    env=_environment(_environment_of(service), cluster.endpoints),
+                    stdout=out, stderr=subprocess.STDOUT), admin_port)
+
+        keys = Keys(_environment_of(init)["DISPATCH_NAMESPACE"])
+        with EtcdClient(EtcdConfig(endpoints=(cluster.endpoints,))) as client:
+            wait_until(lambda: any(r.active for r in read_relays(client, keys)), timeout=30,
+                       message="one compose relay active")
+            heads = {city: client.put(keys.decision(city), _decision(city, "o-000001",
+                                                                     f"c-000{i}"))
+                     for i, city in enumerate(["paris", "london"])}
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                def delivered() -> bool:
+                    rows = conn.execute("SELECT city, revision FROM dispatch_decisions")
+                    return dict(rows.fetchall()) == heads
+                wait_until(delivered, timeout=30, message="both decisions in postgres")
+            ids = {_flag([str(a) for a in s["command"]], "--relay-id") for s in relays.values()}
+
+            def one_active_one_standby() -> bool:  # each publishes its status every second
+                views = read_relays(client, keys)
+                return {v.relay_id for v in views} == ids and sum(v.active for v in views) == 1
+            wait_until(one_active_one_standby, timeout=10,
+                       message="both compose relays report, one of them active")
+
+        for name, (_process, admin_port) in processes.items():
+            probe = subprocess.run([sys.executable, "-m", "coordinator.cli.probe",
+                                    f"127.0.0.1:{admin_port}"],
+                                   capture_output=True, text=True, timeout=30)
+            assert probe.returncode == 0, f"{name}: {probe.stderr}"
+        ctl = _environment_of(services()["ctl"])
+        ctl["DISPATCH_SINK_URL"] = _local_url(ctl["DISPATCH_SINK_URL"], postgres_url)
+        audit = _run_ctl(["audit", "--order", "o-000001"],
+                         _environment(ctl, cluster.endpoints))
+        assert audit.returncode == 0 and "c-0000" in audit.stdout, audit.stderr
+    finally:
+        for process, _port in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for name, (process, _port) in processes.items():
+            try:
+                codes[name] = process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        cluster.close()
+    for name, code in codes.items():
+        assert code == 0, f"{name} exited {code}:\n{(tmp_path / f'{name}.log').read_text()}"

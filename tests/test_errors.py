@@ -6,6 +6,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+import textwrap
 
 import coordinator
 from coordinator import errors
@@ -19,11 +20,11 @@ def _classes() -> dict[str, type]:
 def _drawn() -> dict[str, str | None]:
     """The docstring's tree as ``name -> parent`` (``None`` for the root)."""
     assert errors.__doc__ is not None
-    block = errors.__doc__.split("::", 1)[1].split("\n\n")[1]
+    block = textwrap.dedent(errors.__doc__.split("::", 1)[1].split("\n\n")[1])
     parents: dict[str, str | None] = {}
     stack: list[str] = []
     for line in block.splitlines():
-        match = re.match(r"^\s*([│├└─ ]*)(\w+)", line)
+        match = re.match(r"^([│├└─ ]*)(\w+)", line)
         assert match, line
         depth = len(match.group(1)) // 4
         del stack[depth:]

@@ -4,11 +4,12 @@
     python -m bench.report --results DIR --out FILE
 
 Reads every ``<name>.json`` in the results directory (``coordination``, ``tickcost``,
-``scale``, ``failover``, ``leaselock``, ``solvers``; any other name gets a short section
-of its own) and writes one Markdown page: how to reproduce the figures, the targets from
-the issues and whether each is met, then a section per benchmark with the machine it ran
-on, its tables (absolute figures beside the baseline measured in the same run, and the
-ratio to it) and its plots (``docs/img/<name>.png``, linked only if the file exists).
+``scale``, ``failover``, ``leaselock``, ``relay``, ``solvers``; any other name gets a
+short section of its own) and writes one Markdown page: how to reproduce the figures, the
+targets from the issues and whether each is met, then a section per benchmark with the
+machine it ran on, its tables (absolute figures beside the baseline measured in the same
+run, and the ratio to it) and its plots (``docs/img/<name>.png``, linked only if the file
+exists).
 
 Every figure on the page comes from the results files; a key a file lacks drops that
 cell, row or table instead of failing, so results from older or ``--quick`` runs render

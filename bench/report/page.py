@@ -18,6 +18,7 @@ from bench.report import (
     failover,
     leaselock,
     other,
+    relay,
     scale,
     solvers,
     tickcost,
@@ -28,7 +29,7 @@ from bench.report.parts import Context, Section
 #: seconds between attempts at reading a results file a benchmark may be rewriting
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
-ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "solvers")
+ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -41,18 +42,23 @@ COMMANDS = {
                  "undrain, join), a joiner's fair share", "the lease TTL and the period"),
     "leaselock": ("client-go's LeaseLock (15/10/2 s) against our election: kill -9 "
                   "failover, stale writes after a pause", "our election, same run"),
+    "relay": ("decisions drained from etcd into PostgreSQL by `dispatch-relay`, "
+              "etcd-commit-to-row latency at 1,000 decisions/s, the relay's CPU per decision",
+              "raw psycopg writes of the same rows in the same batches"),
     "scale": ("1,000 cities × 4 workers at 1 s: ticks on time, lateness, CPU, RSS, etcd "
               "load; city and worker sweeps", "a process that only sleeps (scheduling delay)"),
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
-    "failover": failover.render, "leaselock": leaselock.render, "solvers": solvers.render,
+    "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
+    "solvers": solvers.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
           "scale": "Scale",
           "failover": "Failover and handover",
-          "leaselock": "Comparison with client-go's LeaseLock", "solvers": "Solvers"}
+          "leaselock": "Comparison with client-go's LeaseLock",
+          "relay": "Decisions out: the relay", "solvers": "Solvers"}
 
 
 def load_results(directory: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:

@@ -1,8 +1,8 @@
 """``dispatchctl``: the operator's command line.
 
 This module is the group, its options and ``main``; the commands live in one module per
-idea (``cities``, ``status``, ``decisions``, ``ops``) and are collected here. None of
-them imports this module, so running it as ``python -m coordinator.cli.ctl`` loads each
+idea (``cities``, ``status``, ``decisions``, ``ops``, ``audit``) and are collected here.
+None of them imports this module, so running it as ``python -m coordinator.cli.ctl`` loads each
 command once (see :mod:`coordinator.cli.context`).
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from coordinator import __version__
+from coordinator.cli.audit import audit
 from coordinator.cli.cities import city
 from coordinator.cli.common import etcd_options, run_cli
 from coordinator.cli.context import CONTEXT, Ctl
@@ -51,7 +52,7 @@ def solvers() -> None:
 
 
 for _command in (city, status, watch, history, compare, show, verify, workers, drain,
-                 undrain, doctor):
+                 undrain, doctor, audit):
     cli.add_command(_command)
 
 

@@ -1,7 +1,8 @@
 """``dispatchctl`` over etcd's revision history: ``history``, ``compare`` and ``show`` read a
 city's past decisions; ``verify`` replays elections and decisions to check the fence.
 
-History reaches back to etcd's last compaction, no further.
+History reaches back to etcd's last compaction, no further; ``history`` says so when it
+hits it, and points at the audit sink (``dispatchctl audit``), which keeps the rest.
 """
 
 from __future__ import annotations
@@ -32,29 +33,45 @@ __all__ = ["compare", "history", "show", "verify"]
 def history(ctl: Ctl, /, city_name: str, limit: int, as_json: bool) -> None:
     """Past decisions of a city, read from etcd's revision history (newest first).
 
-    History reaches back to etcd's last compaction; see the README on retention.
+    History reaches back to etcd's last compaction (see the README on retention); older
+    decisions are in the postgres sink's audit (`dispatchctl audit`).
     """
     check_city_name(city_name)
+    decisions, compacted = _recent_decisions(ctl, city_name, limit)
     rows: list[dict[str, Any]] = [
         {"revision": revision, "decidedAt": d.decided_at.ToJsonString(), "token": d.token,
          "workerId": d.worker_id, "solver": d.solver, "assignments": len(d.assignments),
          "unassigned": len(d.unassigned), "cost": round(d.cost, 1)}
-        for revision, d in _recent_decisions(ctl, city_name, limit)
+        for revision, d in decisions
     ]
+    hint = _COMPACTED_HINT if compacted else ""
     if as_json:
         print_json(rows)
+        if hint:
+            click.echo(hint, err=True)
         return
     if not rows:
-        raise ConfigError(f"no decision of {city_name} in etcd's history")
+        raise ConfigError(f"no decision of {city_name} in etcd's history"
+                          + (f" ({hint})" if hint else ""))
     table = [["REVISION", "DECIDED AT", "TOKEN", "WORKER", "SOLVER", "ASSIGNED", "UNASSIGNED"]]
     for r in rows:
         table.append([str(r["revision"]), r["decidedAt"], str(r["token"]), r["workerId"],
                       r["solver"], str(r["assignments"]), str(r["unassigned"])])
     print_table(table)
+    if hint:
+        click.echo(hint)
 
 
-def _recent_decisions(ctl: Ctl, city_name: str, limit: int) -> list[tuple[int, pb.Decision]]:
-    """Up to ``limit`` past decisions of a city, newest first, from etcd's history."""
+#: what ``history`` says when etcd's compaction cut the city's history short
+_COMPACTED_HINT = ("older decisions were compacted away in etcd; the postgres sink keeps "
+                   "them: `dispatchctl audit --order ID` (every assignment) and the "
+                   "dispatch_decisions table (the latest per city)")
+
+
+def _recent_decisions(ctl: Ctl, city_name: str,
+                      limit: int) -> tuple[list[tuple[int, pb.Decision]], bool]:
+    """Up to ``limit`` past decisions of a city, newest first, from etcd's history, and
+    whether etcd's compaction stopped the walk before ``limit`` or the city's first."""
     out: list[tuple[int, pb.Decision]] = []
     key = ctl.keys.decision(city_name)
     revision = 0
@@ -62,7 +79,7 @@ def _recent_decisions(ctl: Ctl, city_name: str, limit: int) -> list[tuple[int, p
         try:
             kv = ctl.client.get(key, revision=revision)
         except EtcdCompacted:
-            break
+            return out, True
         if kv is None:
             break
         with contextlib.suppress(ValueError):
@@ -70,7 +87,7 @@ def _recent_decisions(ctl: Ctl, city_name: str, limit: int) -> list[tuple[int, p
         if kv.version <= 1:
             break
         revision = kv.mod_revision - 1
-    return out
+    return out, False
 
 
 @click.command(context_settings=CONTEXT)
@@ -88,7 +105,7 @@ def compare(ctl: Ctl, /, city_name: str, ticks: int, as_json: bool) -> None:
     unassigned order).
     """
     check_city_name(city_name)
-    decisions = _recent_decisions(ctl, city_name, ticks)
+    decisions, _ = _recent_decisions(ctl, city_name, ticks)
     if not decisions:
         raise ConfigError(f"no decision of {city_name} in etcd's history")
     stats: dict[tuple[str, str], dict[str, float]] = {}

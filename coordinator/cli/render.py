@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
-from coordinator.ops.overview import CityView, Overview
+from coordinator.ops.overview import CityView, Overview, RelayView
 
-__all__ = ["age", "colour", "print_json", "print_table", "render_watch", "status_rows",
-           "table_lines", "ttl"]
+__all__ = ["age", "colour", "print_json", "print_table", "relay_rows", "render_watch",
+           "status_rows", "table_lines", "ttl"]
 
 
 def table_lines(rows: list[list[str]]) -> list[str]:
@@ -63,6 +63,16 @@ def status_rows(views: list[CityView]) -> list[list[str]]:
             state = "late"
         rows.append([v.city, v.owner or "-", str(v.token or "-"), str(len(v.standbys)),
                      v.solver or "?", age(v.decision_age), state, v.last_error[:80]])
+    return rows
+
+
+def relay_rows(views: list[RelayView]) -> list[list[str]]:
+    """The relays table under ``status``: one row per relay, header first."""
+    rows = [["SINK", "RELAY", "ACTIVE", "CURSOR", "LAG", "LAG AGE", "UPDATED", "LAST ERROR"]]
+    for v in views:
+        rows.append([v.sink, v.relay_id, "yes" if v.active else "standby", str(v.cursor),
+                     str(v.lag_revisions), age(v.lag_seconds), age(v.updated_age),
+                     v.last_error[:80]])
     return rows
 
 

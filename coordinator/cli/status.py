@@ -14,11 +14,11 @@ import time
 import click
 
 from coordinator.cli.context import CONTEXT, Ctl, pass_ctl
-from coordinator.cli.render import print_json, print_table, render_watch, status_rows
+from coordinator.cli.render import print_json, print_table, relay_rows, render_watch, status_rows
 from coordinator.errors import DispatchError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys
-from coordinator.ops.overview import read_overview
+from coordinator.ops.overview import read_overview, read_relays
 from coordinator.recipes.watch import PrefixWatch
 
 __all__ = ["status", "watch"]
@@ -115,17 +115,19 @@ def watch(ctl: Ctl, /, interval: float, once: bool, colour: bool | None) -> None
 @click.pass_context
 def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
     """Per city: owner, fencing token, candidates queued, solver, age of the last
-    decision, state and last error — all read at one etcd revision — and the drained
-    workers."""
+    decision, state and last error — all read at one etcd revision — the drained
+    workers, and each sink's relays (active, cursor, lag, last error)."""
     if live:
         ctx.invoke(watch)
         return
     ctl: Ctl = ctx.obj
     overview = read_overview(ctl.client, ctl.keys)
+    relays = read_relays(ctl.client, ctl.keys)
     if as_json:
         print_json({"revision": overview.revision,
                     "cities": [v.to_json() for v in overview.cities],
-                    "drainedWorkers": sorted(overview.drained)})
+                    "drainedWorkers": sorted(overview.drained),
+                    "relays": [r.to_json() for r in relays]})
         return
     if not overview.cities:
         click.echo(f"no cities under {ctl.keys.namespace} (add one with `dispatchctl city add`)")
@@ -133,3 +135,6 @@ def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
         print_table(status_rows(overview.cities))
     if overview.drained:
         click.echo(f"\ndrained workers (own no city): {', '.join(sorted(overview.drained))}")
+    if relays:
+        click.echo("")
+        print_table(relay_rows(relays))

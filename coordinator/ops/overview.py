@@ -20,7 +20,7 @@ from coordinator.keys import Keys
 from coordinator.settings import CityConfig, parse_settings
 from protos import dispatch_pb2 as pb
 
-__all__ = ["CityView", "Overview", "read_overview"]
+__all__ = ["CityView", "Overview", "RelayView", "read_overview", "read_relays"]
 
 
 @dataclass
@@ -149,3 +149,52 @@ def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -
                                else "no live, undrained worker")
         views.append(view)
     return Overview(result.revision, sorted(views, key=lambda v: v.city), workers, drained)
+
+
+@dataclass
+class RelayView:
+    """One relay of one sink, as its status key says, with ``active`` taken from the
+    sink's relay election (its leader), not from the relay's own word."""
+
+    sink: str
+    relay_id: str
+    active: bool
+    cursor: int
+    lag_revisions: int
+    lag_seconds: float
+    last_error: str
+    updated_age: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_relays(client: EtcdClient, keys: Keys, *, now: float | None = None) -> list[RelayView]:
+    """Every relay's status under ``<ns>/relays/`` (one range, one revision), sorted by
+    sink then relay id; malformed values are skipped."""
+    now = time.time() if now is None else now
+    kvs, _ = client.get_prefix(keys.relays)
+    leaders: dict[str, KeyValue] = {}
+    statuses: list[pb.RelayStatus] = []
+    for kv in kvs:
+        sink, _sep, rest = Keys.tail(kv.key, keys.relays).partition("/")
+        kind, _sep, _name = rest.partition("/")
+        if kind == "election":
+            if sink not in leaders or kv.create_revision < leaders[sink].create_revision:
+                leaders[sink] = kv
+        elif kind == "status":
+            try:
+                statuses.append(decode(pb.RelayStatus, kv.value))
+            except ValueError:
+                continue
+    views = []
+    for st in statuses:
+        leader = leaders.get(st.sink)
+        active = leader is not None and leader.value.decode(errors="replace") == st.relay_id
+        views.append(RelayView(
+            sink=st.sink, relay_id=st.relay_id, active=active, cursor=st.cursor,
+            lag_revisions=st.lag_revisions, lag_seconds=st.lag_seconds,
+            last_error=st.last_error,
+            updated_age=(max(0.0, now - _stamp_seconds(st.updated_at))
+                         if st.HasField("updated_at") else None)))
+    return sorted(views, key=lambda v: (v.sink, v.relay_id))

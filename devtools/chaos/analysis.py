@@ -1,8 +1,9 @@
 """What a chaos run found: per-fault decision gaps, availability, what the workers hold.
 
-Everything here works on what the harness recorded and on the report of
-``coordinator.ops.verify`` (etcd's whole history replayed): :func:`analyse` gathers it
-into a :class:`ChaosResult`, whose exit code is the run's verdict.
+Everything here works on what the harness recorded, on the report of
+``coordinator.ops.verify`` (etcd's whole history replayed) and on the sink's check
+(``devtools.pgcheck``, in a :class:`SinkOutcome`): :func:`analyse` gathers it into a
+:class:`ChaosResult`, whose exit code is the run's verdict.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 
 from coordinator.ops.verify import Availability, Report, availability, missed_periods
 from devtools.chaos.config import RECOVERY_MARGIN, ChaosConfig
-from devtools.chaos.faults import SOLVER_KINDS, WORKER_KINDS, Fault
+from devtools.chaos.faults import SINK_KINDS, SOLVER_KINDS, WORKER_KINDS, Fault
 from devtools.chaos.fleet import Resources
+from devtools.pgcheck import PgCheckResult
 
-__all__ = ["FD_SLACK", "THREAD_SLACK", "ChaosResult", "GapStat", "analyse", "fenced_out",
-           "gap_stats", "grew", "tracebacks"]
+__all__ = ["FD_SLACK", "THREAD_SLACK", "ChaosResult", "GapStat", "SinkOutcome", "analyse",
+           "fenced_out", "gap_stats", "grew", "tracebacks"]
 
 
 @dataclass
@@ -44,6 +46,33 @@ class GapStat:
     @property
     def typical(self) -> float:
         return statistics.median(self.worst_per_fault) if self.worst_per_fault else 0.0
+
+
+@dataclass
+class SinkOutcome:
+    """How the relays and PostgreSQL ended the run."""
+
+    relays: int
+    #: etcd's newest decision once the workers had stopped
+    latest: int
+    #: the sink's cursor when the harness stopped waiting (None: unreadable)
+    cursor: int | None
+    #: seconds from the workers' stop until the cursor reached ``latest`` (None: never)
+    caught_up_in: float | None
+    #: relay starts over the run, restarts after faults included
+    starts: int
+    #: the database against etcd's history (None: the check could not run)
+    check: PgCheckResult | None
+    #: why the check could not run
+    error: str = ""
+
+    @property
+    def caught_up(self) -> bool:
+        return self.caught_up_in is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.check is not None and self.check.ok
 
 
 @dataclass
@@ -77,6 +106,8 @@ class ChaosResult:
         default_factory=dict)
     #: the headline figure counting every millisecond of lateness (no on-time tolerance)
     strict_availability: Availability | None = None
+    #: the relays and their database (None: a run without a sink)
+    sink: SinkOutcome | None = None
 
     @property
     def violations(self) -> int:
@@ -85,11 +116,16 @@ class ChaosResult:
     @property
     def recovered(self) -> bool:
         return (bool(self.owners) and all(n > 0 for n in self.owners.values())
-                and not self.stale_decisions)
+                and not self.stale_decisions
+                and (self.sink is None or self.sink.caught_up))
 
     @property
     def exit_code(self) -> int:
+        """1: a violation in etcd, a finding in the sink, or either check not run; 3:
+        not recovered (the fleet, or the relays not caught up); else 0."""
         if self.report is None or not self.report.ok:
+            return 1
+        if self.sink is not None and not self.sink.ok:
             return 1
         return 0 if self.recovered else 3
 
@@ -134,8 +170,10 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
     fault, every city. A gap counts as availability counts it: a decision late by at
     most a tenth of a period (``verify.missed_periods``) misses nothing. A
     fault is *isolated* when no other fault that concerns every city overlaps it: its
-    gaps are its own doing (``GapStat.isolated``).
+    gaps are its own doing (``GapStat.isolated``). The sink's faults are downstream of
+    etcd and cost no decision: they are left out.
     """
+    faults = [f for f in faults if f.kind not in SINK_KINDS]
     start, end = window
     quorumless = no_quorum or []
     stats = {kind: GapStat(kind, sum(1 for f in faults if f.kind == kind))
@@ -221,11 +259,12 @@ def analyse(config: ChaosConfig, seed: int, window: tuple[float, float], report:
             unwritable: list[tuple[float, float]], periods: dict[str, float],
             slow_cities: list[str], owners: dict[str, int], stale: list[str],
             resources: dict[str, tuple[Resources | None, Resources | None]],
-            problems: list[str], logs: list[Path], base: Path) -> ChaosResult:
+            problems: list[str], logs: list[Path], base: Path,
+            sink: SinkOutcome | None = None) -> ChaosResult:
     """The result of a run whose faults filled ``window`` and whose history ``report``
     checked: faults in order, each kind's gaps, availability three ways (with the
     no-quorum windows left out; with etcd's leaderless windows left out as well; with no
-    on-time tolerance), and what the workers' logs say."""
+    on-time tolerance), what the logs of workers and relays say, and the ``sink``."""
     started, ended = window
     faults = sorted(faults, key=lambda f: f.started)
     return ChaosResult(
@@ -242,4 +281,5 @@ def analyse(config: ChaosConfig, seed: int, window: tuple[float, float], report:
         strict_availability=availability(
             report.decisions_by_city, report.settings, window=window,
             no_quorum=no_quorum, tolerance=0.0),
+        sink=sink,
     )

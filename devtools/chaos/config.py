@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.settings import CityConfig
-from devtools.chaos.faults import ETCD_KINDS, KINDS, SOLVER_KINDS, WORKER_KINDS
+from devtools.chaos.faults import ETCD_KINDS, KINDS, SINK_KINDS, SOLVER_KINDS, WORKER_KINDS
 
 __all__ = ["DEFAULT", "LANES", "NAMESPACE", "RECOVERY_MARGIN", "SLOW_SOLVER", "SOLVERS",
            "ChaosConfig", "draw_cities", "from_args", "parser", "replay_command"]
@@ -28,11 +28,14 @@ RECOVERY_MARGIN = 1.0
 #: of its faults at ``pace`` 1, the default: a fault striking a whole worker or etcd
 #: every ~45 s on average, each left to recover before the next (``docs/safety.md``,
 #: "Results": what each kind of fault costs, and why availability is a budget that these
-#: faults spend). ``--pace 20`` is the storm of earlier runs: one every ~4.5 s.
+#: faults spend). ``--pace 20`` is the storm of earlier runs: one every ~4.5 s. The
+#: sink's lane (relays and PostgreSQL, with ``--relays``) strikes about once a minute;
+#: its faults cost no decision, so they need no turn.
 LANES = (
     ("workers", WORKER_KINDS, (40.0, 120.0)),
     ("etcd", ETCD_KINDS, (60.0, 160.0)),
     ("solvers", SOLVER_KINDS, (80.0, 200.0)),
+    ("sink", SINK_KINDS, (30.0, 90.0)),
 )
 
 
@@ -44,6 +47,9 @@ class ChaosConfig:
     seed: int | None = None
     workers: int = 4
     cities: int = 50
+    #: ``dispatch-relay`` processes carrying decisions into a local PostgreSQL (one
+    #: active, the others standing by); 0: no sink, no sink faults, no sink check
+    relays: int = 2
     #: the workers' lease TTL: 1 s, the shortest etcd grants with a 500 ms election
     #: timeout (1.5 election timeouts, rounded up); how long a dead worker's cities wait
     ttl: int = 1
@@ -86,9 +92,10 @@ def parser() -> argparse.ArgumentParser:
     d = DEFAULT
     p = argparse.ArgumentParser(
         prog="python -m devtools.chaos",
-        description="Run workers and a 3-member etcd cluster under random faults, then "
-                    "check etcd's history: every decision from the leader of its time. "
-                    "Exit status: 0 pass, 1 safety violation, 3 not recovered.")
+        description="Run workers, a 3-member etcd cluster and relays into PostgreSQL "
+                    "under random faults, then check etcd's history (every decision from "
+                    "the leader of its time) and the database against it. Exit status: "
+                    "0 pass, 1 safety violation or sink finding, 3 not recovered.")
     p.add_argument("--duration", type=float, default=d.duration,
                    help=f"seconds of faults (default {d.duration:g}), then heal, settle, "
                         "verify")
@@ -97,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
                         "printed; pass it again to replay the same schedule)")
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--cities", type=int, default=d.cities)
+    p.add_argument("--relays", type=int, default=d.relays, metavar="N",
+                   help=f"dispatch-relay processes carrying the decisions into a local "
+                        f"PostgreSQL, each through its own proxy to it (default "
+                        f"{d.relays}: one active, one standing by). Their faults: "
+                        f"{', '.join(SINK_KINDS)}; afterwards the database is checked "
+                        "against etcd's history (devtools.pgcheck). 0: no sink")
     p.add_argument("--lease-ttl", type=int, default=d.ttl, dest="ttl", metavar="SECONDS",
                    help=f"the workers' lease TTL (default {d.ttl}): how long a dead or "
                         "cut-off worker's cities wait")
@@ -138,16 +151,18 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> ChaosConf
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         p.error(f"unknown fault kinds: {', '.join(unknown)}")
-    if args.workers < 2 or args.cities < 1 or args.duration < 0 or args.ttl < 1:
-        p.error("need --workers >= 2, --cities >= 1, --duration >= 0, --lease-ttl >= 1")
+    if args.workers < 2 or args.cities < 1 or args.duration < 0 or args.ttl < 1 \
+            or args.relays < 0:
+        p.error("need --workers >= 2, --cities >= 1, --duration >= 0, --lease-ttl >= 1, "
+                "--relays >= 0")
     if args.etcd_election_ms < 10 or args.ttl * 1000 < 1.5 * args.etcd_election_ms:
         p.error(f"etcd would stretch a lease TTL of {args.ttl}s to 1.5 election "
                 f"timeouts ({1.5 * args.etcd_election_ms / 1000:g}s): give a longer "
                 "--lease-ttl or a shorter --etcd-election-ms (at least 10)")
     return ChaosConfig(
         duration=args.duration, seed=args.seed, workers=args.workers, cities=args.cities,
-        ttl=args.ttl, etcd_election_ms=args.etcd_election_ms, kinds=kinds, pace=args.pace,
-        overlap=args.overlap, base=args.dir,
+        relays=args.relays, ttl=args.ttl, etcd_election_ms=args.etcd_election_ms,
+        kinds=kinds, pace=args.pace, overlap=args.overlap, base=args.dir,
         keep=args.keep, worker_args=tuple(args.worker_arg),
         solve_isolation=args.solve_isolation, solve_processes=args.solve_processes,
         progress=False if args.no_progress else None,
@@ -158,6 +173,8 @@ def replay_command(cfg: ChaosConfig, seed: int) -> str:
     """The command line that replays this run's schedule."""
     replay = (f"python -m devtools.chaos --seed {seed} --duration {cfg.duration:g} "
               f"--workers {cfg.workers} --cities {cfg.cities}")
+    if cfg.relays != DEFAULT.relays:
+        replay += f" --relays {cfg.relays}"
     if cfg.ttl != DEFAULT.ttl:
         replay += f" --lease-ttl {cfg.ttl}"
     if cfg.etcd_election_ms != DEFAULT.etcd_election_ms:

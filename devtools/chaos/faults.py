@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coordinator.settings import CityConfig
-from devtools.chaos.target import ChaosTarget, WorkerTarget
+from devtools.chaos.target import ChaosTarget, RelayTarget, WorkerTarget
 
-__all__ = ["ETCD_KINDS", "KINDS", "SOLVER_KINDS", "WORKER_KINDS", "Fault", "Lane"]
+__all__ = ["ETCD_KINDS", "KINDS", "SINK_KINDS", "SOLVER_KINDS", "UNTURNED", "WORKER_KINDS",
+           "Fault", "Lane"]
 
 WORKER_KINDS = ("kill9", "sigterm", "sigstop", "cut", "net-stall", "net-delay")
 ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss")
@@ -30,7 +31,13 @@ ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss")
 #: (``solver-kill``): they never wait for their turn with the faults of a whole worker
 #: or of etcd
 SOLVER_KINDS = ("slow-solve", "solver-kill")
-KINDS = WORKER_KINDS + ETCD_KINDS + SOLVER_KINDS
+#: faults downstream of etcd (with ``--relays``): a relay killed, paused past its lease
+#: or cut off PostgreSQL, PostgreSQL restarted. They cost no decision in etcd, only
+#: delivery to the sink, whose check (``devtools.pgcheck``) judges them
+SINK_KINDS = ("relay-kill9", "relay-sigstop", "relay-cut", "pg-restart")
+KINDS = WORKER_KINDS + ETCD_KINDS + SOLVER_KINDS + SINK_KINDS
+#: kinds that concern no whole worker and not etcd: they never wait for their turn
+UNTURNED = SOLVER_KINDS + SINK_KINDS
 
 
 @dataclass
@@ -109,8 +116,8 @@ class Lane:
             draw = self._draw(rng, deck)
             # Faults that touch every city take turns (unless the run allows overlap), so
             # each decision gap can be laid at one fault's door; slow-solve concerns one
-            # city and never waits.
-            turn = self.target.turn if draw.kind not in SOLVER_KINDS else None
+            # city and the sink's faults none: they never wait.
+            turn = self.target.turn if draw.kind not in UNTURNED else None
             try:
                 if turn is not None:
                     turn.acquire()
@@ -345,6 +352,78 @@ def solver_kill(lane: Lane, draw: Draw) -> None:
     lane.end(fault)
 
 
+# -- the sink: relays and PostgreSQL -----------------------------------------------------
+
+
+def _relay(lane: Lane, draw: Draw) -> tuple[RelayTarget, str] | None:
+    """Mostly the active relay (a standby's faults only delay a takeover), and whether
+    it was the active one."""
+    relays = lane.target.relays
+    if not relays:
+        return None
+    active = lane.target.active_relay() if draw.spare < 0.75 else None
+    slot = active or relays[draw.target % len(relays)]
+    return slot, "active" if active is not None else "by lot"
+
+
+def relay_kill9(lane: Lane, draw: Draw) -> None:
+    picked = _relay(lane, draw)
+    if picked is None:
+        return
+    slot, which = picked
+    slot.expected_down = True
+    fault = lane.begin("relay-kill9", slot.relay_id, which)
+    slot.kill()
+    lane.hold(_between(0.5, 3.0, draw.hold))
+    slot.start()
+    slot.expected_down = False
+    lane.end(fault)
+
+
+def relay_sigstop(lane: Lane, draw: Draw) -> None:
+    """A relay paused past its lease: a standby takes over, and when it wakes up it may
+    still deliver the batch it held, which the sink must refuse as not newer."""
+    picked = _relay(lane, draw)
+    if picked is None:
+        return
+    slot, which = picked
+    fault = lane.begin("relay-sigstop", slot.relay_id, which)
+    slot.pause()
+    lane.hold(lane.target.ttl + _between(0.5, 3.0, draw.hold))
+    slot.resume()
+    lane.end(fault)
+
+
+def relay_cut(lane: Lane, draw: Draw) -> None:
+    """A relay's connection to PostgreSQL closed and refused (perhaps mid-transaction)."""
+    picked = _relay(lane, draw)
+    if picked is None:
+        return
+    slot, which = picked
+    fault = lane.begin("relay-cut", slot.relay_id, which)
+    slot.link.cut()
+    lane.hold(_between(0.5, 5.0, draw.hold))
+    slot.link.restore()
+    lane.end(fault)
+
+
+def pg_restart(lane: Lane, draw: Draw) -> None:
+    """PostgreSQL stopped (fast shutdown, or SIGKILL as a crash) and started again on
+    the same port 0.5-3 s later."""
+    postgres = lane.target.postgres
+    if postgres is None:
+        return
+    how = "crash" if draw.spare < 0.5 else "fast shutdown"
+    fault = lane.begin("pg-restart", "postgres", how)
+    if how == "crash":
+        postgres.kill()
+    else:
+        postgres.stop()
+    lane.hold(_between(0.5, 3.0, draw.hold))
+    postgres.restart()
+    lane.end(fault)
+
+
 INJECT: dict[str, Callable[[Lane, Draw], None]] = {
     "kill9": kill9,
     "sigterm": sigterm,
@@ -358,4 +437,8 @@ INJECT: dict[str, Callable[[Lane, Draw], None]] = {
     "quorum-loss": quorum_loss,
     "slow-solve": slow_solve,
     "solver-kill": solver_kill,
+    "relay-kill9": relay_kill9,
+    "relay-sigstop": relay_sigstop,
+    "relay-cut": relay_cut,
+    "pg-restart": pg_restart,
 }

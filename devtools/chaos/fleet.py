@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from coordinator.errors import EtcdError
 from coordinator.etcd import EtcdClient, EtcdConfig
+from devtools.chaos.process import ProcessSlot
 from devtools.localetcd import EtcdCluster, EtcdMember
 from devtools.proxy import ProxyGroup
 
@@ -33,53 +33,26 @@ class Resources:
 
 
 @dataclass
-class WorkerSlot:
+class WorkerSlot(ProcessSlot):
     """One ``dispatch-worker`` process slot: restarted under the same worker id, always
     behind the same proxies (so the harness can cut this worker alone off etcd)."""
 
     worker_id: str
     proxies: ProxyGroup
-    log_path: Path
     namespace: str
     ttl: int
     extra: list[str] = field(default_factory=list)
     #: the worker program (default: ``python -m coordinator.cli.worker``)
     command: list[str] = field(default_factory=list)
-    process: subprocess.Popen[bytes] | None = None
-    paused: bool = False
-    starts: int = 0
-    #: the harness stopped it on purpose and will start it again
-    expected_down: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> None:
-        with self.lock:
-            self.starts += 1
-            with open(self.log_path, "ab") as log:
-                log.write(f"==== chaos: start #{self.starts} at {time.time():.3f}\n".encode())
-                log.flush()
-                self.process = subprocess.Popen(
-                    [*(self.command or [sys.executable, "-m", "coordinator.cli.worker"]),
-                     "--etcd", self.proxies.endpoints, "--namespace", self.namespace,
-                     "--worker-id", self.worker_id, "--lease-ttl", str(self.ttl),
-                     *self.extra],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            self.paused = False
 
     @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+    def name(self) -> str:
+        return self.worker_id
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.process is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signum)
+    def argv(self) -> list[str]:
+        return [*(self.command or [sys.executable, "-m", "coordinator.cli.worker"]),
+                "--etcd", self.proxies.endpoints, "--namespace", self.namespace,
+                "--worker-id", self.worker_id, "--lease-ttl", str(self.ttl), *self.extra]
 
     def solver_processes(self) -> list[int]:
         """Pids of the worker's solver processes (its children started by
@@ -119,45 +92,6 @@ class WorkerSlot:
     def kill_child(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-    def pause(self) -> None:
-        self.signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        self.signal(signal.SIGCONT)
-        self.paused = False
-
-    def kill(self) -> None:
-        """kill -9 (the process only: its solver processes notice and exit)."""
-        self.resume()
-        self.signal(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(30)
-
-    def terminate(self, timeout: float) -> bool:
-        """SIGTERM and wait for a graceful exit; kill -9 after ``timeout``. True if it
-        left by itself."""
-        self.resume()
-        self.signal(signal.SIGTERM)
-        if self.process is None:
-            return True
-        try:
-            self.process.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return False
-
-    def close(self) -> None:
-        """Stop the whole process group (worker and solver processes) for good."""
-        if self.process is None:
-            return
-        self.resume()
-        if self.alive():
-            self.terminate(15)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 class Etcd:

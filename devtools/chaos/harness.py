@@ -1,10 +1,12 @@
 """The chaos harness: the fleet under faults, and the run from setup to verdict.
 
 :class:`Harness` starts a 3-member etcd cluster on loopback, one
-``devtools.proxy.ProxyGroup`` and one ``dispatch-worker`` per worker, and the cities;
-it watches the fleet, runs the fault lanes (``devtools.chaos.faults``) against itself as
-their :class:`~devtools.chaos.target.ChaosTarget`, heals, settles and tears down.
-:func:`run` drives those phases, checks etcd's whole history and hands the findings to
+``devtools.proxy.ProxyGroup`` and one ``dispatch-worker`` per worker, the cities, and
+with ``--relays`` PostgreSQL and the relays (``sink.SinkFleet``); it watches the fleet,
+runs the fault lanes (``devtools.chaos.faults``) against itself as their
+:class:`~devtools.chaos.target.ChaosTarget`, heals, settles and tears down. :func:`run`
+drives those phases, checks etcd's whole history, lets the relays catch up and checks
+the database against that history (``devtools.pgcheck``), and hands the findings to
 ``analysis`` and ``report``.
 """
 
@@ -25,8 +27,9 @@ from coordinator.errors import EtcdError
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
 from coordinator.ops.verify import Report, verify
+from coordinator.recipes.election import leader_of
 from coordinator.settings import CityConfig
-from devtools.chaos.analysis import ChaosResult, analyse, grew
+from devtools.chaos.analysis import ChaosResult, SinkOutcome, analyse, grew
 from devtools.chaos.config import (
     LANES,
     NAMESPACE,
@@ -39,9 +42,14 @@ from devtools.chaos.config import (
 from devtools.chaos.console import Console
 from devtools.chaos.faults import Lane
 from devtools.chaos.fleet import Etcd, Resources, WorkerSlot
+from devtools.chaos.process import ProcessSlot
 from devtools.chaos.report import dump, explain, print_report
+from devtools.chaos.sink import SINK, RelaySlot, SinkFleet
 from devtools.chaos.view import FleetView
-from devtools.localetcd import EtcdCluster
+from devtools.localetcd import ETCDCTL, EtcdCluster
+from devtools.localpg import LocalPostgres
+from devtools.pgcheck import CheckError
+from devtools.pgcheck import check as check_sink
 from devtools.proxy import ProxyGroup
 
 __all__ = ["Harness", "run"]
@@ -72,6 +80,7 @@ class Harness:
         self.console = Console(out, self.base / "events.log", progress=(
             config.progress if config.progress is not None else out.isatty()))
         self.cluster: EtcdCluster | None = None
+        self.sink: SinkFleet | None = None
         self.etcd: Etcd
         self.client: EtcdClient
         self.watcher: EtcdClient
@@ -89,6 +98,27 @@ class Harness:
     @property
     def ttl(self) -> int:
         return self.config.ttl
+
+    @property
+    def relays(self) -> list[RelaySlot]:
+        return self.sink.relays if self.sink is not None else []
+
+    @property
+    def postgres(self) -> LocalPostgres | None:
+        return self.sink.postgres if self.sink is not None else None
+
+    def active_relay(self) -> RelaySlot | None:
+        if self.sink is None:
+            return None
+        try:
+            leader = leader_of(self.watcher, self.keys.relay_election(SINK))
+        except EtcdError:
+            return None
+        return self.sink.relay(leader.value.decode(errors="replace")) if leader else None
+
+    def slots(self) -> list[ProcessSlot]:
+        """Every process the harness runs: workers, then relays."""
+        return [*self.workers, *self.relays]
 
     # -- output -------------------------------------------------------------------------
 
@@ -125,8 +155,9 @@ class Harness:
             worker_id = f"w{i}"
             proxies = ProxyGroup([m.client_url for m in self.cluster.members],
                                  name=worker_id).start()
-            slot = WorkerSlot(worker_id, proxies, self.base / f"{worker_id}.log", NAMESPACE,
-                              cfg.ttl, extra, command=list(cfg.worker_command))
+            slot = WorkerSlot(worker_id, proxies, NAMESPACE, cfg.ttl, extra,
+                              list(cfg.worker_command),
+                              log_path=self.base / f"{worker_id}.log")
             self.workers.append(slot)
         self.view = FleetView(self.watcher, self.keys, self.cities,
                               [w.worker_id for w in self.workers])
@@ -136,6 +167,12 @@ class Harness:
                   f"({len(self.slow_cities)} on {SLOW_SOLVER}); workers "
                   f"{', '.join(w.worker_id for w in self.workers)} (lease TTL {cfg.ttl}s), "
                   "each behind its own proxies")
+        if cfg.relays:
+            self.sink = SinkFleet(self.base, self.cluster.endpoints, NAMESPACE, cfg.relays,
+                                  cfg.ttl).start()
+            self.emit(f"postgres {self.sink.url}; relays "
+                      f"{', '.join(r.relay_id for r in self.relays)} (sink {SINK}, lease "
+                      f"TTL {cfg.ttl}s), each through its own proxy to it")
 
     def _make_cities(self) -> None:
         cfg = self.config
@@ -152,15 +189,12 @@ class Harness:
     # -- watching -----------------------------------------------------------------------
 
     def check_workers(self) -> None:
-        """A worker that exits without the harness stopping it has crashed: note it and
-        start it again."""
-        for slot in self.workers:
-            with slot.lock:
-                crashed = not slot.expected_down and slot.process is not None \
-                    and slot.process.poll() is not None
-            if crashed:
+        """A worker or relay that exits without the harness stopping it has crashed: note
+        it and start it again."""
+        for slot in self.slots():
+            if slot.crashed():
                 code = slot.process.returncode if slot.process else None
-                self.problem(f"{slot.worker_id} exited by itself with status {code} "
+                self.problem(f"{slot.name} exited by itself with status {code} "
                              f"(see {slot.log_path}); restarting it")
                 slot.start()
 
@@ -229,6 +263,8 @@ class Harness:
             enabled = tuple(k for k in kinds if k in cfg.kinds)
             if name == "solvers" and not self.slow_cities:
                 enabled = tuple(k for k in enabled if k != "slow-solve")
+            if name == "sink" and not self.relays:
+                enabled = ()
             if enabled:
                 self.lanes.append(Lane(name, enabled, self.seed, (low / pace, high / pace),
                                        self, self.stop))
@@ -257,6 +293,8 @@ class Harness:
         for config in self.slow_cities:
             with contextlib.suppress(EtcdError):
                 self.client.put(self.keys.city(config.city), config.encode())
+        if self.sink is not None:
+            self.sink.heal()
 
     def put_settings(self, config: CityConfig) -> None:
         deadline = time.monotonic() + 60.0
@@ -299,6 +337,47 @@ class Harness:
         self.console.end_status()
         return result["owners"], result["stale"]  # type: ignore[return-value]
 
+    def finish_sink(self) -> SinkOutcome | None:
+        """Once the workers have stopped: wait until the relays carried etcd's newest
+        decision into PostgreSQL, stop them, and check the database against etcd's
+        history."""
+        if self.sink is None:
+            return None
+        sink = self.sink
+        stopped = time.monotonic()
+        kvs, _ = self.client.range(self.keys.decisions, prefix=True, sort="mod",
+                                   descending=True, limit=1, keys_only=True)
+        latest = kvs[0].mod_revision if kvs else 0
+        deadline = stopped + self.config.settle_timeout
+        cursor = sink.cursor()
+        while (cursor is None or cursor < latest) and time.monotonic() < deadline:
+            self.check_workers()
+            time.sleep(0.2)
+            cursor = sink.cursor()
+        caught_up_in = time.monotonic() - stopped if cursor is not None and \
+            cursor >= latest else None
+        if caught_up_in is None:
+            self.problem(f"the relays did not carry etcd's newest decision (revision "
+                         f"{latest}) into postgres within {self.config.settle_timeout:.0f}s:"
+                         f" the sink's cursor is {cursor}")
+        for slot in sink.relays:
+            slot.expected_down = True
+            if slot.terminate(20.0) and slot.process is not None \
+                    and slot.process.returncode != 0:
+                self.problem(f"{slot.relay_id} exited with status "
+                             f"{slot.process.returncode} after SIGTERM")
+        error = ""
+        try:
+            checked = check_sink(self.cluster.endpoints if self.cluster else "", NAMESPACE,
+                                 sink.url, etcdctl=ETCDCTL)
+        except CheckError as exc:
+            checked, error = None, str(exc)
+            self.problem(f"the postgres check could not run: {exc}")
+        return SinkOutcome(relays=len(sink.relays), latest=latest, cursor=cursor,
+                           caught_up_in=caught_up_in,
+                           starts=sum(slot.starts for slot in sink.relays),
+                           check=checked, error=error)
+
     def resources(self, samples: int = 5) -> dict[str, Resources | None]:
         """Each worker's steady holdings: the least of a few samples 0.2 s apart, so that
         a tick thread or connection of the moment is not taken for a leak."""
@@ -319,6 +398,9 @@ class Harness:
             with contextlib.suppress(Exception):
                 slot.close()
             slot.proxies.close()
+        if self.sink is not None:
+            with contextlib.suppress(Exception):
+                self.sink.close(keep=keep)
         for client in ("client", "watcher"):
             with contextlib.suppress(Exception):
                 getattr(self, client).close()
@@ -346,7 +428,8 @@ def _slow_solver_installed() -> bool:
 
 
 def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
-    """Set up, warm up, inject faults, heal, settle, verify etcd's history, report.
+    """Set up, warm up, inject faults, heal, settle, verify etcd's history, check the
+    sink against it, report.
 
     Logs and etcd's data are kept (and their directory printed) when the run fails, has
     problems or tracebacks, is interrupted, or ``config.keep`` asks for them.
@@ -377,10 +460,13 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
         finally:
             probing.set()
             prober.join(5)
-        harness.emit("settled; stopping workers (SIGTERM) and checking etcd's whole history")
+        harness.emit("settled; stopping workers (SIGTERM)" + (
+            ", letting the relays catch up, checking postgres against etcd's history"
+            if harness.sink is not None else "") + " and checking etcd's whole history")
         for slot in harness.workers:
             slot.expected_down = True
             slot.terminate(20.0)
+        sink = harness.finish_sink()
         report = verify(harness.client, harness.keys, start_revision=1,
                         window=(harness.started, ended), no_quorum=harness.no_quorum)
         agree, hashes = harness.etcd.replicas_agree(report.end_revision)
@@ -401,7 +487,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             periods={c: cfg.period for c, cfg in harness.cities.items()},
             slow_cities=[c.city for c in harness.slow_cities], owners=owners, stale=stale,
             resources=resources, problems=harness.problems,
-            logs=[slot.log_path for slot in harness.workers], base=harness.base)
+            logs=[slot.log_path for slot in harness.slots()], base=harness.base, sink=sink)
         if result.exit_code != 0 or result.problems or result.tracebacks:
             keep = True
         if keep:

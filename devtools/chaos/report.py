@@ -12,9 +12,9 @@ from coordinator.codec import decode
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.ops.verify import Report, replay
-from devtools.chaos.analysis import ChaosResult, grew
+from devtools.chaos.analysis import ChaosResult, SinkOutcome, grew
 from devtools.chaos.config import RECOVERY_MARGIN, replay_command
-from devtools.chaos.faults import KINDS
+from devtools.chaos.faults import KINDS, SINK_KINDS
 from devtools.chaos.fleet import Resources
 from protos import dispatch_pb2 as pb
 
@@ -22,15 +22,16 @@ __all__ = ["dump", "explain", "print_report"]
 
 
 def print_report(result: ChaosResult, out: TextIO) -> None:
-    """The end-of-run report: faults, the history check, availability, the gap table per
-    fault kind, what the workers hold, recovery, problems and the verdict."""
+    """The end-of-run report: faults, the history check, the sink's check, availability,
+    the gap table per fault kind, what the workers hold, recovery, problems and the
+    verdict."""
     cfg = result.config
     report = result.report
     w = out.write
     span = result.ended - result.started
     w("\n==== chaos report\n")
     w(f"seed {result.seed}: {span:.0f}s of faults (+ settling), {cfg.workers} workers, "
-      f"{cfg.cities} cities, lease TTL {cfg.ttl}s"
+      f"{cfg.cities} cities, {cfg.relays} relays, lease TTL {cfg.ttl}s"
       + (", faults overlapping" if cfg.overlap else ", one worker/etcd fault at a time")
       + "\n")
     w(f"replay: {replay_command(cfg, result.seed)}\n")
@@ -50,6 +51,8 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
       + ("no" if any("disagree" in p for p in result.problems) else "yes") + "\n")
     for v in report.violations[:20]:
         w(f"  VIOLATION {v}\n")
+    if result.sink is not None:
+        _print_sink(result, result.sink, out)
     av = report.availability
     if av is not None:
         w(f"{av.summary()}\n")
@@ -119,11 +122,34 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
     for p in result.problems[:20]:
         w(f"  {p}\n")
     if result.tracebacks:
-        w(f"tracebacks in worker logs: {sum(result.tracebacks.values())}\n")
+        w(f"tracebacks in worker and relay logs: {sum(result.tracebacks.values())}\n")
         for line, times in result.tracebacks.most_common(10):
             w(f"  {times} x {line}\n")
     w(f"result: {'PASS' if result.exit_code == 0 else 'FAIL'} (exit {result.exit_code})\n")
     out.flush()
+
+
+def _print_sink(result: ChaosResult, sink: SinkOutcome, out: TextIO) -> None:
+    """The relays and PostgreSQL: their faults, the catch-up, the check's verdict."""
+    w = out.write
+    kinds = result.by_kind()
+    faults = ", ".join(f"{k} {kinds[k]}" for k in SINK_KINDS if kinds[k]) or "none"
+    w(f"sink: postgres, {sink.relays} relays ({sink.starts} starts); its faults: {faults}\n")
+    if sink.caught_up_in is not None:
+        w(f"  the relays carried etcd's newest decision (revision {sink.latest}) into "
+          f"postgres {sink.caught_up_in:.1f}s after the workers stopped\n")
+    else:
+        w(f"  NOT CAUGHT UP: the sink's cursor is {sink.cursor}, etcd's newest decision "
+          f"revision {sink.latest}\n")
+    check = sink.check
+    if check is None:
+        w(f"  POSTGRES CHECK DID NOT RUN: {sink.error}\n")
+        return
+    w(f"  {check.summary()}\n")
+    for finding in check.findings[:20]:
+        w(f"  FINDING {finding}\n")
+    if len(check.findings) > 20:
+        w(f"  ... and {len(check.findings) - 20} more findings\n")
 
 
 def _holdings(r: Resources | None) -> str:
@@ -175,6 +201,11 @@ def dump(result: ChaosResult, path: Path) -> None:
         "periods": result.periods, "noQuorum": result.no_quorum,
         "unwritable": result.unwritable,
         "faults": [vars(f) for f in result.faults],
+        "sink": None if result.sink is None else {
+            "latest": result.sink.latest, "cursor": result.sink.cursor,
+            "caughtUpIn": result.sink.caught_up_in, "error": result.sink.error,
+            "findings": [str(f) for f in result.sink.check.findings]
+            if result.sink.check is not None else None},
         "decisions": {
             city: [[r, d.decided_at.ToNanoseconds() / 1e9, d.worker_id, d.token]
                    for r, d in history]

@@ -1,11 +1,12 @@
 """What a fault needs from the harness: the small protocol that opens the chaos circle.
 
 The faults (``devtools.chaos.faults``) break things through :class:`ChaosTarget` alone —
-kill, stop or continue a worker, cut or slow its links, kill or pause an etcd member,
-stall a city's solver — and never import the harness that implements it
-(``devtools.chaos.harness.Harness``, with ``fleet.WorkerSlot`` and ``fleet.Etcd`` for the
-workers and the cluster), as ``coordinator.worker.admin.AdminTarget`` stands between the
-admin server and the worker.
+kill, stop or continue a worker or a relay, cut or slow their links, kill or pause an
+etcd member, restart PostgreSQL, stall a city's solver — and never import the harness
+that implements it (``devtools.chaos.harness.Harness``, with ``fleet.WorkerSlot`` and
+``fleet.Etcd`` for the workers and the cluster, ``sink.RelaySlot`` and
+``devtools.localpg.LocalPostgres`` for the relays and their database), as
+``coordinator.worker.admin.AdminTarget`` stands between the admin server and the worker.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from coordinator.settings import CityConfig
 if TYPE_CHECKING:
     from devtools.localetcd import EtcdMember
 
-__all__ = ["ChaosTarget", "EtcdTarget", "LinkTarget", "WorkerTarget"]
+__all__ = ["ChaosTarget", "EtcdTarget", "LinkTarget", "PostgresTarget", "RelayTarget",
+           "WorkerTarget"]
 
 
 class LinkTarget(Protocol):
-    """One worker's roads to etcd (``devtools.proxy.ProxyGroup``)."""
+    """One worker's roads to etcd (``devtools.proxy.ProxyGroup``), or one relay's road to
+    PostgreSQL (``devtools.proxy.Proxy``)."""
 
     def cut(self) -> None: ...
 
@@ -65,6 +68,41 @@ class WorkerTarget(Protocol):
     def solver_processes(self) -> list[int]: ...
 
     def kill_child(self, pid: int) -> None: ...
+
+
+class RelayTarget(Protocol):
+    """One ``dispatch-relay`` process slot (``sink.RelaySlot``)."""
+
+    #: set while a fault keeps the relay down on purpose (not a crash)
+    expected_down: bool
+
+    @property
+    def relay_id(self) -> str: ...
+
+    @property
+    def link(self) -> LinkTarget:
+        """Its connection to PostgreSQL."""
+
+    def start(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class PostgresTarget(Protocol):
+    """The relays' database server (``devtools.localpg.LocalPostgres``)."""
+
+    def stop(self, timeout: float = ...) -> None:
+        """Fast shutdown: open sessions are terminated."""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the next start runs crash recovery."""
+
+    def restart(self, timeout: float = ...) -> None:
+        """Start again on the same port (stopping it first if it runs)."""
 
 
 class EtcdTarget(Protocol):
@@ -110,6 +148,16 @@ class ChaosTarget(Protocol):
 
     @property
     def etcd(self) -> EtcdTarget: ...
+
+    @property
+    def relays(self) -> Sequence[RelayTarget]:
+        """The relays (none: the run has no sink, and no sink faults)."""
+
+    @property
+    def postgres(self) -> PostgresTarget | None: ...
+
+    def active_relay(self) -> RelayTarget | None:
+        """The relay that leads its sink's election now, as etcd says (None: unknown)."""
 
     @property
     def slow_cities(self) -> Sequence[CityConfig]:

@@ -1,0 +1,231 @@
+"""The PostgreSQL sink: the latest decision per city, plus an append-only audit.
+
+``dispatch_decisions`` holds one row per city; a delivery replaces it only through a
+conditional upsert (``... ON CONFLICT (city) DO UPDATE ... WHERE revision <
+EXCLUDED.revision``), so the fence is checked by the database, under the row's lock,
+whoever writes: a stale or repeated delivery, or a second relay overlapping this one,
+changes nothing. Only a delivery that wrote adds its assignments to
+``dispatch_assignments``, and the namespace's cursor advances with ``GREATEST``; the three
+happen in one transaction. The tables are documented in ``docs/`` and created by
+:meth:`PostgresSink.init_schema` (``dispatch-relay --init``).
+
+psycopg's errors stop here: connection trouble becomes
+:class:`~coordinator.errors.SinkUnavailable`, anything else
+:class:`~coordinator.errors.SinkError`, with the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
+
+from coordinator.codec import encode
+from coordinator.errors import ConfigError, SinkError, SinkUnavailable
+from coordinator.sinks.contract import Applied, Delivery, Sink
+from protos import dispatch_pb2 as pb
+
+__all__ = ["SCHEMA", "PostgresSink"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dispatch_decisions (
+  city text PRIMARY KEY, token bigint NOT NULL, revision bigint NOT NULL,
+  worker_id text NOT NULL, solver text NOT NULL, decided_at timestamptz NOT NULL,
+  decision jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS dispatch_assignments (
+  revision bigint NOT NULL, city text NOT NULL, token bigint NOT NULL,
+  order_id text NOT NULL, courier_id text NOT NULL, pickup_eta_seconds double precision,
+  decided_at timestamptz NOT NULL, worker_id text NOT NULL, solver text NOT NULL,
+  -- one revision can carry many cities (a batched commit), whose order ids may repeat
+  PRIMARY KEY (revision, city, order_id));
+CREATE INDEX IF NOT EXISTS dispatch_assignments_by_order
+  ON dispatch_assignments (order_id, revision);
+CREATE INDEX IF NOT EXISTS dispatch_assignments_by_courier
+  ON dispatch_assignments (courier_id, revision);
+CREATE TABLE IF NOT EXISTS dispatch_sink_cursor (
+  namespace text PRIMARY KEY, revision bigint NOT NULL);
+"""
+
+_UPSERT = """
+INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at, decision)
+VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (city) DO UPDATE SET
+  token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
+  solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
+WHERE dispatch_decisions.revision < EXCLUDED.revision
+RETURNING revision
+"""
+
+_AUDIT = """
+COPY dispatch_assignments (revision, city, token, order_id, courier_id, pickup_eta_seconds,
+                           decided_at, worker_id, solver) FROM STDIN
+"""
+
+_ADVANCE = """
+INSERT INTO dispatch_sink_cursor (namespace, revision) VALUES (%s, %s)
+ON CONFLICT (namespace) DO UPDATE
+SET revision = GREATEST(dispatch_sink_cursor.revision, EXCLUDED.revision)
+RETURNING revision
+"""
+
+_CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
+
+#: "this server will not let you in", not "try again later": bad user, bad password, no
+#: such database. A failed connect carries no SQLSTATE, only the server's message.
+_REFUSED = {"28000", "28P01", "3D000"}
+_REFUSED_TEXT = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
+
+
+class PostgresSink(Sink):
+    """Decisions into PostgreSQL over one connection, reopened after a failure."""
+
+    name = "postgres"
+    #: the fenced statements; the test suite's deliberately broken sink replaces them
+    upsert_sql = _UPSERT
+    advance_sql = _ADVANCE
+
+    def __init__(self, url: str, *, namespace: str) -> None:
+        self._params = _parse(url)
+        self._url = url
+        self.namespace = namespace
+        self.where = _describe(self._params)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    # ------------------------------------------------------------------ the contract
+
+    def init_schema(self) -> None:
+        with self._boundary("create the schema") as conn, conn.transaction():
+            conn.execute(SCHEMA)
+
+    def cursor(self) -> int:
+        with self._boundary("read the cursor") as conn:
+            row = conn.execute(_CURSOR, (self.namespace,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def apply(self, batch: Sequence[Delivery]) -> Applied:
+        """One transaction: the conditional upserts, the audit rows of those that wrote,
+        the cursor. Upserts go city by city (each city's deliveries in the order given):
+        two relays' transactions then lock rows in the same order and cannot deadlock."""
+        if not batch:
+            return Applied(applied=0, refused=0, cursor=self.cursor())
+        ordered = sorted(batch, key=lambda d: d.city)  # stable: keeps each city's order
+        with self._boundary("apply a batch") as conn, conn.transaction(), \
+                conn.cursor() as cur:
+            cur.executemany(self.upsert_sql, [_row(d) for d in ordered], returning=True)
+            written = [d for d, result in zip(ordered, cur.results(), strict=True)
+                       if result.fetchone() is not None]
+            audit = [row for d in written for row in _assignments(d)]
+            if audit:
+                with cur.copy(_AUDIT) as copy:
+                    for row in audit:
+                        copy.write_row(row)
+            cur.execute(self.advance_sql,
+                        (self.namespace, max(d.revision for d in batch)))
+            advanced = cur.fetchone()
+        assert advanced is not None  # an upsert with RETURNING returns its row
+        return Applied(applied=len(written), refused=len(batch) - len(written),
+                       cursor=int(advanced[0]))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # ------------------------------------------------------------------ the boundary
+
+    @contextmanager
+    def _boundary(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        """The connection (opened if needed), with psycopg's errors translated."""
+        try:
+            yield self._connection()
+        except psycopg.errors.UndefinedTable as exc:
+            raise SinkError(f"postgres sink at {self.where} cannot {doing}: {_line(exc)}; "
+                            "create the tables with `dispatch-relay --init`") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._forget()
+            if exc.sqlstate in _REFUSED or any(t in str(exc) for t in _REFUSED_TEXT):
+                raise SinkError(f"postgres at {self.where} refused us ({doing}): "
+                                f"{_line(exc)}") from exc
+            raise SinkUnavailable(f"postgres at {self.where} is unavailable ({doing}): "
+                                  f"{_line(exc)}") from exc
+        except psycopg.Error as exc:
+            if self._conn is not None and self._conn.broken:
+                self._forget()
+            raise SinkError(f"postgres sink at {self.where} cannot {doing}: "
+                            f"{_line(exc)}") from exc
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            extra: dict[str, Any] = {"connect_timeout": 5, "application_name": "dispatch-relay"}
+            for given in self._params.keys() & extra.keys():  # the URL's own win
+                del extra[given]
+            self._conn = psycopg.connect(self._url, autocommit=True, **extra)
+        return self._conn
+
+    def _forget(self) -> None:
+        """Drop a connection that failed: the next call opens a new one."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(psycopg.Error):  # closing a dead connection may complain
+                conn.close()
+
+
+# ---------------------------------------------------------------------- rows
+
+
+def _row(d: Delivery) -> tuple[object, ...]:
+    decision = d.decision
+    return (d.city, d.token, d.revision, decision.worker_id, decision.solver,
+            _decided_at(decision), (d.value or encode(decision)).decode())
+
+
+def _assignments(d: Delivery) -> Iterator[tuple[object, ...]]:
+    """The audit rows of one applied decision: its details, else its bare assignments."""
+    decision = d.decision
+    at, worker, solver = _decided_at(decision), decision.worker_id, decision.solver
+    if decision.details:
+        for a in decision.details:
+            yield (d.revision, d.city, d.token, a.order_id, a.courier_id,
+                   a.pickup_eta_seconds, at, worker, solver)
+    else:
+        for order, courier in decision.assignments.items():
+            yield (d.revision, d.city, d.token, order, courier, None, at, worker, solver)
+
+
+def _decided_at(decision: pb.Decision) -> datetime:
+    at: datetime = decision.decided_at.ToDatetime(tzinfo=UTC)
+    return at
+
+
+# ---------------------------------------------------------------------- the URL
+
+
+def _parse(url: str) -> dict[str, Any]:
+    if not url.strip():
+        raise ConfigError("postgres sink: --sink-url is empty (want postgresql://user@host"
+                          ":port/dbname)")
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"postgres sink: bad --sink-url: {_line(exc)} (want "
+                          "postgresql://user@host:port/dbname)") from exc
+    port = str(params.get("port", "5432"))
+    if not all(p.isdigit() for p in port.split(",")):
+        raise ConfigError(f"postgres sink: bad --sink-url: port {port!r} is not a number")
+    return params
+
+
+def _describe(params: dict[str, Any]) -> str:
+    """host:port/dbname, for messages (never the password)."""
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"{host}:{params.get('port', 5432)}/{params.get('dbname') or params.get('user', '')}"
+
+
+def _line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

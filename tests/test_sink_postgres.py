@@ -1,0 +1,203 @@
+"""The postgres sink on a real server: the audit written once per applied decision and in
+the same transaction, the schema, and the server going away (stopped, restarted,
+killed) becoming ``SinkUnavailable`` and then recovery, with nothing lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from coordinator.codec import encode
+from coordinator.errors import ConfigError, SinkError, SinkUnavailable
+from coordinator.sinks.conformance import delivery
+from coordinator.sinks.contract import Applied
+from coordinator.sinks.postgres import PostgresSink
+from devtools.localpg import LocalPostgres
+from protos import dispatch_pb2 as pb
+
+NS = "/test-ns"
+
+
+def rows(url: str, query: str, *args: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def audit_counts(url: str) -> dict[int, int]:
+    return {int(str(r)): int(str(n)) for r, n in rows(
+        url, "SELECT revision, count(*) FROM dispatch_assignments GROUP BY revision")}
+
+
+@pytest.fixture
+def sink(postgres_url: str) -> Iterator[PostgresSink]:
+    s = PostgresSink(postgres_url, namespace=NS)
+    s.init_schema()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[LocalPostgres]:
+    """A server of this module's own, for tests that stop, restart or kill it."""
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def own_url(own_server: LocalPostgres) -> Iterator[str]:
+    if not own_server.running():
+        own_server.restart()
+    yield own_server.create_database(f"own_{uuid.uuid4().hex[:12]}")
+    if not own_server.running():  # leave it running for the next test
+        own_server.restart()
+
+
+def test_audit_rows_once_per_applied_decision(sink: PostgresSink, postgres_url: str) -> None:
+    a10, b11, a12 = delivery("a", 10, 5), delivery("b", 11, 5), delivery("a", 12, 9)
+    assert sink.apply([a10, a10, b11]) == Applied(applied=2, refused=1, cursor=11)
+    assert sink.apply([b11, a10]) == Applied(applied=0, refused=2, cursor=11)
+    assert sink.apply([a12]) == Applied(applied=1, refused=0, cursor=12)
+
+    assert audit_counts(postgres_url) == {d.revision: len(d.decision.details)
+                                          for d in (a10, b11, a12)}
+    audit = rows(postgres_url, "SELECT order_id, courier_id, pickup_eta_seconds, city, token,"
+                 " worker_id, solver, decided_at FROM dispatch_assignments WHERE revision = 12"
+                 " ORDER BY order_id")
+    want = sorted((x.order_id, x.courier_id, x.pickup_eta_seconds) for x in a12.decision.details)
+    assert [r[:3] for r in audit] == want
+    at = a12.decision.decided_at.ToDatetime().replace(tzinfo=None)
+    assert {r[3:7] for r in audit} == {("a", 9, "w-9", "greedy")}
+    assert {r[7].replace(tzinfo=None) for r in audit} == {at}  # type: ignore[attr-defined]
+
+    (city, token, revision, worker, solver, decided_at, decision), = rows(
+        postgres_url, "SELECT * FROM dispatch_decisions WHERE city = 'a'")
+    assert (city, token, revision, worker, solver) == ("a", 9, 12, "w-9", "greedy")
+    assert decided_at.replace(tzinfo=None) == at  # type: ignore[attr-defined]
+    assert decision == json.loads(encode(a12.decision))  # the canonical JSON, as jsonb
+    assert sink.cursor() == 12
+
+
+def test_decision_without_details_is_audited_from_its_assignments(
+        sink: PostgresSink, postgres_url: str) -> None:
+    d = delivery("a", 10, 5)
+    del d.decision.details[:]
+    sink.apply([d])
+    audit = rows(postgres_url, "SELECT order_id, courier_id, pickup_eta_seconds"
+                 " FROM dispatch_assignments ORDER BY order_id")
+    assert audit == sorted((o, c, None) for o, c in d.decision.assignments.items())
+
+
+def test_a_batch_is_one_transaction(sink: PostgresSink, postgres_url: str) -> None:
+    """An audit row the database rejects (one order twice in a decision) fails the whole
+    batch: the decisions before it in the batch and the cursor are not written either."""
+    sink.apply([delivery("a", 10, 5)])
+    bad = delivery("b", 12, 5)
+    bad.decision.details.append(pb.Assignment(order_id=bad.decision.details[0].order_id,
+                                              courier_id="someone-else"))
+    with pytest.raises(SinkError, match="duplicate key") as caught:
+        sink.apply([delivery("a", 11, 5), bad, delivery("c", 13, 5)])
+    assert not isinstance(caught.value, SinkUnavailable)
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+    assert rows(postgres_url, "SELECT city, revision FROM dispatch_decisions") == [("a", 10)]
+    assert sink.cursor() == 10 and set(audit_counts(postgres_url)) == {10}
+    # the connection is still good: the next batch goes through
+    assert sink.apply([delivery("a", 11, 5)]) == Applied(1, 0, 11)
+
+
+def test_init_is_idempotent(postgres_url: str) -> None:
+    first = PostgresSink(postgres_url, namespace=NS)
+    first.init_schema()
+    first.apply([delivery("a", 10, 5)])
+    again = PostgresSink(postgres_url, namespace=NS)
+    again.init_schema()
+    again.init_schema()
+    assert again.cursor() == 10 and again.apply([delivery("a", 10, 5)]).refused == 1
+    first.close()
+    again.close()
+
+
+def test_missing_tables_say_how_to_create_them(postgres_url: str) -> None:
+    sink = PostgresSink(postgres_url, namespace=NS)
+    for call in (sink.cursor, lambda: sink.apply([delivery("a", 10, 5)])):
+        with pytest.raises(SinkError, match=r"does not exist.*dispatch-relay --init") as caught:
+            call()
+        assert not isinstance(caught.value, SinkUnavailable)
+    sink.init_schema()
+    assert sink.cursor() == 0  # the same sink, once the tables exist
+    sink.close()
+
+
+def test_tables_in_a_schema_given_by_the_url(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA dispatch")
+    sink = PostgresSink(f"{postgres_url}?options=-csearch_path%3Ddispatch", namespace=NS)
+    sink.init_schema()
+    sink.apply([delivery("a", 10, 5)])
+    sink.close()
+    assert rows(postgres_url, "SELECT revision FROM dispatch.dispatch_decisions") == [(10,)]
+    assert rows(postgres_url, "SELECT to_regclass('public.dispatch_decisions')") == [(None,)]
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("", "empty"),
+    ("http://example.com/hook", "bad --sink-url"),
+    ("postgresql://u@h:notaport/db", "port 'notaport' is not a number"),
+    ("postgresql://u@h/db?bogus=1", "bogus"),
+])
+def test_bad_url_is_a_config_error(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        PostgresSink(url, namespace=NS)
+
+
+def test_unknown_database_is_a_sink_error(postgres_server: LocalPostgres) -> None:
+    sink = PostgresSink(postgres_server.url("no_such_db"), namespace=NS)
+    with pytest.raises(SinkError, match="no_such_db") as caught:
+        sink.cursor()
+    assert not isinstance(caught.value, SinkUnavailable)
+
+
+def test_stopped_server_is_unavailable(own_server: LocalPostgres, own_url: str) -> None:
+    sink = PostgresSink(own_url, namespace=NS)
+    sink.init_schema()
+    sink.apply([delivery("a", 10, 5)])
+    own_server.stop()
+    where = f"127.0.0.1:{own_server.port}/"
+    for call in (sink.cursor, lambda: sink.apply([delivery("a", 11, 5)])):
+        with pytest.raises(SinkUnavailable, match=f"postgres at {where}.* is unavailable"
+                           ) as caught:
+            call()
+        assert isinstance(caught.value.__cause__, psycopg.Error)
+        assert "\n" not in str(caught.value)
+    fresh = PostgresSink(own_url, namespace=NS)  # never connected: connection refused
+    with pytest.raises(SinkUnavailable, match="unavailable"):
+        fresh.cursor()
+    own_server.restart()
+    assert sink.cursor() == 10 and fresh.cursor() == 10
+    sink.close()
+    fresh.close()
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_server_gone_between_batches_then_recovery(own_server: LocalPostgres, own_url: str,
+                                                   how: str) -> None:
+    sink = PostgresSink(own_url, namespace=NS)
+    sink.init_schema()
+    first = [delivery("a", 10, 5), delivery("b", 11, 5)]
+    assert sink.apply(first).applied == 2
+    if how == "kill":
+        own_server.kill()
+    own_server.restart()
+    second = [delivery("b", 11, 5), delivery("a", 12, 5), delivery("c", 13, 5)]
+    with pytest.raises(SinkUnavailable):  # its connection died with the server
+        sink.apply(second)
+    assert sink.cursor() == 11  # reconnected; the committed batch survived
+    assert sink.apply(second) == Applied(applied=2, refused=1, cursor=13)
+    assert sink.apply(second) == Applied(applied=0, refused=3, cursor=13)
+    counts = audit_counts(own_url)
+    assert set(counts) == {10, 11, 12, 13}
+    assert counts[12] == len(second[1].decision.details)
+    sink.close()
