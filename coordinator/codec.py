@@ -114,7 +114,7 @@ def _shadow(r: pb.ShadowResult) -> dict[str, Any]:
 
 # --- and back: the message a relay reads for every accepted decision --------------------
 #
-# ``json_format.Parse`` costs as much per decision as the rest of a relay's work together
+# ``json_format.Parse`` walks a message field by field in Python: most of a relay's CPU
 # (docs/benchmarks.md). A decision in the exact form :func:`_decision` writes is read
 # with ``json.loads`` and built field by field; anything else (an unknown or misspelt
 # field, another type, a value ``json_format`` would reject or read differently) falls
@@ -129,41 +129,36 @@ _ASSIGNMENT = {"orderId", "courierId", "pickupEtaSeconds"}
 _SHADOW_STRINGS = {"solver": "solver", "error": "error"}
 _SHADOW_DOUBLES = {"cost": "cost", "solveSeconds": "solve_seconds"}
 _SHADOW_INT32S = {"assigned": "assigned", "unassigned": "unassigned"}
-
-
-class _Unusual(Exception):
-    """The value is not in the form the fast path reads: let ``json_format`` read it."""
+#: why the fast path let go (never shown: ``json_format`` then reads the value)
+_UNUSUAL = "not in the stored form"
 
 
 def _str(value: Any) -> str:
     if type(value) is not str:
-        raise _Unusual
+        raise ValueError(_UNUSUAL)
     return value
 
 
 def _int64(value: Any) -> int:
     # what _decision writes: a decimal string of an int64, no sign games or spaces
     if type(value) is not str or not value.isdigit() or len(value) > 18:
-        raise _Unusual
+        raise ValueError(_UNUSUAL)
     return int(value)
 
 
 def _float(value: Any) -> float:
     if type(value) is float or (type(value) is int and abs(value) < 2**53):
         return float(value)
-    raise _Unusual
+    raise ValueError(_UNUSUAL)
 
 
 def _fill_timestamp(target: Any, value: Any) -> None:
-    try:
-        target.FromJsonString(_str(value))
-    except ValueError as exc:
-        raise _Unusual from exc
+    target.FromJsonString(_str(value))  # a ValueError when it is not RFC 3339
 
 
 def _fast_decision(obj: Any) -> pb.Decision:
     if type(obj) is not dict:
-        raise _Unusual
+        raise ValueError(_UNUSUAL)
     d = pb.Decision()
     for key, value in obj.items():
         if key in _STRINGS:
@@ -176,35 +171,35 @@ def _fast_decision(obj: Any) -> pb.Decision:
             _fill_timestamp(getattr(d, _TIMESTAMPS[key]), value)
         elif key == "assignments":
             if type(value) is not dict:
-                raise _Unusual
+                raise ValueError(_UNUSUAL)
             for order, courier in value.items():
                 d.assignments[order] = _str(courier)
         elif key == "unassigned":
             if type(value) is not list:
-                raise _Unusual
+                raise ValueError(_UNUSUAL)
             d.unassigned.extend(_str(v) for v in value)
         elif key == "details":
             if type(value) is not list:
-                raise _Unusual
+                raise ValueError(_UNUSUAL)
             for item in value:
                 if type(item) is not dict or not _ASSIGNMENT.issuperset(item):
-                    raise _Unusual
+                    raise ValueError(_UNUSUAL)
                 d.details.add(order_id=_str(item.get("orderId", "")),
                               courier_id=_str(item.get("courierId", "")),
                               pickup_eta_seconds=_float(item.get("pickupEtaSeconds", 0.0)))
         elif key == "shadows":
             if type(value) is not list:
-                raise _Unusual
+                raise ValueError(_UNUSUAL)
             for item in value:
                 _fast_shadow(d.shadows.add(), item)
         else:
-            raise _Unusual
+            raise ValueError(_UNUSUAL)
     return d
 
 
 def _fast_shadow(r: pb.ShadowResult, obj: Any) -> None:
     if type(obj) is not dict:
-        raise _Unusual
+        raise ValueError(_UNUSUAL)
     for key, value in obj.items():
         if key in _SHADOW_STRINGS:
             setattr(r, _SHADOW_STRINGS[key], _str(value))
@@ -212,10 +207,10 @@ def _fast_shadow(r: pb.ShadowResult, obj: Any) -> None:
             setattr(r, _SHADOW_DOUBLES[key], _float(value))
         elif key in _SHADOW_INT32S:
             if type(value) is not int or not -(2**31) <= value < 2**31:
-                raise _Unusual
+                raise ValueError(_UNUSUAL)
             setattr(r, _SHADOW_INT32S[key], value)
         else:
-            raise _Unusual
+            raise ValueError(_UNUSUAL)
 
 
 def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
@@ -229,7 +224,7 @@ def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
     if cls is pb.Decision:
         try:
             fast: M = _fast_decision(json.loads(text))
-        except (_Unusual, ValueError, RecursionError):
+        except (ValueError, RecursionError):  # not in the stored form: protobuf decides
             pass
         else:
             return fast
