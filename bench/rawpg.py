@@ -23,26 +23,13 @@ import psycopg
 
 from bench import processes, samples
 from coordinator.codec import decode
+from coordinator.sinks.postgres import PostgresSink
 from protos import dispatch_pb2 as pb
 
-UPSERT = """
-INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at, decision)
-VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
-ON CONFLICT (city) DO UPDATE SET
-  token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
-  solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
-WHERE dispatch_decisions.revision < EXCLUDED.revision
-RETURNING revision
-"""
-AUDIT = """
-COPY dispatch_assignments (revision, city, token, order_id, courier_id, pickup_eta_seconds,
-                           decided_at, worker_id, solver) FROM STDIN
-"""
-ADVANCE = """
-INSERT INTO dispatch_sink_cursor (namespace, revision) VALUES (%s, %s)
-ON CONFLICT (namespace) DO UPDATE
-SET revision = GREATEST(dispatch_sink_cursor.revision, EXCLUDED.revision)
-"""
+#: the postgres sink's own statements: the baseline writes what the sink writes
+UPSERT = PostgresSink.upsert_sql
+AUDIT = PostgresSink.audit_sql
+ADVANCE = PostgresSink.advance_sql
 CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
 
 

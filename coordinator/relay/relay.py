@@ -30,11 +30,11 @@ from coordinator.backoff import Backoff
 from coordinator.codec import encode
 from coordinator.errors import DispatchError, EtcdError, LeaseLost, NotLeader, SinkError
 from coordinator.etcd import EtcdClient
+from coordinator.grpchealth import HealthServer
 from coordinator.keys import Keys
 from coordinator.recipes.election import Election, LeaderKey, leader_of
 from coordinator.recipes.follow import DecisionFollower, Gap, Malformed
 from coordinator.recipes.session import Session
-from coordinator.relay.health import HealthServer
 from coordinator.relay.metrics import RelayMetrics, error_kind
 from coordinator.sinks.contract import Delivery, Sink
 from protos import dispatch_pb2 as pb
@@ -89,6 +89,9 @@ class Relay:
         return self.leader is not None and not self._deposed.is_set()
 
     def healthy(self) -> bool:
+        """What the health port reports: a live etcd lease, and a sink that answered the
+        last time it was used. A standby is healthy too (ready to take over); which relay
+        is active is in ``RelayStatus`` and ``dispatch_relay_active``."""
         session = self.session
         return session is not None and not session.expired() and self.sink_ok
 
@@ -97,7 +100,9 @@ class Relay:
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_port)
         if self.config.admin_port is not None:
-            self.health = HealthServer(self.healthy, self.config.admin_port).start()
+            self.health = HealthServer(self.healthy, self.config.admin_port,
+                                       name="relay health").start()
+            log.info("gRPC health service on port %d", self.health.port)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -88,6 +88,8 @@ class PostgresSink(Sink):
     #: the fenced statements; the test suite's deliberately broken sink replaces them
     upsert_sql = _UPSERT
     advance_sql = _ADVANCE
+    #: the audit rows' ``COPY`` (the raw psycopg baseline of ``bench/relay.py`` uses it too)
+    audit_sql = _AUDIT
 
     def __init__(self, url: str, *, namespace: str) -> None:
         self._params = _parse(url)
@@ -121,7 +123,7 @@ class PostgresSink(Sink):
                        if result.fetchone() is not None]
             audit = [row for d in written for row in _assignments(d)]
             if audit:
-                with cur.copy(_AUDIT) as copy:
+                with cur.copy(self.audit_sql) as copy:
                     for row in audit:
                         copy.write_row(row)
             cur.execute(self.advance_sql,

@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from typing import Any, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coordinator import __version__
 from coordinator.errors import DispatchError, EtcdError
 from coordinator.etcd import EtcdClient
+from coordinator.grpchealth import HealthServer
 from coordinator.keys import Keys
 from coordinator.ops.overview import read_overview
 from coordinator.recipes.election import LeaderKey
@@ -48,10 +46,6 @@ log = logging.getLogger(__name__)
 
 #: The fully qualified name of the Admin service, also a health-check service name.
 ADMIN_SERVICE = "dispatch.v1.Admin"
-
-#: How often the health status follows the worker's session.
-HEALTH_POLL_SECONDS = 0.5
-
 
 class _HasWorkerId(Protocol):
     @property
@@ -193,20 +187,6 @@ class _AdminService(agrpc.AdminServicer):
                               cities_led=sorted(w.campaigns.leaders()), message=message)
 
 
-class _Health(health.HealthServicer):  # type: ignore[misc]
-    """The standard health service, brought up to date before every ``Check`` so a
-    probe sees the session as it is now; ``Watch`` subscribers are updated by the
-    poll in :class:`AdminServer`."""
-
-    def __init__(self, refresh: Callable[[], None]) -> None:
-        super().__init__(experimental_non_blocking=True)
-        self._refresh = refresh
-
-    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._refresh()
-        return super().Check(request, context)
-
-
 class AdminServer:
     """gRPC health + Admin on ``host:port`` for one worker.
 
@@ -217,28 +197,13 @@ class AdminServer:
     def __init__(self, worker: AdminTarget, port: int, host: str = "0.0.0.0") -> None:
         self._worker = worker
         self.host = host
-        # grpc turns SO_REUSEPORT on by default: a second worker started on the same
-        # host and port would then *share* the port, and probes would reach either
-        # worker at random. Refuse the port instead.
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="admin"),
-            options=[("grpc.so_reuseport", 0)],
-        )
-        self._health = _Health(self._refresh)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         # The generated registration function carries no annotations; give it a type.
         add_admin: Callable[[Any, Any], None] = agrpc.add_AdminServicer_to_server
-        add_admin(_AdminService(worker), self._server)
-        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            self.port: int = self._server.add_insecure_port(bind)
-        except RuntimeError as exc:  # grpc: "Failed to bind to address"
-            raise OSError(f"admin port: cannot listen on {bind}: {exc}") from exc
-        self._serving: bool | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="admin health",
-                                        daemon=True)
+        self._health = HealthServer(
+            lambda: _live(worker), port, host, services=("", ADMIN_SERVICE),
+            add=lambda server: add_admin(_AdminService(worker), server),
+            name="admin", threads=4)
+        self.port: int = self._health.port
 
     @property
     def address(self) -> str:
@@ -248,34 +213,9 @@ class AdminServer:
         return f"{host}:{self.port}"
 
     def start(self) -> AdminServer:
-        self._set(_live(self._worker))
-        self._server.start()
-        self._thread.start()
+        self._health.start()
         log.info("admin and health service on %s:%d", self.host, self.port)
         return self
 
     def stop(self, grace: float = 1.0) -> None:
-        self._stop.set()
-        # Report NOT_SERVING before the port closes so a watching prober sees why.
-        self._health.enter_graceful_shutdown()
-        self._server.stop(grace).wait(grace + 1.0)
-        if self._thread.is_alive():
-            self._thread.join(2)
-
-    def _refresh(self) -> None:
-        if not self._stop.is_set():
-            self._set(_live(self._worker))
-
-    def _set(self, serving: bool) -> None:
-        with self._lock:
-            if serving == self._serving:
-                return
-            self._serving = serving
-            status = (health_pb2.HealthCheckResponse.SERVING if serving
-                      else health_pb2.HealthCheckResponse.NOT_SERVING)
-            for service in ("", ADMIN_SERVICE):
-                self._health.set(service, status)
-
-    def _follow(self) -> None:
-        while not self._stop.wait(HEALTH_POLL_SECONDS):
-            self._refresh()
+        self._health.stop(grace)
