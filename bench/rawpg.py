@@ -4,9 +4,10 @@ a watch that sees when a revision becomes visible.
 
 The baseline is what the postgres sink promises, written by hand with psycopg and nothing
 else: per batch one transaction holding the conditional upserts of ``dispatch_decisions``,
-a ``COPY`` of the audit rows of the upserts that wrote, and the cursor moved with
-``GREATEST``. Its rows are built before the clock starts, so it measures the database's
-share of the work alone: no etcd, no protobuf, no JSON.
+the audit rows of the upserts that wrote, and the cursor moved with ``GREATEST``, the
+sink's own statements, pipelined as the sink pipelines them. Its parameters are built
+before the clock starts, so it measures the database's share of the work alone: no etcd,
+no protobuf, no JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import psycopg
 
 from bench import processes, samples
 from coordinator.codec import decode
-from coordinator.sinks.postgres import PostgresSink
+from coordinator.sinks.contract import Delivery
+from coordinator.sinks.postgres import PostgresSink, audit_params
 from protos import dispatch_pb2 as pb
 
 #: the postgres sink's own statements: the baseline writes what the sink writes
@@ -68,11 +70,22 @@ Row = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Prepared:
-    """One decision's rows: its upsert and its audit rows."""
+    """One decision's rows: its upsert, and the delivery its audit rows come from."""
 
     revision: int
     upsert: Row
-    audit: list[Row]
+    delivery: Delivery
+    #: its audit rows (as the sink writes them)
+    rows: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One transaction's parameters, built before the clock starts."""
+
+    upserts: list[Row]
+    audit: dict[str, str]
+    top: int
 
 
 def prepare(written: Sequence[Written]) -> list[Prepared]:
@@ -84,48 +97,51 @@ def prepare(written: Sequence[Written]) -> list[Prepared]:
         if d is None:
             d = parsed[w.value] = decode(pb.Decision, w.value, what="decision")
         at = d.decided_at.ToDatetime(tzinfo=UTC)
+        delivery = Delivery(w.city, w.revision, d.token, d, w.value)
         out.append(Prepared(w.revision, (w.city, d.token, w.revision, d.worker_id, d.solver,
                                          at, w.value.decode()),
-                            [(w.revision, w.city, d.token, a.order_id, a.courier_id,
-                              a.pickup_eta_seconds, at, d.worker_id, d.solver)
-                             for a in d.details]))
+                            delivery, len(d.details) or len(d.assignments)))
     return out
 
 
-def split(items: Sequence[Prepared], sizes: Sequence[int]) -> list[list[Prepared]]:
-    """``items`` cut into consecutive batches of ``sizes``."""
+def split(items: Sequence[Prepared], sizes: Sequence[int]) -> list[Batch]:
+    """``items`` cut into consecutive batches of ``sizes``, each with its parameters
+    (the upserts sorted by city, as the sink sends them; every decision writes, into a
+    fresh database)."""
     out, at = [], 0
     for size in sizes:
-        out.append(list(items[at:at + size]))
+        part = sorted(items[at:at + size], key=lambda p: p.delivery.city)
+        out.append(Batch([p.upsert for p in part], audit_params([p.delivery for p in part]),
+                         max(p.revision for p in part)))
         at += size
     return out
 
 
 # -- the raw baseline ---------------------------------------------------------------------
 
-def write_raw(url: str, namespace: str, batches: Sequence[Sequence[Prepared]],
+def write_raw(url: str, namespace: str, batches: Sequence[Batch],
               pg_cpu: Any) -> dict[str, float]:
-    """Write the batches in order, one transaction each, and time them from the commit of
-    the first to the commit of the last (connecting and the first batch left out, as the
-    relay arm leaves out its start). ``pg_cpu()``: the server's CPU seconds so far."""
+    """Write the batches in order, one transaction each, pipelined as the sink does, and
+    time them from the commit of the first to the commit of the last (connecting and the
+    first batch left out, as the relay arm leaves out its start). ``pg_cpu()``: the
+    server's CPU seconds so far."""
     with psycopg.connect(url, autocommit=True) as conn:
         t0 = cpu0 = pg0 = 0.0
         for i, batch in enumerate(batches):
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(UPSERT, [p.upsert for p in batch], returning=True)
-                wrote = [p for p, result in zip(batch, cur.results(), strict=True)
-                         if result.fetchone() is not None]
-                with cur.copy(AUDIT) as copy:
-                    for p in wrote:
-                        for row in p.audit:
-                            copy.write_row(row)
-                cur.execute(ADVANCE, (namespace, max(p.revision for p in batch)))
+            with conn.pipeline(), conn.cursor() as cur:
+                with conn.transaction():
+                    cur.executemany(UPSERT, batch.upserts, returning=True)
+                    wrote = sum(result.fetchone() is not None for result in cur.results())
+                    cur.execute(AUDIT, batch.audit)
+                    cur.execute(ADVANCE, (namespace, batch.top))
+                cur.fetchone()
+            assert wrote == len(batch.upserts), "a fresh database takes every decision"
             if i == 0:
                 cpu0, pg0 = time.process_time(), pg_cpu()
                 t0 = time.perf_counter()
         elapsed = time.perf_counter() - t0
         cpu, pg = time.process_time() - cpu0, pg_cpu() - pg0
-    n = sum(len(b) for b in batches[1:])
+    n = sum(len(b.upserts) for b in batches[1:])
     return {"decisions": n, "seconds": elapsed, "rate": n / elapsed, "batches": len(batches),
             "client_cpu_us_per_decision": cpu / n * 1e6,
             "postgres_cpu_us_per_decision": pg / n * 1e6}

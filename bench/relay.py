@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
         prepared = rawpg.prepare(written)
         results["decision_bytes"] = len(written[0].value)
-        results["assignments_per_decision"] = sum(len(p.audit) for p in prepared) / n
+        results["assignments_per_decision"] = sum(p.rows for p in prepared) / n
         relay_runs, raw_runs = [], []
         for r in range(repeats):
             relay_runs.append(drain_relay(cluster.endpoints, pg, written, args.batch_max,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from datetime import date
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -152,8 +154,25 @@ def _float(value: Any) -> float:
     raise ValueError(_UNUSUAL)
 
 
+#: what ``Timestamp.ToJsonString`` writes: UTC, "Z", 0, 3, 6 or 9 fractional digits
+_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{3}|\d{6}|\d{9}))?Z",
+                    re.ASCII)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
 def _fill_timestamp(target: Any, value: Any) -> None:
-    target.FromJsonString(_str(value))  # a ValueError when it is not RFC 3339
+    """``Timestamp.FromJsonString`` for the form it writes, without ``strptime``; a date
+    that is not one (``date`` refuses it) or any other form is a ``ValueError``."""
+    match = _STAMP.fullmatch(_str(value))
+    if match is None:
+        raise ValueError(_UNUSUAL)
+    year, month, day, hour, minute, second, fraction = match.groups()
+    hh, mm, ss = int(hour), int(minute), int(second)
+    if hh > 23 or mm > 59 or ss > 59:
+        raise ValueError(_UNUSUAL)
+    days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+    target.seconds = days * 86400 + hh * 3600 + mm * 60 + ss
+    target.nanos = int(fraction.ljust(9, "0")) if fraction else 0
 
 
 def _fast_decision(obj: Any) -> pb.Decision:
@@ -170,14 +189,13 @@ def _fast_decision(obj: Any) -> pb.Decision:
         elif key in _TIMESTAMPS:
             _fill_timestamp(getattr(d, _TIMESTAMPS[key]), value)
         elif key == "assignments":
-            if type(value) is not dict:
+            if type(value) is not dict or not all(type(v) is str for v in value.values()):
                 raise ValueError(_UNUSUAL)
-            for order, courier in value.items():
-                d.assignments[order] = _str(courier)
+            d.assignments.update(value)
         elif key == "unassigned":
-            if type(value) is not list:
+            if type(value) is not list or not all(type(v) is str for v in value):
                 raise ValueError(_UNUSUAL)
-            d.unassigned.extend(_str(v) for v in value)
+            d.unassigned.extend(value)
         elif key == "details":
             if type(value) is not list:
                 raise ValueError(_UNUSUAL)

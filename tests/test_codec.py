@@ -132,6 +132,19 @@ def test_an_odd_value_is_decoded_or_refused_exactly_as_protobufs_parser_would(
     assert _same_message(_decoded(data), _parsed(data))
 
 
+@pytest.mark.parametrize("stamp", [
+    "2026-12-02T10:00:00Z", "2026-12-02T10:00:00.123Z", "2026-12-02T10:00:00.123456Z",
+    "2026-12-02T10:00:00.123456789Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z",
+    "1969-12-31T23:59:59.5Z", "2026-12-02T10:00:00.12Z", "2026-12-02T10:00:00.1234567890Z",
+    "2026-02-30T10:00:00Z", "2026-13-01T10:00:00Z", "2026-12-02T24:00:00Z",
+    "2026-12-02T10:60:00Z", "2016-12-31T23:59:60Z", "2026-12-02T10:00:00z",
+    "2026-12-02T10:00:00+01:00", "2026-12-02t10:00:00Z", "0000-01-01T00:00:00Z",
+    "2026-12-02T10:00:00", "\u0662026-12-02T10:00:00Z", " 2026-12-02T10:00:00Z"])
+def test_a_timestamp_is_read_exactly_as_protobufs_parser_reads_it(stamp: str) -> None:
+    data = json.dumps({"city": "paris", "decidedAt": stamp, "stateReadAt": stamp}).encode()
+    assert _same_message(_decoded(data), _parsed(data))
+
+
 def test_a_decision_in_the_stored_form_is_read_without_protobufs_parser(
         monkeypatch: pytest.MonkeyPatch) -> None:
     d = pb.Decision(city="paris", token=7, worker_id="w1", solver="greedy",

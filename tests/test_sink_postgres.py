@@ -5,6 +5,7 @@ killed) becoming ``SinkUnavailable`` and then recovery, with nothing lost or dou
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 
@@ -89,6 +90,26 @@ def test_decision_without_details_is_audited_from_its_assignments(
     audit = rows(postgres_url, "SELECT order_id, courier_id, pickup_eta_seconds"
                  " FROM dispatch_assignments ORDER BY order_id")
     assert audit == sorted((o, c, None) for o, c in d.decision.assignments.items())
+
+
+def test_audit_rows_keep_every_value_exactly(sink: PostgresSink, postgres_url: str) -> None:
+    """The audit rows travel as JSON: floats come back bit for bit, a non-finite ETA as
+    itself, odd ids as given, and the decision time to the microsecond (as
+    ``Timestamp.ToDatetime`` truncates it)."""
+    d = delivery("a", 10, 5)
+    d.decision.decided_at.FromNanoseconds(1_800_000_000_123_456_789)
+    etas = [math.inf, -math.inf, 1 / 3, 5e-324, 1.7976931348623157e308]
+    for a, eta in zip(d.decision.details, etas, strict=False):
+        a.pickup_eta_seconds = eta
+    d.decision.details[0].order_id = 'o "quoted" \\ back\tslash, ünï'
+    sink.apply([d])
+    got = rows(postgres_url, "SELECT order_id, courier_id, pickup_eta_seconds, decided_at"
+               " FROM dispatch_assignments")
+    want = {(a.order_id, a.courier_id, a.pickup_eta_seconds) for a in d.decision.details}
+    assert {r[:3] for r in got} == want
+    at = d.decision.decided_at.ToDatetime().replace(tzinfo=None)
+    assert at.microsecond == 123456
+    assert {r[3].replace(tzinfo=None) for r in got} == {at}  # type: ignore[attr-defined]
 
 
 def test_a_batch_is_one_transaction(sink: PostgresSink, postgres_url: str) -> None:

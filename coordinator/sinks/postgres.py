@@ -16,6 +16,8 @@ psycopg's errors stop here: connection trouble becomes
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -30,7 +32,7 @@ from coordinator.errors import ConfigError, SinkError, SinkUnavailable
 from coordinator.sinks.contract import Applied, Delivery, Sink
 from protos import dispatch_pb2 as pb
 
-__all__ = ["SCHEMA", "PostgresSink"]
+__all__ = ["SCHEMA", "PostgresSink", "audit_params"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dispatch_decisions (
@@ -62,8 +64,15 @@ RETURNING revision
 """
 
 _AUDIT = """
-COPY dispatch_assignments (revision, city, token, order_id, courier_id, pickup_eta_seconds,
-                           decided_at, worker_id, solver) FROM STDIN
+WITH written AS (
+  SELECT d.n, d.e->>0 AS city, (d.e->>1)::bigint AS revision, (d.e->>2)::bigint AS token,
+         d.e->>3 AS worker_id, d.e->>4 AS solver, (d.e->>5)::timestamptz AS decided_at
+  FROM jsonb_array_elements(%(decisions)s::jsonb) WITH ORDINALITY AS d(e, n))
+INSERT INTO dispatch_assignments (revision, city, token, order_id, courier_id,
+                                  pickup_eta_seconds, decided_at, worker_id, solver)
+SELECT w.revision, w.city, w.token, a.e->>1, a.e->>2, (a.e->>3)::double precision,
+       w.decided_at, w.worker_id, w.solver
+FROM jsonb_array_elements(%(rows)s::jsonb) AS a(e) JOIN written w ON w.n = (a.e->>0)::bigint
 """
 
 _ADVANCE = """
@@ -88,7 +97,8 @@ class PostgresSink(Sink):
     #: the fenced statements; the test suite's deliberately broken sink replaces them
     upsert_sql = _UPSERT
     advance_sql = _ADVANCE
-    #: the audit rows' ``COPY`` (the raw psycopg baseline of ``bench/relay.py`` uses it too)
+    #: the audit rows, from :func:`audit_params` (the raw psycopg baseline of
+    #: ``bench/relay.py`` uses it too)
     audit_sql = _AUDIT
 
     def __init__(self, url: str, *, namespace: str) -> None:
@@ -112,22 +122,25 @@ class PostgresSink(Sink):
     def apply(self, batch: Sequence[Delivery]) -> Applied:
         """One transaction: the conditional upserts, the audit rows of those that wrote,
         the cursor. Upserts go city by city (each city's deliveries in the order given):
-        two relays' transactions then lock rows in the same order and cannot deadlock."""
+        two relays' transactions then lock rows in the same order and cannot deadlock.
+
+        Pipelined, in two round trips: the upserts (which of them wrote decides the audit
+        rows), then the audit rows, the cursor and the commit. The audit rows travel as
+        one JSON parameter that the server expands, not row by row.
+        """
         if not batch:
             return Applied(applied=0, refused=0, cursor=self.cursor())
         ordered = sorted(batch, key=lambda d: d.city)  # stable: keeps each city's order
-        with self._boundary("apply a batch") as conn, conn.transaction(), \
+        with self._boundary("apply a batch") as conn, conn.pipeline(), \
                 conn.cursor() as cur:
-            cur.executemany(self.upsert_sql, [_row(d) for d in ordered], returning=True)
-            written = [d for d, result in zip(ordered, cur.results(), strict=True)
-                       if result.fetchone() is not None]
-            audit = [row for d in written for row in _assignments(d)]
-            if audit:
-                with cur.copy(self.audit_sql) as copy:
-                    for row in audit:
-                        copy.write_row(row)
-            cur.execute(self.advance_sql,
-                        (self.namespace, max(d.revision for d in batch)))
+            with conn.transaction():
+                cur.executemany(self.upsert_sql, [_row(d) for d in ordered], returning=True)
+                written = [d for d, result in zip(ordered, cur.results(), strict=True)
+                           if result.fetchone() is not None]
+                if written:
+                    cur.execute(self.audit_sql, audit_params(written))
+                cur.execute(self.advance_sql,
+                            (self.namespace, max(d.revision for d in batch)))
             advanced = cur.fetchone()
         assert advanced is not None  # an upsert with RETURNING returns its row
         return Applied(applied=len(written), refused=len(batch) - len(written),
@@ -186,17 +199,28 @@ def _row(d: Delivery) -> tuple[object, ...]:
             _decided_at(decision), (d.value or encode(decision)).decode())
 
 
-def _assignments(d: Delivery) -> Iterator[tuple[object, ...]]:
-    """The audit rows of one applied decision: its details, else its bare assignments."""
-    decision = d.decision
-    at, worker, solver = _decided_at(decision), decision.worker_id, decision.solver
-    if decision.details:
-        for a in decision.details:
-            yield (d.revision, d.city, d.token, a.order_id, a.courier_id,
-                   a.pickup_eta_seconds, at, worker, solver)
-    else:
-        for order, courier in decision.assignments.items():
-            yield (d.revision, d.city, d.token, order, courier, None, at, worker, solver)
+def audit_params(written: Sequence[Delivery]) -> dict[str, str]:
+    """The parameters of ``audit_sql`` for the deliveries that wrote: each decision's
+    columns, and its audit rows (its details, else its bare assignments, with no ETA)
+    pointing at it by position. JSON floats round-trip exactly; the rare non-finite ETA
+    goes as the text PostgreSQL reads it."""
+    decisions, rows = [], []
+    for n, d in enumerate(written, 1):
+        decision = d.decision
+        decisions.append((d.city, d.revision, d.token, decision.worker_id, decision.solver,
+                          _decided_at(decision).isoformat()))
+        if decision.details:
+            rows.extend([(n, a.order_id, a.courier_id, a.pickup_eta_seconds)
+                         for a in decision.details])
+        else:
+            rows.extend([(n, order, courier, None)
+                         for order, courier in decision.assignments.items()])
+    try:
+        rows_json = json.dumps(rows, allow_nan=False)
+    except ValueError:
+        rows_json = json.dumps([r if r[3] is None or math.isfinite(r[3])
+                                else (*r[:3], str(r[3])) for r in rows])
+    return {"decisions": json.dumps(decisions), "rows": rows_json}
 
 
 def _decided_at(decision: pb.Decision) -> datetime:
