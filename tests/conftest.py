@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,13 +16,22 @@ import pytest
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
 from devtools.localpg import LocalPostgres
-from tests.etcd_server import EtcdCluster
+from tests.etcd_server import BINARIES, EtcdCluster
+
+_ETCD_VERSION = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if shutil.which("etcd") is None:
-        raise pytest.UsageError("the etcd server is not installed: run `make test`, which "
-                                "installs Debian's etcd-server and etcd-client")
+    """Fail at once, in one line, when the etcd that ``DISPATCH_TEST_ETCD`` selects
+    (``devtools.localetcd``) is missing or is another version."""
+    try:
+        config.stash[_ETCD_VERSION] = BINARIES.check()
+    except RuntimeError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"etcd {config.stash.get(_ETCD_VERSION, '?')} ({BINARIES.etcd})"
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from coordinator.ops.verify import merged, verify
 from coordinator.recipes.watch import PrefixWatch
 from coordinator.settings import CityConfig
 from devtools.chaos import ChaosConfig, run
-from devtools.chaos.faults import KINDS, SINK_KINDS
+from devtools.chaos.faults import KINDS, MEMBERSHIP_KINDS, SINK_KINDS
 from devtools.chaos.fleet import Etcd
 from devtools.proxy import Proxy
 from tests.conftest import WorkerProcess, wait_until
@@ -56,10 +56,15 @@ TOLERATED_TRACEBACKS = {"BrokenPipeError: [Errno 32] Broken pipe"}
 def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     out = io.StringIO()
     # the storm (--pace 20): a worker or etcd fault every few seconds, so that 90 s see
-    # every kind; etcd's own default election timeout, and a 2 s lease
+    # every kind; etcd's own default election timeout, and a 2 s lease. The operators'
+    # membership changes (restarts, replacement) would not all fit in 90 s beside the
+    # rest: `make chaos` runs them with every other kind, and
+    # test_cluster.py::test_a_rolling_restart_and_a_member_replacement_cost_the_worker_nothing
+    # puts them to the suite.
+    kinds = tuple(k for k in KINDS if k not in MEMBERSHIP_KINDS)
     result = run(ChaosConfig(duration=90, seed=SEED, workers=4, cities=50, relays=2,
                              ttl=TTL, etcd_election_ms=1000, pace=20.0, base=tmp_path,
-                             keep=True, progress=False), out=out)
+                             keep=True, progress=False, kinds=kinds), out=out)
     report = result.report
     text = out.getvalue()
     print(text)  # shown by pytest when the test fails (and with -s)
@@ -68,7 +73,7 @@ def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     assert not result.problems, result.problems  # resource growth included
     assert set(result.tracebacks) <= TOLERATED_TRACEBACKS, result.tracebacks
     # every kind of fault was injected, the relays' and PostgreSQL's among them
-    assert set(result.by_kind()) == set(KINDS), result.by_kind()
+    assert set(result.by_kind()) == set(kinds), result.by_kind()
     assert all(result.by_kind()[kind] >= 1 for kind in SINK_KINDS), result.by_kind()
     # the relays carried every decision into PostgreSQL, and the independent checker
     # finds the database true to etcd's history: each accepted decision once, nothing

@@ -126,3 +126,44 @@ def test_a_worker_survives_etcd_going_away_and_resumes_when_it_is_back(
         worker.close()
         client.close()
         cluster.close()
+
+
+def test_a_rolling_restart_and_a_member_replacement_cost_the_worker_nothing(
+        cluster3: EtcdCluster, tmp_path: object) -> None:
+    """What operators do to etcd on purpose: every member restarted gracefully in turn
+    (followers first, the leader last, healthy between: an upgrade), then a member
+    replaced by an empty one (``member remove``, ``member add``). The worker keeps its
+    lease and its city throughout (the same token), decisions keep coming, and the new
+    member holds the same history as the others."""
+    from pathlib import Path
+
+    from devtools.chaos.fleet import Etcd
+
+    keys = Keys("/dispatch")
+    client = EtcdClient(EtcdConfig(endpoints=tuple(cluster3.endpoints.split(",")), timeout=3))
+    client.put(keys.city("paris"), CityConfig("paris", "greedy", 0.3).encode())
+    worker = WorkerProcess(cluster3.endpoints, "/dispatch", "w0", Path(str(tmp_path)), ttl=3)
+    etcd = Etcd(cluster3, "/dispatch")
+    try:
+        _decisions_continue(client, keys, "paris", 1.0)
+        first = decision(client, keys, "paris")
+        assert first is not None
+        leader = cluster3.leader()
+        for member in [*(m for m in cluster3.members if m is not leader), leader]:
+            etcd.stop_member(member)
+            etcd.start_member(member)
+            assert etcd.wait_healthy(30.0), f"etcd unhealthy after restarting {member.name}"
+            _decisions_continue(client, keys, "paris", 0.5)
+        etcd.replace(cluster3.members[1])
+        assert etcd.wait_healthy(30.0), "etcd unhealthy after the member replacement"
+        _decisions_continue(client, keys, "paris", 1.0)
+        last = decision(client, keys, "paris")
+        assert last is not None and last.token == first.token, "the worker lost its lease"
+        _, revision = client.range("/dispatch/", prefix=True, count_only=True)
+        agree, hashes = etcd.replicas_agree(revision)
+        assert agree, hashes
+        assert verify(client, keys).ok
+    finally:
+        etcd.close()
+        worker.close()
+        client.close()

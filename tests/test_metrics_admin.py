@@ -154,7 +154,8 @@ def test_error_kinds_are_a_fixed_vocabulary() -> None:
     assert error_kind(SolverFailed("x")) == "solver"
     assert error_kind(EtcdTimeout("x")) == "etcd"
     assert error_kind(ZeroDivisionError()) == "internal"
-    assert set(ERROR_KINDS) == {"settings", "plugin", "state", "solver", "etcd", "internal"}
+    assert set(ERROR_KINDS) == {"settings", "plugin", "state", "solver", "etcd", "etcd_nospace",
+                               "internal"}
 
 
 def test_serving_twice_or_on_a_busy_port_fails_loudly() -> None:

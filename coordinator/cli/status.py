@@ -91,6 +91,15 @@ def _watch(ctl: Ctl, interval: float, once: bool, colour: bool | None) -> None:
         changes.stop()
 
 
+def _alarms(client: EtcdClient) -> list[str]:
+    """The kinds of the alarms raised on any member (unreadable ones: none): a NOSPACE
+    alarm freezes every city's status, which the table alone would not say."""
+    try:
+        return sorted({alarm.kind for alarm in client.alarms()})
+    except DispatchError:
+        return []
+
+
 @click.command(context_settings=CONTEXT)
 @click.option("--interval", default=1.0, show_default=True,
               type=click.FloatRange(0.1, 60), metavar="SECONDS",
@@ -123,12 +132,19 @@ def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
     ctl: Ctl = ctx.obj
     overview = read_overview(ctl.client, ctl.keys)
     relays = read_relays(ctl.client, ctl.keys)
+    alarms = _alarms(ctl.client)
     if as_json:
         print_json({"revision": overview.revision,
                     "cities": [v.to_json() for v in overview.cities],
                     "drainedWorkers": sorted(overview.drained),
-                    "relays": [r.to_json() for r in relays]})
+                    "relays": [r.to_json() for r in relays],
+                    "etcdAlarms": alarms})
         return
+    for alarm in alarms:
+        hint = (": etcd refuses every write (decisions, statuses, campaigns), so the "
+                "statuses below are as they were; compact, defragment and `etcdctl alarm "
+                "disarm`, and the workers resume by themselves" if alarm == "NOSPACE" else "")
+        click.echo(f"etcd alarm {alarm}{hint}\n")
     if not overview.cities:
         click.echo(f"no cities under {ctl.keys.namespace} (add one with `dispatchctl city add`)")
     else:

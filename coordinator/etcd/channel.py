@@ -25,6 +25,7 @@ from coordinator.errors import (
     EtcdAuthError,
     EtcdCompacted,
     EtcdError,
+    EtcdNoSpace,
     EtcdTimeout,
     EtcdUnavailable,
 )
@@ -180,6 +181,10 @@ def translate(exc: grpc.RpcError, endpoint: str) -> EtcdError:
         return EtcdAuthError(f"{where} refused: {_first_line(details)}")
     if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
         return EtcdCompacted(f"{where}: {details}", 0)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in details:
+        return EtcdNoSpace(f"{where} refuses writes: NOSPACE alarm, the database is over "
+                           "its quota (--quota-backend-bytes); an operator must compact, "
+                           "defragment and `etcdctl alarm disarm`")
     if code == grpc.StatusCode.INVALID_ARGUMENT and "auth" in details:
         return EtcdAuthError(f"{where} refused: {_first_line(details)}")
     return EtcdError(f"{where}: {code.name if code else 'error'}: {_first_line(details)}")

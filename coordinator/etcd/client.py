@@ -16,6 +16,7 @@ from coordinator.errors import (
     ConfigError,
     EtcdAuthError,
     EtcdError,
+    EtcdNoSpace,
     EtcdTimeout,
     EtcdUnavailable,
 )
@@ -211,6 +212,27 @@ class EtcdClient:
             timeout=timeout,
         )
         return TxnResult.from_pb(response)
+
+    def read_prefixes(self, prefixes: Sequence[str]) -> tuple[list[list[KeyValue]], int]:
+        """Every key under each prefix, all read at one revision, and that revision.
+
+        One read-only transaction, one round trip. etcd 3.5 refuses even a read-only
+        transaction while its NOSPACE alarm is raised (3.4 serves it), which is when an
+        operator most needs ``dispatchctl status``: then one range per prefix, each
+        pinned to the first one's revision, reads the same snapshot.
+        """
+        try:
+            result = self.txn([], [self.op_range(prefix, prefix=True) for prefix in prefixes])
+            return result.ranges(), result.revision
+        except EtcdNoSpace:
+            pass
+        out: list[list[KeyValue]] = []
+        revision = 0
+        for prefix in prefixes:
+            kvs, at = self.range(prefix, prefix=True, revision=revision)
+            revision = revision or at
+            out.append(kvs)
+        return out, revision
 
     # transaction building blocks
 

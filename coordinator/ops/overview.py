@@ -3,7 +3,9 @@
 ``dispatchctl status`` (and anything else that shows ownership: ``watch``, ``workers``,
 ``doctor``, the worker's admin server) reads cities, election candidates, decisions,
 statuses and members in a single read-only transaction, so every figure in one view
-comes from the same etcd revision, in one round trip however many cities there are.
+comes from the same etcd revision, in one round trip however many cities there are
+(``EtcdClient.read_prefixes``: one range per prefix at one revision where etcd 3.5's
+NOSPACE alarm refuses even a read-only transaction).
 How a view is shown is :mod:`coordinator.cli.render`'s business, not this module's.
 """
 
@@ -87,8 +89,8 @@ def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -
     now = time.time() if now is None else now
     roots = [keys.cities, keys.elections, keys.decisions, keys.statuses, keys.workers,
              keys.drains]
-    result = client.txn([], [client.op_range(root, prefix=True) for root in roots])
-    cities_kv, election_kv, decision_kv, status_kv, worker_kv, drain_kv = result.ranges()
+    ranges, revision = client.read_prefixes(roots)
+    cities_kv, election_kv, decision_kv, status_kv, worker_kv, drain_kv = ranges
 
     queues: dict[str, list[KeyValue]] = {}
     for kv in election_kv:
@@ -148,7 +150,7 @@ def read_overview(client: EtcdClient, keys: Keys, *, now: float | None = None) -
             view.last_error = (f"no live, undrained worker carries {wanted}" if wanted
                                else "no live, undrained worker")
         views.append(view)
-    return Overview(result.revision, sorted(views, key=lambda v: v.city), workers, drained)
+    return Overview(revision, sorted(views, key=lambda v: v.city), workers, drained)
 
 
 @dataclass

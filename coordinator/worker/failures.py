@@ -3,7 +3,10 @@
 - Fenced out (etcd rejected the tick's fenced write: the city is someone else's now):
   the worker steps down from the city at once.
 - etcd could not be reached: not the city's fault; a quick retry (``ETCD_RETRY``) so
-  that the city decides the moment etcd is back.
+  that the city decides the moment etcd is back. etcd's NOSPACE alarm (database over
+  its quota) is handled the same way, but said as such: in the log, the city's status
+  on the admin port and the ``dispatch_etcd_nospace`` gauge; the city decides again the
+  moment an operator disarms the alarm, with no restart.
 - The city's settings, its state, its plugins or its solver at fault (or a bug): the
   city backs off (its period doubling, up to ``max_backoff``) and its status says it is
   failing. It never stalls another city.
@@ -16,6 +19,7 @@ import time
 from coordinator.errors import (
     CitySettingsError,
     EtcdError,
+    EtcdNoSpace,
     FencedOut,
     PluginError,
     SolverFailed,
@@ -74,7 +78,14 @@ class FailurePolicy:
         city's next tick comes first (an attempt that waited out its commit deadline is
         followed by that tick)."""
         health = tick.health
-        retry = Retry(health.etcd_unreachable(time.monotonic() - tick.started))
+        nospace = isinstance(exc, EtcdNoSpace)
+        retry = Retry(health.etcd_unreachable(time.monotonic() - tick.started,
+                                              error=str(exc) if nospace else ""))
+        if nospace:
+            (clog.error if health.failures == 1 else clog.debug)(
+                "etcd refuses the decisions of %s (%d in a row; trying again within "
+                "%.1fs): %s", tick.city, health.failures, retry.seconds, exc)
+            return retry
         (clog.warning if health.failures == 1 else clog.debug)(
             "tick of %s could not reach etcd (%d in a row; trying again within %.1fs): "
             "%s", tick.city, health.failures, retry.seconds, exc)

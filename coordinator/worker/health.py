@@ -119,9 +119,12 @@ class CityHealth:
 
     # -- a failed tick ------------------------------------------------------------------
 
-    def etcd_unreachable(self, spent: float) -> float:
+    def etcd_unreachable(self, spent: float, *, error: str = "") -> float:
         """A tick that took ``spent`` seconds could not reach etcd: seconds until the
-        quick retry (``ETCD_RETRY``)."""
+        quick retry (``ETCD_RETRY``). ``error``: what to show as the city's last error
+        (etcd answering but refusing every write: its NOSPACE alarm)."""
+        if error:
+            self._last_error = error
         self._failures += 1
         self._unreachable += 1
         return ETCD_RETRY.delay(self._unreachable, floor=spent)

@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 from coordinator.errors import (
     CitySettingsError,
     EtcdError,
+    EtcdNoSpace,
     PluginError,
     SolverFailed,
     StateError,
@@ -50,7 +51,7 @@ __all__ = ["ERROR_KINDS", "Metrics", "error_kind"]
 log = logging.getLogger(__name__)
 
 #: Every value the ``kind`` label of ``dispatch_solver_errors_total`` may take.
-ERROR_KINDS = ("settings", "plugin", "state", "solver", "etcd", "internal")
+ERROR_KINDS = ("settings", "plugin", "state", "solver", "etcd", "etcd_nospace", "internal")
 
 
 def error_kind(exc: BaseException) -> str:
@@ -67,6 +68,8 @@ def error_kind(exc: BaseException) -> str:
         return "state"
     if isinstance(exc, SolverFailed):
         return "solver"
+    if isinstance(exc, EtcdNoSpace):
+        return "etcd_nospace"
     if isinstance(exc, EtcdError):
         return "etcd"
     return "internal"
@@ -127,6 +130,10 @@ class Metrics:
             "lease_ttl_remaining_seconds",
             "Seconds left on this worker's lease by its local (early-erring) estimate; "
             "0 when it has no live lease.", namespace=ns, registry=r)
+        self.etcd_nospace = Gauge(
+            "etcd_nospace", "1 while etcd refuses this worker's decisions for its NOSPACE "
+            "alarm (database over --quota-backend-bytes), 0 once one is accepted again.",
+            namespace=ns, registry=r)
 
         self.worker_info = Gauge(
             "worker_info", "Always 1; labels name the worker id and version behind this "
@@ -144,7 +151,7 @@ class Metrics:
             ["city"], namespace=ns, registry=r)
         self.solver_errors = Counter(
             "solver_errors", "Failed ticks per city and kind (settings, plugin, state, "
-            "solver, etcd, internal).", ["city", "kind"], namespace=ns, registry=r)
+            "solver, etcd, etcd_nospace, internal).", ["city", "kind"], namespace=ns, registry=r)
         self.skipped_ticks = Counter(
             "skipped_ticks", "Ticks skipped because the previous tick of the city was "
             "still running (overrun).", ["city"], namespace=ns, registry=r)
@@ -192,6 +199,7 @@ class Metrics:
         """A decision of ``city`` was accepted. ``previous_age``: seconds between the
         previous decision of the city (by anyone) and this one; ``None`` for the first."""
         self._series(city)[1].inc()
+        self.etcd_nospace.set(0)
         self.commit_latency.observe(max(0.0, latency))
         if previous_age is not None:
             self.decision_age.observe(max(0.0, previous_age))
@@ -211,6 +219,8 @@ class Metrics:
         """A tick of ``city`` failed; ``kind`` is one of :data:`ERROR_KINDS`
         (see :func:`error_kind`). Unknown kinds are counted as ``internal``."""
         self.solver_errors.labels(city, kind if kind in ERROR_KINDS else "internal").inc()
+        if kind == "etcd_nospace":
+            self.etcd_nospace.set(1)
 
     def skipped(self, city: str) -> None:
         self.skipped_ticks.labels(city).inc()

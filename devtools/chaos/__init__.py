@@ -14,7 +14,10 @@ drawn from the seed:
   bytes, then flow again), ``net-delay`` (every chunk of bytes held 30-250 ms);
 - etcd: ``member-kill`` and ``leader-kill`` (then restart), ``member-pause``
   (SIGSTOP/SIGCONT), ``quorum-loss`` (two members stopped, then brought back; these
-  windows are recorded and left out of availability);
+  windows are recorded and left out of availability), and what operators do on
+  purpose: ``member-restart`` (SIGTERM, then started on its data), ``rolling-restart``
+  (every member so, in turn, healthy between: an upgrade), ``member-replace``
+  (``member remove``, ``member add``, an empty data directory);
 - solvers: ``slow-solve`` (a ``test-slow`` city's solver made to stall past its period
   for a few seconds, through its settings), ``solver-kill`` (one of a worker's solver
   processes killed, perhaps mid-solve);

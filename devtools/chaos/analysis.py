@@ -18,12 +18,12 @@ from pathlib import Path
 
 from coordinator.ops.verify import Availability, Report, availability, missed_periods
 from devtools.chaos.config import RECOVERY_MARGIN, ChaosConfig
-from devtools.chaos.faults import SINK_KINDS, SOLVER_KINDS, WORKER_KINDS, Fault
+from devtools.chaos.faults import FLOORS, SINK_KINDS, SOLVER_KINDS, WORKER_KINDS, Fault
 from devtools.chaos.fleet import Resources
 from devtools.pgcheck import PgCheckResult
 
 __all__ = ["FD_SLACK", "THREAD_SLACK", "ChaosResult", "GapStat", "SinkOutcome", "analyse",
-           "fenced_out", "gap_stats", "grew", "tracebacks"]
+           "fenced_out", "floor_per_fault", "gap_stats", "grew", "tracebacks"]
 
 
 @dataclass
@@ -46,6 +46,17 @@ class GapStat:
     @property
     def typical(self) -> float:
         return statistics.median(self.worst_per_fault) if self.worst_per_fault else 0.0
+
+
+def floor_per_fault(kind: str, config: ChaosConfig, periods: dict[str, float]) -> float:
+    """The city-periods one fault of ``kind`` must cost (``faults.FLOORS``): its floor
+    in seconds times the periods per second of the cities it stops, a worker's share
+    of them for a worker's fault."""
+    what, over = FLOORS.get(kind, ("none", "all"))
+    seconds = {"ttl": float(config.ttl),
+               "election": config.etcd_election_ms / 1000.0}.get(what, 0.0)
+    rate = sum(1.0 / p for p in periods.values() if p > 0)
+    return seconds * rate / (config.workers if over == "worker" else 1)
 
 
 @dataclass

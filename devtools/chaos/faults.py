@@ -22,11 +22,15 @@ from dataclasses import dataclass, field
 from coordinator.settings import CityConfig
 from devtools.chaos.target import ChaosTarget, RelayTarget, WorkerTarget
 
-__all__ = ["ETCD_KINDS", "KINDS", "SINK_KINDS", "SOLVER_KINDS", "UNTURNED", "WORKER_KINDS",
-           "Fault", "Lane"]
+__all__ = ["ETCD_KINDS", "FLOORS", "KINDS", "MEMBERSHIP_KINDS", "SINK_KINDS", "SOLVER_KINDS",
+           "UNTURNED", "WORKER_KINDS", "Fault", "Lane"]
 
 WORKER_KINDS = ("kill9", "sigterm", "sigstop", "cut", "net-stall", "net-delay")
-ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss")
+#: ``member-restart``, ``rolling-restart`` and ``member-replace`` are what operators do
+#: to etcd on purpose: a graceful restart, an upgrade-style restart of every member in
+#: turn, a dead machine replaced by an empty one
+MEMBERSHIP_KINDS = ("member-restart", "rolling-restart", "member-replace")
+ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss", *MEMBERSHIP_KINDS)
 #: faults of one city (``slow-solve``) or of one worker's solver processes
 #: (``solver-kill``): they never wait for their turn with the faults of a whole worker
 #: or of etcd
@@ -36,6 +40,21 @@ SOLVER_KINDS = ("slow-solve", "solver-kill")
 #: delivery to the sink, whose check (``devtools.pgcheck``) judges them
 SINK_KINDS = ("relay-kill9", "relay-sigstop", "relay-cut", "pg-restart")
 KINDS = WORKER_KINDS + ETCD_KINDS + SOLVER_KINDS + SINK_KINDS
+#: What a fault of each kind must cost at least, whatever the coordinator does: the
+#: seconds it stops deciding (``ttl``: a dead, paused or cut worker's lease must expire;
+#: ``election``: etcd elects a raft leader; ``none``: a graceful handover, etcd's own
+#: leadership transfer, or a fault that touches no decision) and over which cities
+#: (``worker``: one worker's share; ``all``). The report sets each kind's cost against it.
+FLOORS: dict[str, tuple[str, str]] = {
+    "kill9": ("ttl", "worker"), "sigstop": ("ttl", "worker"), "cut": ("ttl", "worker"),
+    "net-stall": ("ttl", "worker"), "sigterm": ("none", "worker"),
+    "net-delay": ("none", "worker"),
+    "member-kill": ("election", "all"), "leader-kill": ("election", "all"),
+    "member-pause": ("election", "all"), "quorum-loss": ("election", "all"),
+    "member-restart": ("none", "all"), "rolling-restart": ("none", "all"),
+    "member-replace": ("election", "all"),
+    **{kind: ("none", "all") for kind in SOLVER_KINDS + SINK_KINDS},
+}
 #: kinds that concern no whole worker and not etcd: they never wait for their turn
 UNTURNED = SOLVER_KINDS + SINK_KINDS
 
@@ -319,6 +338,56 @@ def quorum_loss(lane: Lane, draw: Draw) -> None:
     _settle_etcd(lane, fault)
 
 
+def member_restart(lane: Lane, draw: Draw) -> None:
+    """SIGTERM to a member (a leader transfers its leadership first), then started
+    again on its data directory 0.5-3 s later."""
+    etcd = lane.target.etcd
+    member = etcd.member(draw.target)
+    leader = etcd.leader()
+    fault = lane.begin("member-restart", member.name,
+                       "the leader" if leader is member else "a follower")
+    etcd.stop_member(member)
+    lane.hold(_between(0.5, 3.0, draw.hold))
+    etcd.start_member(member)
+    lane.end(fault)
+    _settle_etcd(lane, fault)
+
+
+def rolling_restart(lane: Lane, draw: Draw) -> None:
+    """Every member restarted gracefully in turn, followers first and the leader last,
+    waiting for the cluster's health between two, as an upgrade does."""
+    etcd = lane.target.etcd
+    leader = etcd.leader()
+    order = [m for m in etcd.members if m is not leader]
+    order += [leader] if leader is not None else []
+    fault = lane.begin("rolling-restart", "+".join(m.name for m in order),
+                       "followers first, the leader last")
+    for member in order:
+        etcd.stop_member(member)
+        lane.hold(_between(0.2, 1.0, draw.hold))
+        etcd.start_member(member)
+        if not etcd.wait_healthy(60.0):
+            lane.target.problem(f"etcd not healthy 60s after restarting {member.name} in "
+                                "a rolling restart")
+            break
+    lane.end(fault)
+    _settle_etcd(lane, fault)
+
+
+def member_replace(lane: Lane, draw: Draw) -> None:
+    """A member's machine lost for good: the member removed from the cluster and a new
+    one with an empty data directory added in its place (it catches up from the
+    leader's snapshot or log)."""
+    etcd = lane.target.etcd
+    member = etcd.member(draw.target)
+    leader = etcd.leader()
+    fault = lane.begin("member-replace", member.name,
+                       "the leader" if leader is member else "a follower")
+    note = etcd.replace(member)
+    lane.end(fault, note)
+    _settle_etcd(lane, fault)
+
+
 # -- solvers ----------------------------------------------------------------------------
 
 
@@ -435,6 +504,9 @@ INJECT: dict[str, Callable[[Lane, Draw], None]] = {
     "leader-kill": leader_kill,
     "member-pause": member_pause,
     "quorum-loss": quorum_loss,
+    "member-restart": member_restart,
+    "rolling-restart": rolling_restart,
+    "member-replace": member_replace,
     "slow-solve": slow_solve,
     "solver-kill": solver_kill,
     "relay-kill9": relay_kill9,

@@ -199,6 +199,52 @@ class Etcd:
         self.resume(member)
         self.cluster.restart(member)
 
+    def stop_member(self, member: EtcdMember) -> None:
+        """Stop a member gracefully (SIGTERM: a leader hands its leadership over first),
+        as an operator's restart or upgrade does; it keeps its data directory."""
+        self.resume(member)
+        member.stop()
+
+    def start_member(self, member: EtcdMember) -> None:
+        """Start a stopped member on its data directory, joining the running cluster."""
+        if not member.running():
+            member.start(self.cluster.initial_cluster, state="existing")
+
+    def replace(self, member: EtcdMember) -> str:
+        """The machine behind ``member`` died for good: kill it, ``member remove`` it,
+        ``member add`` a new member (same name and URLs: the replacement machine takes
+        the old one's address, so the workers' endpoint lists stay right) and start it
+        on an empty data directory with ``--initial-cluster-state existing``. Returns
+        the old and new member ids."""
+        import json
+        import shutil
+
+        self.kill(member)
+        listed = json.loads(self._etcdctl("member", "list", "-w", "json"))
+        old = next(m["ID"] for m in listed["members"] if m.get("name") == member.name
+                   or member.peer_url in m.get("peerURLs", []))
+        # the survivors may still be electing a leader (the lost member led): etcd
+        # refuses a reconfiguration until one leads, so ask again for a while
+        self._etcdctl("member", "remove", f"{old:x}")
+        shutil.rmtree(member.data_dir, ignore_errors=True)
+        added = self._etcdctl("member", "add", member.name, f"--peer-urls={member.peer_url}",
+                              "-w", "json")
+        new = json.loads(added)["member"]["ID"]
+        member.start(self.cluster.initial_cluster, state="existing")
+        return f"member {old:x} removed, {new:x} added with an empty data directory"
+
+    def _etcdctl(self, *args: str, timeout: float = 30.0) -> str:
+        """``etcdctl`` against the running members, asked again until it succeeds or
+        ``timeout``; its output, or ``RuntimeError`` with what it said last."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.cluster.etcdctl(*args, check=False)
+            if result.returncode == 0:
+                return result.stdout
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcdctl {' '.join(args)}: {result.stderr.strip()[:300]}")
+            time.sleep(0.3)
+
     def pause(self, member: EtcdMember) -> None:
         with self._lock:
             if member.running():

@@ -12,7 +12,7 @@ from coordinator.codec import decode
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.ops.verify import Report, replay
-from devtools.chaos.analysis import ChaosResult, SinkOutcome, grew
+from devtools.chaos.analysis import ChaosResult, SinkOutcome, floor_per_fault, grew
 from devtools.chaos.config import RECOVERY_MARGIN, replay_command
 from devtools.chaos.faults import KINDS, SINK_KINDS
 from devtools.chaos.fleet import Resources
@@ -79,8 +79,9 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
     w(f"longest decision gap by the fault in effect when it began (from injection to "
       f"healing + TTL + {RECOVERY_MARGIN:g}s):\n")
     total_missed = sum(stat.missed for stat in result.gaps.values()) or 1.0
-    w(f"  {'kind':<13}{'faults':>7}{'longest':>10}  {'city (period)':<18}{'median':>9}"
-      f"{'alone':>7}{'longest alone':>15}{'missed':>9}{'per fault':>11}\n")
+    w(f"  {'kind':<16}{'faults':>7}{'longest':>10}  {'city (period)':<18}{'median':>9}"
+      f"{'alone':>7}{'longest alone':>15}{'missed':>9}{'per fault':>11}{'floor':>8}"
+      f"{'x floor':>9}\n")
     for kind in [*KINDS, "(none)"]:
         stat = result.gaps.get(kind)
         if stat is None:
@@ -91,12 +92,18 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
         alone = f"{max(stat.isolated):.2f}s" if stat.isolated else "-"
         share = f"{100 * stat.missed / total_missed:.0f}%"
         per_fault = f"{stat.missed / stat.faults:.1f}" if stat.faults else "-"
-        w(f"  {kind:<13}{count:>7}{stat.longest:>9.2f}s  {where:<18}{median:>9}"
+        floor = floor_per_fault(kind, result.config, result.periods)
+        over = (f"{stat.missed / stat.faults / floor:.1f}" if stat.faults and floor > 0
+                else "-")
+        w(f"  {kind:<16}{count:>7}{stat.longest:>9.2f}s  {where:<18}{median:>9}"
           f"{len(stat.isolated) if kind != '(none)' else '-':>7}{alone:>15}{share:>9}"
-          f"{per_fault:>11}\n")
+          f"{per_fault:>11}{floor if kind != '(none)' else 0:>8.1f}{over:>9}\n")
     w("  (median: of each fault's longest gap; alone: faults that overlapped no other "
       "fault affecting every city;\n   missed: share of all missed periods, no-quorum "
-      "time left out; per fault: city-periods missed per fault of the kind)\n")
+      "time left out; per fault: city-periods missed per fault of the kind;\n   floor: "
+      "what one such fault must cost, in city-periods: the lease TTL over a worker's "
+      "share of the cities,\n   etcd's election timeout over all of them, or 0 for a "
+      "graceful handover (faults.FLOORS); x floor: per fault / floor)\n")
     if av is not None and av.expected > 0:
         none = result.gaps.get("(none)")
         lost = none.missed if none is not None else 0.0
