@@ -20,8 +20,9 @@ What it survives, without losing or repeating a decision:
   newer than the cursor, reports a :class:`Gap`, and watches on from that read;
 - a malformed value: logged with its key and revision, reported as :class:`Malformed`,
   skipped;
-- a slow consumer: at most ``buffer_max`` decisions are held; past that the watch is
-  paused (closed, then resumed from where it was), rather than left to look stalled.
+- a slow consumer: at most ``buffer_max`` decisions are held; past that the stream is
+  left unread for up to ``PAUSE_AFTER`` seconds, then the watch is paused (closed, then
+  resumed from where it was), rather than left to look stalled.
 
 A batch never splits one revision (a batched commit writes many cities at one revision,
 and a cursor between them would skip the rest), so a batch can exceed ``batch_max`` by
@@ -102,15 +103,22 @@ class DecisionFollower:
     """An iterator of batches of :class:`Delivery` after revision ``after``.
 
     ``batch_max``: deliveries merged into one batch when more are already buffered.
+    ``prepare``: run on the reader thread on each delivery as it arrives, ahead of the
+    consumer (the relay passes :meth:`Sink.prepare`); a ``ValueError`` from it marks the
+    decision malformed.
     ``revision`` is the last revision yielded; ``etcd_revision`` the newest store
     revision a watch response reported; ``gaps`` and ``malformed`` count those events.
     """
+
+    #: seconds a full buffer may hold the open stream unread before the watch is paused
+    PAUSE_AFTER = 1.0
 
     def __init__(self, client: EtcdClient, keys: Keys, *, after: int = 0,
                  batch_max: int = 500, buffer_max: int | None = None,
                  on_gap: Callable[[Gap], None] | None = None,
                  on_malformed: Callable[[Malformed], None] | None = None,
-                 on_error: Callable[[DispatchError], None] | None = None) -> None:
+                 on_error: Callable[[DispatchError], None] | None = None,
+                 prepare: Callable[[Delivery], Delivery] | None = None) -> None:
         if after < 0 or batch_max < 1:
             raise ValueError("a follower needs after >= 0 and batch_max >= 1")
         self._client = client
@@ -120,6 +128,7 @@ class DecisionFollower:
         self._on_gap = on_gap
         self._on_malformed = on_malformed
         self._on_error = on_error
+        self._prepare = prepare
         self.revision = after
         self.etcd_revision = 0
         self.gaps = 0
@@ -261,7 +270,7 @@ class DecisionFollower:
                         self._push(self._convert(response.events))
                         self._received = max(self._received,
                                              response.events[-1].kv.mod_revision)
-                        if self._full():
+                        if self._full() and not self._wait_for_room(self.PAUSE_AFTER):
                             break
             except EtcdCompacted as exc:
                 log.warning("decisions follower: revision %d is compacted (%s)",
@@ -283,18 +292,23 @@ class DecisionFollower:
                     stream.close()
             self._wait_for_room()
 
-    def _wait_for_room(self) -> None:
-        """Backpressure: hold the watch closed while the consumer is behind."""
+    def _wait_for_room(self, timeout: float | None = None) -> bool:
+        """Backpressure: wait (at most ``timeout`` seconds) until the consumer has made
+        room; whether it has. Waiting with the stream open lets gRPC's flow control hold
+        etcd back and wastes nothing; past ``PAUSE_AFTER`` the watch is closed instead
+        (a stream left unread that long would look stalled), and what etcd had already
+        sent is read again on resuming."""
         with self._cond:
-            while self._full() and not self._stop.is_set():
-                self._cond.wait()
+            return self._cond.wait_for(lambda: not self._full() or self._stop.is_set(),
+                                       timeout)
 
     def _convert(self, events: list[WatchEvent]) -> list[_Item]:
         return [self._item(event.kv) for event in events if event.kind == "put"]
 
     def _item(self, kv: KeyValue) -> Delivery | Malformed:
         try:
-            return to_delivery(self._keys, kv)
+            delivery = to_delivery(self._keys, kv)
+            return delivery if self._prepare is None else self._prepare(delivery)
         except ValueError as exc:
             log.warning("skipping malformed decision %s at revision %d: %s",
                         kv.key, kv.mod_revision, exc)

@@ -185,7 +185,7 @@ class Relay:
                 follower = DecisionFollower(
                     self.client, self.keys, after=after, batch_max=self.config.batch_max,
                     on_gap=self._on_gap, on_malformed=self._on_malformed,
-                    on_error=self._error)
+                    on_error=self._error, prepare=self.sink.prepare)
                 self._follower = follower
                 if not self._running():
                     break

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from protos import dispatch_pb2 as pb
 
@@ -34,6 +35,8 @@ class Delivery:
     #: the decision's JSON as etcd holds it (empty when not read from etcd): a sink that
     #: stores JSON writes it as is rather than encoding ``decision`` again
     value: bytes = b""
+    #: what the sink's :meth:`Sink.prepare` made of it ahead of ``apply`` (its own use)
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def apply(self, batch: Sequence[Delivery]) -> Applied:
         """Apply a batch in revision order (the relay delivers it sorted)."""
+
+    def prepare(self, delivery: Delivery) -> Delivery:
+        """Per-decision work done ahead of :meth:`apply`, on the follower's thread as
+        decisions arrive, so that it overlaps the previous batch's write (rows, encoding);
+        return the delivery with ``prepared`` set. It must not touch the sink's store.
+        The default does nothing."""
+        return delivery
 
     def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold a connection
         """Release connections; the sink is not used again."""

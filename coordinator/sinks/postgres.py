@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,14 +66,15 @@ RETURNING revision
 
 _AUDIT = """
 WITH written AS (
-  SELECT d.n, d.e->>0 AS city, (d.e->>1)::bigint AS revision, (d.e->>2)::bigint AS token,
-         d.e->>3 AS worker_id, d.e->>4 AS solver, (d.e->>5)::timestamptz AS decided_at
-  FROM jsonb_array_elements(%(decisions)s::jsonb) WITH ORDINALITY AS d(e, n))
+  SELECT d.e->>0 AS city, (d.e->>1)::bigint AS revision, (d.e->>2)::bigint AS token,
+         d.e->>3 AS worker_id, d.e->>4 AS solver, (d.e->>5)::timestamptz AS decided_at,
+         d.e->6 AS assignments
+  FROM jsonb_array_elements(%(decisions)s::jsonb) AS d(e))
 INSERT INTO dispatch_assignments (revision, city, token, order_id, courier_id,
                                   pickup_eta_seconds, decided_at, worker_id, solver)
-SELECT w.revision, w.city, w.token, a.e->>1, a.e->>2, (a.e->>3)::double precision,
+SELECT w.revision, w.city, w.token, a.e->>0, a.e->>1, (a.e->>2)::double precision,
        w.decided_at, w.worker_id, w.solver
-FROM jsonb_array_elements(%(rows)s::jsonb) AS a(e) JOIN written w ON w.n = (a.e->>0)::bigint
+FROM written w CROSS JOIN LATERAL jsonb_array_elements(w.assignments) AS a(e)
 """
 
 _ADVANCE = """
@@ -119,6 +121,10 @@ class PostgresSink(Sink):
             row = conn.execute(_CURSOR, (self.namespace,)).fetchone()
         return int(row[0]) if row else 0
 
+    def prepare(self, delivery: Delivery) -> Delivery:
+        """The delivery's upsert row and its audit JSON, built on the follower's thread."""
+        return replace(delivery, prepared=_Rows(_row(delivery), _audit_json(delivery)))
+
     def apply(self, batch: Sequence[Delivery]) -> Applied:
         """One transaction: the conditional upserts, the audit rows of those that wrote,
         the cursor. Upserts go city by city (each city's deliveries in the order given):
@@ -130,11 +136,13 @@ class PostgresSink(Sink):
         """
         if not batch:
             return Applied(applied=0, refused=0, cursor=self.cursor())
-        ordered = sorted(batch, key=lambda d: d.city)  # stable: keeps each city's order
+        ordered = [d if isinstance(d.prepared, _Rows) else self.prepare(d)
+                   for d in sorted(batch, key=lambda d: d.city)]  # stable: keeps order
         with self._boundary("apply a batch") as conn, conn.pipeline(), \
                 conn.cursor() as cur:
             with conn.transaction():
-                cur.executemany(self.upsert_sql, [_row(d) for d in ordered], returning=True)
+                cur.executemany(self.upsert_sql, [d.prepared.upsert for d in ordered],
+                                returning=True)
                 written = [d for d, result in zip(ordered, cur.results(), strict=True)
                            if result.fetchone() is not None]
                 if written:
@@ -199,28 +207,40 @@ def _row(d: Delivery) -> tuple[object, ...]:
             _decided_at(decision), (d.value or encode(decision)).decode())
 
 
-def audit_params(written: Sequence[Delivery]) -> dict[str, str]:
-    """The parameters of ``audit_sql`` for the deliveries that wrote: each decision's
-    columns, and its audit rows (its details, else its bare assignments, with no ETA)
-    pointing at it by position. JSON floats round-trip exactly; the rare non-finite ETA
-    goes as the text PostgreSQL reads it."""
-    decisions, rows = [], []
-    for n, d in enumerate(written, 1):
-        decision = d.decision
-        decisions.append((d.city, d.revision, d.token, decision.worker_id, decision.solver,
-                          _decided_at(decision).isoformat()))
-        if decision.details:
-            rows.extend([(n, a.order_id, a.courier_id, a.pickup_eta_seconds)
-                         for a in decision.details])
-        else:
-            rows.extend([(n, order, courier, None)
-                         for order, courier in decision.assignments.items()])
+@dataclass(frozen=True)
+class _Rows:
+    """A delivery as the sink writes it (``Delivery.prepared``)."""
+
+    upsert: tuple[object, ...]
+    #: the decision's columns and its audit rows, one JSON array (see ``_AUDIT``)
+    audit: str
+
+
+def _audit_json(d: Delivery) -> str:
+    """``[city, revision, token, worker, solver, decided_at, [[order, courier, eta],
+    ...]]``: its details, else its bare assignments with no ETA. JSON floats round-trip
+    exactly; the rare non-finite ETA goes as the text PostgreSQL reads it."""
+    decision = d.decision
+    if decision.details:
+        rows: list[tuple[str, str, float | str | None]] = [
+            (a.order_id, a.courier_id, a.pickup_eta_seconds) for a in decision.details]
+    else:
+        rows = [(order, courier, None) for order, courier in decision.assignments.items()]
+    head = (d.city, d.revision, d.token, decision.worker_id, decision.solver,
+            _decided_at(decision).isoformat())
     try:
-        rows_json = json.dumps(rows, allow_nan=False)
+        return json.dumps((*head, rows), allow_nan=False)
     except ValueError:
-        rows_json = json.dumps([r if r[3] is None or math.isfinite(r[3])
-                                else (*r[:3], str(r[3])) for r in rows])
-    return {"decisions": json.dumps(decisions), "rows": rows_json}
+        rows = [r if not isinstance(r[2], float) or math.isfinite(r[2])
+                else (r[0], r[1], str(r[2])) for r in rows]
+        return json.dumps((*head, rows))
+
+
+def audit_params(written: Sequence[Delivery]) -> dict[str, str]:
+    """The parameters of ``audit_sql`` for the deliveries that wrote (prepared or not)."""
+    return {"decisions": "[" + ",".join(
+        d.prepared.audit if isinstance(d.prepared, _Rows) else _audit_json(d)
+        for d in written) + "]"}
 
 
 def _decided_at(decision: pb.Decision) -> datetime:
