@@ -112,6 +112,23 @@ def test_audit_rows_keep_every_value_exactly(sink: PostgresSink, postgres_url: s
     assert {r[3].replace(tzinfo=None) for r in got} == {at}  # type: ignore[attr-defined]
 
 
+def test_prepared_and_unprepared_deliveries_write_the_same_rows(
+        postgres_server: LocalPostgres) -> None:
+    """The relay hands over deliveries the sink prepared on the follower's thread; any
+    other caller may not: the tables come out the same."""
+    batch = [delivery("a", 10, 5), delivery("b", 11, 5), delivery("a", 12, 9)]
+    held = []
+    for name, prepare in (("unprepared", False), ("prepared", True)):
+        url = postgres_server.create_database(f"prep_{name}_{uuid.uuid4().hex[:8]}")
+        sink = PostgresSink(url, namespace="/ns")
+        sink.init_schema()
+        sink.apply([sink.prepare(d) for d in batch] if prepare else batch)
+        sink.close()
+        held.append((rows(url, "SELECT * FROM dispatch_assignments ORDER BY 1, 2, 4"),
+                     rows(url, "SELECT * FROM dispatch_decisions ORDER BY 1")))
+    assert held[0] == held[1] and len(held[0][0]) > 0
+
+
 def test_a_batch_is_one_transaction(sink: PostgresSink, postgres_url: str) -> None:
     """An audit row the database rejects (one order twice in a decision) fails the whole
     batch: the decisions before it in the batch and the cursor are not written either."""
