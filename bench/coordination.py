@@ -369,7 +369,8 @@ def tick_breakdown(orders: int, couriers: int, solver_name: str,
     (one thread, best of 3 × ``loops``): where a tick's CPU goes besides the commit."""
     from coordinator.plugins import PluginLoader
     from coordinator.settings import CityConfig
-    from coordinator.sources import SimulatedSource, SourceContext
+    from coordinator.sources import SourceContext
+    from coordinator.sources.simulated import SimulatedSource
     from coordinator.worker.runner import ThreadSolveRunner
     from solvers.cost import solution_cost
     from solvers.validate import check_solution

@@ -1,0 +1,16 @@
+"""State sources: where a city's state comes from at the start of each tick.
+
+The contract is :class:`coordinator.sources.contract.StateSource`; built-ins are
+registered in ``dispatch.state_sources`` (``coordinator.plugins.STATE_SOURCES``) like
+any third party's:
+
+``simulated``
+    :mod:`coordinator.sources.simulated`, a deterministic synthetic city.
+``etcd``
+    :mod:`coordinator.sources.etcd`, a ``StateSnapshot`` JSON at ``<ns>/state/<city>``.
+"""
+
+from coordinator.sources.contract import SourceContext, StateSource, int_param
+from coordinator.sources.snapshot import state_from_snapshot
+
+__all__ = ["SourceContext", "StateSource", "int_param", "state_from_snapshot"]

@@ -1,0 +1,51 @@
+"""The state source contract: where a city's state comes from at the start of each tick.
+
+A state source is a plugin in ``dispatch.state_sources``; it is constructed once per
+worker with a ``SourceContext`` and asked for a *fresh* state every tick (never a value
+cached from an earlier tick). Malformed state raises ``StateError`` naming what is
+wrong, which ends up on the city's status.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from coordinator.errors import StateError
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from coordinator.settings import CityConfig
+from solvers.contract import CityState
+
+__all__ = ["SourceContext", "StateSource", "int_param"]
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    client: EtcdClient
+    keys: Keys
+
+
+class StateSource(abc.ABC):
+    #: ``load`` computes and never waits (no network, no disk): the worker then runs it
+    #: inside its compute gate (``coordinator.worker.gate``). Leave it False for a source that
+    #: reads over the network, or it would hold every other tick up while it waits.
+    cpu_bound: ClassVar[bool] = False
+
+    def __init__(self, context: SourceContext) -> None:
+        self.context = context
+
+    @abc.abstractmethod
+    def load(self, config: CityConfig, now: float) -> CityState:
+        """The city's state as of now. Raise ``StateError`` if it is unusable."""
+
+
+def int_param(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number parameter from a city's ``params``, checked against its range."""
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not float(value).is_integer() or not low <= value <= high:
+        raise StateError(f"parameter {name}={value!r} must be an integer in [{low}, {high}]")
+    return int(value)
