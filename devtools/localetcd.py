@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.peerlink import PeerLinks
+
 #: the environment variable that selects the etcd binaries
 ETCD_SETTING = "DISPATCH_TEST_ETCD"
 #: the version ``ETCD_SETTING`` names when it is unset
@@ -156,6 +158,9 @@ class EtcdMember:
     #: leases shorter than 1.5 election timeouts.
     heartbeat_ms: int = 100
     election_ms: int = 1000
+    #: where the other members reach this one, when that is not ``peer_port`` itself
+    #: (a :class:`devtools.peerlink.PeerLinks` proxy in front of it); 0: ``peer_port``
+    advertised_peer_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -164,6 +169,11 @@ class EtcdMember:
 
     @property
     def peer_url(self) -> str:
+        """The peer URL the cluster knows this member by (its advertised one)."""
+        return f"http://127.0.0.1:{self.advertised_peer_port or self.peer_port}"
+
+    @property
+    def listen_peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
     def start(self, initial_cluster: str, state: str = "new") -> None:
@@ -173,7 +183,7 @@ class EtcdMember:
                 ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
                 "--listen-client-urls", self.client_url,
                 "--advertise-client-urls", self.client_url,
-                "--listen-peer-urls", self.peer_url,
+                "--listen-peer-urls", self.listen_peer_url,
                 "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", initial_cluster,
                 "--initial-cluster-state", state,
@@ -214,11 +224,15 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    """``size`` members on loopback. ``endpoints`` is the comma-separated client URL list."""
+    """``size`` members on loopback. ``endpoints`` is the comma-separated client URL list.
+
+    ``peer_links``: the members reach each other through :class:`PeerLinks` proxies
+    (``self.links``), so a test can cut members apart while each still answers clients.
+    """
 
     def __init__(self, size: int = 1, *, extra_args: list[str] | None = None,
                  scheme: str = "http", base: Path | None = None,
-                 election_ms: int = 1000) -> None:
+                 election_ms: int = 1000, peer_links: bool = False) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="etcd-test-", dir=base))
         self.members = [
             EtcdMember(f"m{i}", self.base / f"m{i}", extra_args=list(extra_args or []),
@@ -226,6 +240,13 @@ class EtcdCluster:
                        election_ms=election_ms)
             for i in range(size)
         ]
+        self.links: PeerLinks | None = PeerLinks() if peer_links else None
+        self._link_members()
+
+    def _link_members(self) -> None:
+        if self.links is not None:
+            for member in self.members:
+                member.advertised_peer_port = self.links.add(member.name, member.peer_port).port
 
     @property
     def initial_cluster(self) -> str:
@@ -255,6 +276,7 @@ class EtcdCluster:
                 member.kill()
                 shutil.rmtree(member.data_dir, ignore_errors=True)
                 member.client_port, member.peer_port = free_port(), free_port()
+            self._link_members()
         raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float = 30.0, *, all_members: bool = False) -> None:
@@ -305,6 +327,8 @@ class EtcdCluster:
             if member.running():
                 member.resume()  # a paused process ignores SIGKILL until continued
             member.kill()
+        if self.links is not None:
+            self.links.close()
         shutil.rmtree(self.base, ignore_errors=True)
 
 

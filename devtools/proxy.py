@@ -13,6 +13,12 @@ etcd without touching anybody else's:
 ``stall()`` / ``unstall()``
     Keep every connection open but stop moving bytes (in either direction) — a silent
     partition: no FIN, no RST, just nothing. New connections are accepted and stall too.
+``refuse(senders)`` / ``admit()``
+    With a ``sender`` function, every connection is named by who opened it (read from
+    the first bytes it sends, e.g. an HTTP header); ``refuse`` closes the connections of
+    those senders and any new one they open, while everybody else's keep flowing: a
+    link cut between two parties that both still reach everyone else
+    (:mod:`devtools.peerlink` cuts etcd members apart this way).
 ``slow(delay)``
     Hold every chunk of bytes ``delay`` seconds before passing it on, in both directions
     (``slow(0)`` ends it): a congested or far-away link. A request and its answer take
@@ -20,7 +26,8 @@ etcd without touching anybody else's:
     next one, so a busy stream falls further behind rather than losing anything.
 
 Plain threads and blocking sockets: one accept thread per proxy, two pump threads per
-connection. Nothing here knows about gRPC or etcd; it moves bytes.
+connection. Nothing here knows about gRPC or etcd; it moves bytes (and hands the first
+ones of each connection to ``sender`` when given one).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Proxy", "ProxyGroup"]
@@ -38,6 +46,9 @@ __all__ = ["Proxy", "ProxyGroup"]
 log = logging.getLogger(__name__)
 
 _BUFFER = 65536
+#: how many of the latest bytes of a connection that has named nobody yet ``sender`` is
+#: shown (an HTTP request's head is far shorter)
+_HEAD_LIMIT = 16384
 
 
 def _hard_close(sock: socket.socket) -> None:
@@ -57,6 +68,10 @@ class _Connection:
     upstream: socket.socket
     open_directions: int = 2
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: who opened the connection (``sender``'s answer); ``None`` or ``""`` while it has
+    #: named nobody
+    sender: str | None = None
+    head: bytes = b""
 
     def close(self) -> None:
         _hard_close(self.client)
@@ -69,7 +84,8 @@ class Proxy:
     ACCEPT_POLL = 0.2
     CONNECT_TIMEOUT = 2.0
 
-    def __init__(self, target: str, *, port: int = 0, name: str = "") -> None:
+    def __init__(self, target: str, *, port: int = 0, name: str = "",
+                 sender: Callable[[bytes], str | None] | None = None) -> None:
         host, _, target_port = target.rpartition(":")
         host = host.split("://", 1)[-1] or "127.0.0.1"
         self.target = (host, int(target_port))
@@ -87,6 +103,8 @@ class Proxy:
         self.accepted = 0
         self.cuts = 0
         self._threads: set[threading.Thread] = set()
+        self._sender = sender
+        self._refused: frozenset[str] = frozenset()
 
     # -- control ------------------------------------------------------------------------
 
@@ -132,6 +150,19 @@ class Proxy:
     def slow(self, delay: float) -> None:
         """Delay every chunk by ``delay`` seconds from now on (0: full speed again)."""
         self.delay = max(0.0, delay)
+
+    def refuse(self, senders: set[str]) -> None:
+        """From now on, close every connection opened by one of ``senders`` (needs a
+        ``sender`` function); ``refuse(set())`` or :meth:`admit` lets them in again."""
+        with self._lock:
+            self._refused = frozenset(senders)
+            doomed = {c for c in self._connections if c.sender in self._refused}
+            self._connections -= doomed
+        for conn in doomed:
+            conn.close()
+
+    def admit(self) -> None:
+        self.refuse(set())
 
     @property
     def is_cut(self) -> bool:
@@ -238,6 +269,8 @@ class Proxy:
                 data = source.recv(_BUFFER)
                 if not data:
                     break
+                if source is conn.client and not self._admitted(conn, data):
+                    return
                 while not self._flowing.wait(0.2):
                     if self._cut or self._closed:
                         return
@@ -258,6 +291,27 @@ class Proxy:
                 conn.close()
                 with self._lock:
                     self._connections.discard(conn)
+
+
+    def _admitted(self, conn: _Connection, data: bytes) -> bool:
+        """Name the connection from the bytes it sent (``sender``); False when its sender
+        is refused, so the bytes that named it are never passed on. A connection that
+        has named nobody yet is asked about again with every chunk: an anonymous first
+        request (a health probe) may be followed by a named one on the same connection."""
+        if self._sender is not None and not conn.sender:
+            conn.head = (conn.head + data)[-_HEAD_LIMIT:]
+            named = self._sender(conn.head)
+            if named:
+                conn.sender, conn.head = named, b""
+            elif named is not None:
+                conn.sender = ""
+        with self._lock:
+            refused = bool(conn.sender) and conn.sender in self._refused
+            if refused:
+                self._connections.discard(conn)
+        if refused:
+            conn.close()
+        return not refused
 
 
 class ProxyGroup:

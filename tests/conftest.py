@@ -151,3 +151,13 @@ def spawn_worker(etcd: EtcdCluster, namespace: str,
     if os.environ.get("DISPATCH_TEST_SHOW_LOGS"):
         for w in workers:
             print(f"---- {w.worker_id}\n{w.log()}")
+
+
+@pytest.fixture
+def linked_cluster3() -> Iterator[EtcdCluster]:
+    """A fresh 3-member cluster whose members reach each other through
+    ``devtools.peerlink`` proxies (``cluster.links``): a test may cut members apart
+    while every member still answers clients."""
+    cluster = EtcdCluster(3, peer_links=True).start()
+    yield cluster
+    cluster.close()

@@ -32,7 +32,7 @@ from coordinator.ops.verify import merged, verify
 from coordinator.recipes.watch import PrefixWatch
 from coordinator.settings import CityConfig
 from devtools.chaos import ChaosConfig, run
-from devtools.chaos.faults import KINDS, MEMBERSHIP_KINDS, SINK_KINDS
+from devtools.chaos.faults import KINDS, MEMBERSHIP_KINDS, PARTITION_KINDS, SINK_KINDS
 from devtools.chaos.fleet import Etcd
 from devtools.proxy import Proxy
 from tests.conftest import WorkerProcess, wait_until
@@ -57,11 +57,12 @@ def test_a_short_seeded_chaos_run_is_safe_and_recovers(tmp_path: Path) -> None:
     out = io.StringIO()
     # the storm (--pace 20): a worker or etcd fault every few seconds, so that 90 s see
     # every kind; etcd's own default election timeout, and a 2 s lease. The operators'
-    # membership changes (restarts, replacement) would not all fit in 90 s beside the
-    # rest: `make chaos` runs them with every other kind, and
+    # membership changes (restarts, replacement) and the partitions between members
+    # would not all fit in 90 s beside the rest: `make chaos` runs them with every other
+    # kind, and
     # test_cluster.py::test_a_rolling_restart_and_a_member_replacement_cost_the_worker_nothing
-    # puts them to the suite.
-    kinds = tuple(k for k in KINDS if k not in MEMBERSHIP_KINDS)
+    # and test_partition.py put them to the suite.
+    kinds = tuple(k for k in KINDS if k not in MEMBERSHIP_KINDS + PARTITION_KINDS)
     result = run(ChaosConfig(duration=90, seed=SEED, workers=4, cities=50, relays=2,
                              ttl=TTL, etcd_election_ms=1000, pace=20.0, base=tmp_path,
                              keep=True, progress=False, kinds=kinds), out=out)

@@ -154,9 +154,16 @@ class _StreamEnded(grpc.RpcError):  # type: ignore[misc]
 
 
 def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
-    """The status of a gRPC error; ``None`` for a bare ``RpcError`` that carries none."""
+    """The status of a gRPC error; ``None`` for a bare ``RpcError`` that carries none.
+
+    A member that gave up on a request when its context ran out (etcd 3.4, a member
+    without a raft leader) answers UNKNOWN "context deadline exceeded": that is a
+    timeout, and reads as one."""
     code = getattr(exc, "code", None)
-    return code() if callable(code) else None
+    status = code() if callable(code) else None
+    if status == grpc.StatusCode.UNKNOWN and "context deadline exceeded" in _details(exc):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return status
 
 
 def _details(exc: grpc.RpcError) -> str:

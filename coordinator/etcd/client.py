@@ -38,6 +38,8 @@ __all__ = ["EtcdClient", "SortTarget"]
 T = TypeVar("T")
 
 _FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE}
+#: etcd's require-leader metadata: a member without a raft leader refuses at once
+_HAS_LEADER = (("hasleader", "true"),)
 
 SortTarget = Literal["key", "create", "mod"]
 
@@ -109,8 +111,14 @@ class EtcdClient:
         endpoint.token = response.token
 
     def call(self, method: Callable[[_Endpoint], Callable[..., T]], request: Any,
-             *, timeout: float | None = None) -> T:
+             *, timeout: float | None = None, require_leader: bool = True) -> T:
         """Send one unary request, failing over between endpoints on UNAVAILABLE.
+
+        ``require_leader``: the request says so (etcd's ``hasleader`` metadata), and a
+        member that knows no raft leader answers "no leader" (UNAVAILABLE) at once
+        instead of holding the request until it times out: a member partitioned from
+        the others, however well it answers, sends us on to the majority. Only the
+        diagnostics that must reach a leaderless member (status, alarms) leave it off.
 
         Every failure ends in a :mod:`coordinator.errors` exception (the gRPC error as
         its cause), whatever shape the gRPC error had: callers catch ``EtcdError``.
@@ -120,7 +128,7 @@ class EtcdClient:
         for endpoint in self._order():
             for attempt in range(2):
                 try:
-                    result = self._send(endpoint, method, request, timeout)
+                    result = self._send(endpoint, method, request, timeout, require_leader)
                 except grpc.RpcError as exc:
                     last, last_endpoint = exc, endpoint
                     if _code(exc) == grpc.StatusCode.UNAUTHENTICATED and attempt == 0 \
@@ -142,13 +150,13 @@ class EtcdClient:
         raise translate(last, last_endpoint.url) from last
 
     def _send(self, endpoint: _Endpoint, method: Callable[[_Endpoint], Callable[..., T]],
-              request: Any, timeout: float | None) -> T:
+              request: Any, timeout: float | None, require_leader: bool = False) -> T:
         """One attempt on one endpoint; gRPC errors are left to the caller to translate."""
         try:
             return method(endpoint)(
                 request,
                 timeout=timeout or self.config.timeout,
-                metadata=self._metadata(endpoint),
+                metadata=self._metadata(endpoint, _HAS_LEADER if require_leader else ()),
             )
         except ValueError as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
             raise EtcdUnavailable("the etcd client has been closed") from exc
@@ -325,7 +333,7 @@ class EtcdClient:
                 answered.append(e.url)
                 return e.maintenance.Status
 
-            response = self.call(method, request)
+            response = self.call(method, request, require_leader=False)
             return MemberStatus.from_pb(answered[-1], response)
         target = next((e for e in self._endpoints if e.url == endpoint), None)
         if target is None:
@@ -344,7 +352,7 @@ class EtcdClient:
         """The alarms raised on any member (none: an empty list)."""
         request = etcdrpc.AlarmRequest(action=etcdrpc.AlarmRequest.GET, memberID=0,
                                        alarm=etcdrpc.NONE)
-        response = self.call(lambda e: e.maintenance.Alarm, request)
+        response = self.call(lambda e: e.maintenance.Alarm, request, require_leader=False)
         return [Alarm.from_pb(alarm) for alarm in response.alarms if alarm.alarm != etcdrpc.NONE]
 
     def compact(self, revision: int, *, physical: bool = False) -> None:
@@ -359,7 +367,7 @@ class EtcdClient:
         for endpoint in self._order():
             stream = WatchStream(
                 endpoint, prefix, start_revision, prev_kv=prev_kv,
-                metadata=functools.partial(self._metadata, endpoint, [("hasleader", "true")]),
+                metadata=functools.partial(self._metadata, endpoint, _HAS_LEADER),
                 on_stall=functools.partial(self._skip, endpoint))
             try:
                 stream.open()

@@ -21,16 +21,21 @@ from dataclasses import dataclass, field
 
 from coordinator.settings import CityConfig
 from devtools.chaos.target import ChaosTarget, RelayTarget, WorkerTarget
+from devtools.localetcd import EtcdMember
 
-__all__ = ["ETCD_KINDS", "FLOORS", "KINDS", "MEMBERSHIP_KINDS", "SINK_KINDS", "SOLVER_KINDS",
-           "UNTURNED", "WORKER_KINDS", "Fault", "Lane"]
+__all__ = ["ETCD_KINDS", "FLOORS", "KINDS", "MEMBERSHIP_KINDS", "PARTITION_KINDS", "SINK_KINDS",
+           "SOLVER_KINDS", "UNTURNED", "WORKER_KINDS", "Fault", "Lane"]
 
 WORKER_KINDS = ("kill9", "sigterm", "sigstop", "cut", "net-stall", "net-delay")
 #: ``member-restart``, ``rolling-restart`` and ``member-replace`` are what operators do
 #: to etcd on purpose: a graceful restart, an upgrade-style restart of every member in
 #: turn, a dead machine replaced by an empty one
 MEMBERSHIP_KINDS = ("member-restart", "rolling-restart", "member-replace")
-ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss", *MEMBERSHIP_KINDS)
+#: a member cut from its peers while it still answers clients (``devtools.peerlink``):
+#: the raft leader from both followers, or one follower alone
+PARTITION_KINDS = ("leader-partition", "follower-partition")
+ETCD_KINDS = ("member-kill", "leader-kill", "member-pause", "quorum-loss", *MEMBERSHIP_KINDS,
+              *PARTITION_KINDS)
 #: faults of one city (``slow-solve``) or of one worker's solver processes
 #: (``solver-kill``): they never wait for their turn with the faults of a whole worker
 #: or of etcd
@@ -53,6 +58,7 @@ FLOORS: dict[str, tuple[str, str]] = {
     "member-pause": ("election", "all"), "quorum-loss": ("election", "all"),
     "member-restart": ("none", "all"), "rolling-restart": ("none", "all"),
     "member-replace": ("election", "all"),
+    "leader-partition": ("election", "all"), "follower-partition": ("none", "all"),
     **{kind: ("none", "all") for kind in SOLVER_KINDS + SINK_KINDS},
 }
 #: kinds that concern no whole worker and not etcd: they never wait for their turn
@@ -388,6 +394,37 @@ def member_replace(lane: Lane, draw: Draw) -> None:
     _settle_etcd(lane, fault)
 
 
+def leader_partition(lane: Lane, draw: Draw) -> None:
+    """The raft leader cut from both followers for 2-6 s while it still answers clients:
+    it steps down, the majority elects another, and the workers talking to it must go
+    there; nothing the cut member accepts meanwhile may count."""
+    etcd = lane.target.etcd
+    leader = etcd.leader()
+    if leader is None:
+        lane.target.emit(f"[{lane.name}] leader-partition skipped: no leader to cut off")
+        return
+    _partition(lane, draw, "leader-partition", leader)
+
+
+def follower_partition(lane: Lane, draw: Draw) -> None:
+    """One follower cut from both other members for 2-6 s while it still answers
+    clients (with etcd 3.4's default, no pre-vote, it comes back with a higher term)."""
+    etcd = lane.target.etcd
+    leader = etcd.leader()
+    followers = [m for m in etcd.members if m is not leader]
+    _partition(lane, draw, "follower-partition", followers[draw.target % len(followers)])
+
+
+def _partition(lane: Lane, draw: Draw, kind: str, member: EtcdMember) -> None:
+    etcd = lane.target.etcd
+    fault = lane.begin(kind, member.name, "cut from its peers, still answering clients")
+    etcd.isolate(member)
+    lane.hold(_between(2.0, 6.0, draw.hold))
+    etcd.heal_links()
+    lane.end(fault)
+    _settle_etcd(lane, fault)
+
+
 # -- solvers ----------------------------------------------------------------------------
 
 
@@ -507,6 +544,8 @@ INJECT: dict[str, Callable[[Lane, Draw], None]] = {
     "member-restart": member_restart,
     "rolling-restart": rolling_restart,
     "member-replace": member_replace,
+    "leader-partition": leader_partition,
+    "follower-partition": follower_partition,
     "slow-solve": slow_solve,
     "solver-kill": solver_kill,
     "relay-kill9": relay_kill9,

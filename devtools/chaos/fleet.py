@@ -328,8 +328,22 @@ class Etcd:
             time.sleep(0.2)
         return False
 
+    def isolate(self, member: EtcdMember) -> None:
+        """Cut ``member``'s raft traffic to and from every other member; it keeps
+        answering clients (the cluster runs with ``peer_links``)."""
+        if self.cluster.links is None:
+            raise RuntimeError("member partitions need the cluster's peer links "
+                               "(EtcdCluster(peer_links=True))")
+        self.cluster.links.isolate(member.name)
+
+    def heal_links(self) -> None:
+        """Every link between members open again."""
+        if self.cluster.links is not None:
+            self.cluster.links.heal()
+
     def heal(self) -> None:
-        """Every member running and not paused."""
+        """Every member running and not paused, every link between them open."""
+        self.heal_links()
         for member in self.members:
             self.resume(member)
             if not member.running():

@@ -135,8 +135,8 @@ class Harness:
         cfg = self.config
         self.emit(f"chaos: seed {self.seed} (replay: {replay_command(cfg, self.seed)}); "
                   f"logs and etcd data in {self.base}")
-        self.cluster = EtcdCluster(3, base=self.base,
-                                   election_ms=cfg.etcd_election_ms).start()
+        self.cluster = EtcdCluster(3, base=self.base, election_ms=cfg.etcd_election_ms,
+                                   peer_links=True).start()
         dead = [m.name for m in self.cluster.members if not m.running()]
         if dead:
             raise RuntimeError(f"etcd members {dead} did not start (port taken?); logs in "
