@@ -14,6 +14,7 @@ import pytest
 
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
+from coordinator.ops.doctor.cluster import check_cluster
 from coordinator.ops.verify import verify
 from coordinator.settings import CityConfig
 from devtools.localetcd import EtcdCluster, EtcdMember
@@ -68,10 +69,13 @@ def test_a_member_cut_from_its_peers_sends_requests_on_to_the_majority(
             assert time.monotonic() - started < timeout / 3, \
                 f"a put waited {time.monotonic() - started:.1f}s on the isolated member"
             assert client.endpoint != cut.client_url
-        # the isolated member still answers, and what it says counts for nothing: it
-        # has not seen the majority's writes
+        # the isolated member still answers, knowing no leader, and `dispatchctl
+        # doctor` names it
         with EtcdClient(EtcdConfig(endpoints=(cut.client_url,), timeout=1.0)) as alone:
             assert alone.status().leader == 0
+        findings = [f for f in check_cluster(client) if f.check == "etcd leader"]
+        assert [f.level for f in findings] == ["warn"], findings
+        assert cut.name in findings[0].message and "no raft leader" in findings[0].message
     finally:
         cluster.links.heal()
         client.close()

@@ -126,6 +126,16 @@ def check_raft_leader(view: ClusterView) -> list[Finding]:
         return [Finding("warn", "etcd leader",
                         "members disagree on the raft leader (an election is under way?)")]
     leader = next(iter(leaders))
+    alone = sorted(view.names.get(i, f"{i:x}") for i, s in view.answered.items()
+                   if s.leader == 0)
+    if alone:
+        # it answers clients but hears no leader while the others do: cut off from its
+        # peers (a partition between members), or just electing
+        return [Finding("warn", "etcd leader",
+                        f"{', '.join(alone)} answer{'s' if len(alone) == 1 else ''} but "
+                        f"know{'s' if len(alone) == 1 else ''} no raft leader while the others "
+                        f"follow {view.names.get(leader, f'{leader:x}')}: cut off from "
+                        "the other members? Workers sent there are refused and move on")]
     term = max(s.raft_term for s in view.answered.values())
     return [Finding("ok", "etcd leader", f"{view.names.get(leader, f'{leader:x}')} leads "
                                          f"(raft term {term})")]
