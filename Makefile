@@ -14,7 +14,7 @@ export DISPATCH_TEST_ETCD := $(ETCD)
 # The suite's coordination tests that are fastest to cover election, fencing, a 3-member
 # cluster and the worker: what CI runs against the second etcd version (`make test-fast`)
 FAST_TESTS ?= tests/test_election.py tests/test_fencing.py tests/test_cluster.py \
-	tests/test_worker.py tests/test_nospace.py
+	tests/test_worker.py tests/test_nospace.py tests/test_partition.py
 
 .PHONY: setup etcd etcd35 postgres venv test test-fast lint typecheck protos demo bench bench-report chaos clean
 
