@@ -185,8 +185,9 @@ def test_a_rolling_upgrade_from_etcd_3_4_to_3_5_costs_the_worker_nothing(
         tmp_path: object) -> None:
     """An operator's upgrade: a 3.4 cluster under a worker, each member in turn stopped
     gracefully, left down longer than the lease TTL, and started with 3.5 on its data
-    directory (followers first, the leader last, healthy between). The worker keeps its lease and its cities throughout,
-    decisions keep coming, and the history verifies on the upgraded cluster."""
+    directory (followers first, the leader last, healthy between). The worker keeps its
+    lease and its cities throughout, decisions keep coming, and the history verifies on
+    the upgraded cluster."""
     from pathlib import Path
 
     from devtools.chaos.fleet import Etcd
