@@ -5,6 +5,7 @@ the city recovers when it returns. Plus the ``max_state_age`` setting itself."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -42,11 +43,9 @@ class Producer:
 
     def _run(self) -> None:
         while not self.stop.wait(0.1):
-            try:
+            with contextlib.suppress(psycopg.OperationalError):  # down: no sync either
                 execute(self.url, "INSERT INTO dispatch_state_observed VALUES (%s, now()) "
                         "ON CONFLICT (city) DO UPDATE SET observed_at = now()", self.city)
-            except psycopg.OperationalError:
-                pass  # the database is down: the producer cannot sync either
 
     def halt(self) -> None:
         self.stop.set()
@@ -134,7 +133,7 @@ def test_max_state_age_is_a_checked_setting_and_dispatchctl_sets_it(
     assert parse_settings("x", b'{"solver": "greedy"}').max_state_age == 0.0
     assert parse_settings("x", b'{"solver": "greedy", "maxStateAgeSeconds": 2.5}') \
         .max_state_age == 2.5
-    with pytest.raises(CitySettingsError, match="maxStateAgeSeconds -1.0 must be"):
+    with pytest.raises(CitySettingsError, match=r"maxStateAgeSeconds -1\.0 must be"):
         parse_settings("x", b'{"solver": "greedy", "maxStateAgeSeconds": -1}')
     dispatchctl(etcd.endpoints, namespace, "city", "add", "lima", "--solver", "greedy",
                 "--max-state-age", "30")

@@ -154,7 +154,7 @@ def test_a_query_slower_than_the_tick_budget_is_cancelled(source: PostgresSource
     slow = city(ordersQuery="SELECT id, pickup_x, pickup_y, dropoff_x, dropoff_y FROM"
                 " dispatch_orders, pg_sleep(5) WHERE city = %(city)s", timeoutSeconds=0.3)
     started = time.monotonic()
-    with pytest.raises(StateUnavailable, match="within the tick's 0.30s time budget"):
+    with pytest.raises(StateUnavailable, match=r"within the tick's 0\.30s time budget"):
         source.load(slow, time.time())
     assert time.monotonic() - started < 2
     assert source.load(city(), time.time()).n_orders == 1  # and the pool still works
