@@ -37,6 +37,11 @@ class Served:
 
     bodies: dict[str, tuple[int, bytes, dict[str, str]]] = field(default_factory=dict)
     delay: float = 0.0
+    #: send the body a byte at a time, this long apart
+    trickle: float = 0.0
+    #: close each connection after its response, without saying so (as a server does
+    #: when a kept-alive connection idles past its timeout)
+    close_silently: bool = False
     paths: list[str] = field(default_factory=list)
     peers: set[tuple[str, int]] = field(default_factory=set)
 
@@ -58,8 +63,15 @@ def server() -> Iterator[tuple[str, Served]]:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            with contextlib.suppress(ConnectionError):  # a client that gave up waiting
-                self.wfile.write(body)
+            with contextlib.suppress(ConnectionError, OSError):  # a client that gave up
+                if served.trickle:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(served.trickle)
+                else:
+                    self.wfile.write(body)
+            self.close_connection = self.close_connection or served.close_silently
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -127,6 +139,17 @@ def test_a_kept_alive_connection_is_reused_across_ticks_and_cities(
     assert source.opened == 1 and len(served.peers) == 1
 
 
+def test_a_connection_the_server_closed_while_idle_is_replaced_unseen(
+        server: tuple[str, Served]) -> None:
+    base, served = server
+    serve(served, "/rome", SNAPSHOT)
+    served.close_silently = True
+    source = make_source(base + "/{city}")
+    for _ in range(3):
+        assert source.load(city("rome"), time.time()).n_orders == 1
+    assert source.opened == 3 and len(served.paths) == 3
+
+
 @pytest.mark.parametrize(("body", "status", "expected"), [
     (b"{not json", 200, "state from http://127.0.0.1:"),
     ({"orders": [{"id": "o-1", "colour": "red"}]}, 200, 'no field named "colour"'),
@@ -154,6 +177,18 @@ def test_a_slow_server_is_cut_at_the_tick_budget(server: tuple[str, Served]) -> 
     with pytest.raises(StateUnavailable, match=r"no answer within the tick's 0.40s"):
         make_source().load(city(period=0.5, url=base + "/s"), time.time())  # 0.5 × 0.8
     assert time.monotonic() - started < 1.5
+
+
+def test_a_trickling_server_is_cut_soon_after_the_tick_budget(
+        server: tuple[str, Served]) -> None:
+    # Every byte comes within the socket timeout, so only the watchdog ends the read.
+    base, served = server
+    serve(served, "/s", SNAPSHOT)
+    served.trickle = 0.05
+    started = time.monotonic()
+    with pytest.raises(StateUnavailable, match=r"no answer within the tick's 0\.40s"):
+        make_source().load(city(period=0.5, url=base + "/s"), time.time())
+    assert time.monotonic() - started < 1.0  # cut at 1.25 × 0.4 + 0.1 s
 
 
 def test_unreachable_missing_and_credentialed_urls_are_said_so() -> None:

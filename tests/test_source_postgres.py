@@ -4,6 +4,8 @@ an unreachable or slow database becoming ``StateUnavailable``."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,11 +20,26 @@ from coordinator.settings import CityConfig
 from coordinator.sources.contract import SourceContext
 from coordinator.sources.options import SourceOptions
 from coordinator.sources.postgres import SCHEMA, PostgresSource
+from devtools.localpg import LocalPostgres
 
 
 def execute(url: str, sql: str, *args: object) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql, args or None)  # type: ignore[arg-type]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
 
 
 def source_for(url: str) -> PostgresSource:
@@ -158,6 +175,30 @@ def test_a_query_slower_than_the_tick_budget_is_cancelled(source: PostgresSource
         source.load(slow, time.time())
     assert time.monotonic() - started < 2
     assert source.load(city(), time.time()).n_orders == 1  # and the pool still works
+
+
+def test_a_paused_database_is_cut_at_the_tick_budget_and_the_pool_recovers(
+        postgres_server: LocalPostgres, db: str) -> None:
+    # db is on the session's server; pause the postmaster and every backend (SIGSTOP;
+    # backends run in sessions of their own): nothing answers, no server timeout fires.
+    source = source_for(db)
+    config = city(timeoutSeconds=0.4)
+    assert source.load(config, time.time()).n_orders == 1  # a pooled connection
+    server = postgres_server.process.pid
+    pids = [server, *children(server)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable, match=r"no answer within the tick's 0\.40s time "
+                                                   r"budget \(could not .*\); connection cut"):
+            source.load(config, time.time())
+        assert time.monotonic() - started < 1.5  # cut at 1.25 × 0.4 + 0.1 s
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert source.load(config, time.time()).n_orders == 1
+    source.close()
 
 
 def test_no_url_and_an_unreachable_database_are_said_so() -> None:

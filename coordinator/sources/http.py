@@ -9,8 +9,9 @@ field by field like every other snapshot.
 
 Connections are kept alive and reused across ticks and cities (a pool per host); each
 request is bounded by the tick's time budget (every connect and read, as socket
-timeouts). When the state was observed: the snapshot's ``takenAt``, else the response's
-``Last-Modified`` header, else the time the response arrived.
+timeouts, and the whole request cut by a watchdog soon after it). When the state was
+observed: the snapshot's ``takenAt``, else the response's ``Last-Modified`` header, else
+the time the response arrived.
 
 http.client's and the socket's errors stop here: unreachable or too slow becomes
 ``StateUnavailable``, a bad status or body ``StateError``.
@@ -31,6 +32,7 @@ from coordinator.settings import CityConfig
 from coordinator.sources.contract import SourceContext, StateSource
 from coordinator.sources.pool import Pool
 from coordinator.sources.snapshot import state_from_snapshot
+from coordinator.sources.watchdog import Watchdog, cut_after, shutdown_socket
 from protos import dispatch_pb2 as pb
 from solvers.contract import CityState
 
@@ -41,6 +43,8 @@ MAX_BODY = 256 * 1024 * 1024
 
 _Origin = tuple[str, str, int]
 _Connection = http.client.HTTPConnection
+#: how a kept-alive connection the server closed while idle fails on its next use
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class HttpSource(StateSource):
@@ -50,6 +54,7 @@ class HttpSource(StateSource):
         super().__init__(context)
         self._pools: dict[_Origin, Pool[_Connection]] = {}
         self._lock = threading.Lock()
+        self._watchdog = Watchdog()
 
     def close(self) -> None:
         with self._lock:
@@ -110,9 +115,10 @@ class HttpSource(StateSource):
             headers["Authorization"] = _basic(unquote(parts.username),
                                               unquote(parts.password or ""))
         for attempt in (1, 2):
-            reused = False
+            reused, alarm = False, None
             try:
-                with pool.connection() as (conn, reused):
+                with pool.connection() as (conn, reused), \
+                        self._watchdog.guard(cut_after(budget), lambda: _cut(conn)) as alarm:
                     conn.timeout = budget
                     if conn.sock is not None:
                         conn.sock.settimeout(budget)
@@ -125,18 +131,17 @@ class HttpSource(StateSource):
                     body = response.read(MAX_BODY + 1)
                     if len(body) > MAX_BODY or response.will_close:
                         conn.close()
-                    return (response.status, response.reason,
-                            {k.lower(): v for k, v in response.getheaders()}, body,
-                            time.time())
-            except TimeoutError as exc:
-                raise StateUnavailable(f"GET {url}: no answer within the tick's "
-                                       f"{budget:.2f}s time budget") from exc
-            except (http.client.RemoteDisconnected, ConnectionResetError,
-                    BrokenPipeError) as exc:
-                if attempt == 1 and reused:
-                    continue
-                raise StateUnavailable(f"GET {url}: {_why(exc)}") from exc
+                if alarm.fired:  # the cut socket may have ended the body early, unseen
+                    conn.close()
+                    raise TimeoutError
+                return (response.status, response.reason,
+                        {k.lower(): v for k, v in response.getheaders()}, body, time.time())
             except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, TimeoutError) or (alarm is not None and alarm.fired):
+                    raise StateUnavailable(f"GET {url}: no answer within the tick's "
+                                           f"{budget:.2f}s time budget") from exc
+                if attempt == 1 and reused and isinstance(exc, _CLOSED_WHILE_IDLE):
+                    continue
                 raise StateUnavailable(f"GET {url}: {_why(exc)}") from exc
         raise AssertionError("unreachable")
 
@@ -151,6 +156,11 @@ class HttpSource(StateSource):
                             usable=lambda c: c.sock is not None)
                 self._pools[origin] = pool
             return pool
+
+
+def _cut(conn: _Connection) -> None:
+    if conn.sock is not None:
+        shutdown_socket(conn.sock.fileno())
 
 
 def _why(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 Each tick runs the city's queries in one read-only REPEATABLE READ transaction (so the
 orders and couriers are of the same moment), over a connection pool shared by the
-worker's cities, each query bounded by the tick's time budget (``statement_timeout``).
+worker's cities, each query bounded by the tick's time budget (``statement_timeout``)
+and the whole read cut by a watchdog soon after it (a paused server answers nothing).
 
 The database is the worker's ``--state-postgres-url`` (``DISPATCH_STATE_POSTGRES_URL``);
 the default schema is :data:`SCHEMA` (``python -m coordinator.sources.postgres`` prints
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -37,6 +39,7 @@ from coordinator.settings import CityConfig
 from coordinator.sources.contract import SourceContext, StateSource
 from coordinator.sources.pool import Pool
 from coordinator.sources.snapshot import state_from_snapshot
+from coordinator.sources.watchdog import Watchdog, cut_after, shutdown_socket
 from protos import dispatch_pb2 as pb
 from solvers.contract import CityState
 
@@ -110,6 +113,7 @@ class PostgresSource(StateSource):
         self._url = context.options.postgres_url
         self._where = "?"
         self._pool: Pool[psycopg.Connection[Any]] | None = None
+        self._watchdog = Watchdog()
         if self._url:
             try:
                 self._where = describe(conninfo_to_dict(self._url))
@@ -152,9 +156,11 @@ class PostgresSource(StateSource):
         idling in the pool (the database restarted) is retried once on a fresh one."""
         assert self._pool is not None
         for attempt in (1, 2):
-            doing, reused = "connect", False
+            doing, reused, alarm = "connect", False, None
             try:
-                with self._pool.connection() as (conn, reused), conn.transaction():
+                with self._pool.connection() as (conn, reused), \
+                        self._watchdog.guard(cut_after(budget), lambda: _cut(conn)) as alarm, \
+                        conn.transaction():
                     doing = "start its transaction"
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     conn.execute("SELECT set_config('statement_timeout', %s, true)",
@@ -168,6 +174,11 @@ class PostgresSource(StateSource):
                     observed = _observed(conn, queries["observedQuery"], args)
                 return orders, couriers, observed
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if alarm is not None and alarm.fired:
+                    raise StateUnavailable(
+                        f"postgres state at {self._where}: no answer within the tick's "
+                        f"{budget:.2f}s time budget (could not {doing}); connection cut"
+                    ) from exc
                 if attempt == 1 and reused and not isinstance(exc, psycopg.errors.QueryCanceled):
                     continue
                 raise self._translate(exc, doing, budget) from exc
@@ -196,6 +207,11 @@ class PostgresSource(StateSource):
         for given in params.keys() & extra.keys():  # the URL's own win
             del extra[given]
         return psycopg.connect(self._url, autocommit=True, **extra)
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    with suppress(psycopg.Error):  # closed already: nothing to cut
+        shutdown_socket(conn.pgconn.socket)
 
 
 def _query(params: Mapping[str, Any], name: str) -> str:
