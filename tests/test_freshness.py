@@ -139,6 +139,8 @@ def test_max_state_age_is_a_checked_setting_and_dispatchctl_sets_it(
                 "--max-state-age", "30")
     assert parse_settings("lima", client.get(keys.city("lima")).value  # type: ignore[union-attr]
                           ).max_state_age == 30.0
+    listed = dispatchctl(etcd.endpoints, namespace, "city", "list").stdout
+    assert "simulated (max age 30s)" in listed
     dispatchctl(etcd.endpoints, namespace, "city", "set", "lima", "--max-state-age", "0")
     raw = client.get(keys.city("lima")).value  # type: ignore[union-attr]
     assert parse_settings("lima", raw).max_state_age == 0.0 and b"maxStateAge" not in raw

@@ -10,17 +10,22 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from coordinator.errors import StateError, StateUnavailable
+from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.settings import CityConfig
 from coordinator.sources.contract import SourceContext
 from coordinator.sources.http import HttpSource
 from coordinator.sources.options import SourceOptions
+from tests.conftest import wait_until
+from tests.etcd_server import EtcdCluster
+from tests.helpers import decision, running_worker, status
 
 SNAPSHOT = {
     "orders": [{"id": "o-1", "pickup": {"x": 0, "y": 0}, "dropoff": {"x": 5, "y": 5},
@@ -200,3 +205,38 @@ def test_unreachable_missing_and_credentialed_urls_are_said_so() -> None:
         make_source().load(city(url="http://u:secret@127.0.0.1:9/x"), time.time())
     with pytest.raises(StateError, match="want http"):
         make_source().load(city(url="ftp://127.0.0.1/x"), time.time())
+
+
+def test_a_worker_decides_from_http_and_names_a_stale_or_missing_state(
+        server: tuple[str, Served], etcd: EtcdCluster, client: EtcdClient, keys: Keys,
+        namespace: str) -> None:
+    base, served = server
+
+    def snapshot(courier: str, taken_at: float) -> dict[str, object]:
+        stamp = datetime.fromtimestamp(taken_at, UTC).isoformat().replace("+00:00", "Z")
+        first: dict[str, object] = SNAPSHOT["couriers"][0]  # type: ignore[index]
+        return {**SNAPSHOT, "couriers": [{**first, "id": courier}], "takenAt": stamp}
+
+    def failing() -> str:
+        s = status(client, keys, "lyon")
+        return s.last_error if s is not None and s.state == "failing" else ""
+
+    def decided() -> dict[str, str]:
+        d = decision(client, keys, "lyon")
+        return {} if d is None else dict(d.assignments)
+
+    serve(served, "/lyon", snapshot("c-1", time.time()))
+    client.put(keys.city("lyon"), CityConfig("lyon", "greedy", 0.2, state_source="http",
+                                             max_state_age=5.0).encode())
+    with running_worker(etcd.endpoints, namespace, state_http_url=base + "/{city}",
+                        max_backoff=0.5):
+        wait_until(lambda: decided() == {"o-1": "c-1"}, 20, message="a decision")
+        serve(served, "/lyon", snapshot("c-2", time.time()))
+        wait_until(lambda: decided() == {"o-1": "c-2"}, 10, message="the next state")
+        serve(served, "/lyon", snapshot("c-3", time.time() - 60))
+        assert "state of lyon is stale: observed 6" in str(
+            wait_until(failing, 10, message="stale state refused"))
+        served.bodies.pop("/lyon")
+        assert f"GET {base}/lyon: HTTP 404 Not Found" in str(
+            wait_until(lambda: "404" in failing() and failing(), 10, message="a 404"))
+    assert decided() == {"o-1": "c-2"}  # nothing decided on the stale state

@@ -240,11 +240,12 @@ def city_list(ctl: Ctl, /, as_json: bool) -> None:
             rows.append({"city": name, "solver": config.solver, "period": config.period,
                          "enabled": config.enabled, "stateSource": config.state_source,
                          "params": dict(config.params),
-                         "shadowSolvers": list(config.shadow_solvers), "error": ""})
+                         "shadowSolvers": list(config.shadow_solvers),
+                         "maxStateAge": config.max_state_age, "error": ""})
         except ConfigError as exc:
             rows.append({"city": name, "solver": "", "period": 0, "enabled": False,
                          "stateSource": "", "params": {}, "shadowSolvers": [],
-                         "error": str(exc)})
+                         "maxStateAge": 0.0, "error": str(exc)})
     if as_json:
         print_json(rows)
         return
@@ -252,6 +253,8 @@ def city_list(ctl: Ctl, /, as_json: bool) -> None:
     for row in rows:
         params = " ".join(f"{k}={json.dumps(v)}" for k, v in row["params"].items())
         table.append([row["city"], row["solver"] or "?", f"{row['period']:g}s",
-                      "yes" if row["enabled"] else "no", row["stateSource"],
+                      "yes" if row["enabled"] else "no",
+                      row["stateSource"] + (f" (max age {row['maxStateAge']:g}s)"
+                                            if row["maxStateAge"] else ""),
                       row["error"] or params])
     print_table(table)
