@@ -240,3 +240,13 @@ def test_a_worker_decides_from_http_and_names_a_stale_or_missing_state(
         assert f"GET {base}/lyon: HTTP 404 Not Found" in str(
             wait_until(lambda: "404" in failing() and failing(), 10, message="a 404"))
     assert decided() == {"o-1": "c-2"}  # nothing decided on the stale state
+
+
+def test_network_sources_never_run_inside_the_compute_gate() -> None:
+    from coordinator.plugins import STATE_SOURCES, installed
+
+    names = {p.name for p in installed(STATE_SOURCES)}
+    assert {"postgres", "http"} <= names  # registered like any third party's
+    from coordinator.sources.postgres import PostgresSource
+
+    assert not HttpSource.cpu_bound and not PostgresSource.cpu_bound
