@@ -160,6 +160,16 @@ def test_a_bad_query_or_column_is_named(source: PostgresSource, params: dict[str
     assert not isinstance(info.value, StateUnavailable)
 
 
+def test_a_city_query_cannot_write(source: PostgresSource, db: str) -> None:
+    # City settings live in etcd: whoever may write them must not be able to change the
+    # dispatch team's tables through a query.
+    deleting = city(ordersQuery="DELETE FROM dispatch_orders RETURNING id, pickup_x,"
+                    " pickup_y, dropoff_x, dropoff_y")
+    with pytest.raises(StateError, match="cannot execute DELETE in a read-only transaction"):
+        source.load(deleting, time.time())
+    assert source.load(city(), time.time()).n_orders == 1
+
+
 def test_connections_are_pooled_across_ticks_and_cities(source: PostgresSource) -> None:
     for _ in range(5):
         source.load(city("rome"), time.time())
