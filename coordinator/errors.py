@@ -16,6 +16,8 @@
     │   ├── CitySettingsError     a city's settings in etcd are malformed
     │   └── WorkerIdTaken         another live session holds this worker id
     ├── StateError                a city's state could not be loaded or is malformed
+    │   ├── StateUnavailable      the state's store (database, HTTP service) cannot be reached
+    │   └── StaleState            the state is older than the city's --max-state-age
     ├── PluginError               a solver or state source could not be loaded
     ├── SolverFailed              a solver raised, hung, or returned an invalid result
     ├── IncompleteHistory         a replay of etcd's history stopped short of its end
@@ -48,7 +50,9 @@ __all__ = [
     "SinkError",
     "SinkUnavailable",
     "SolverFailed",
+    "StaleState",
     "StateError",
+    "StateUnavailable",
     "WorkerIdTaken",
 ]
 
@@ -129,6 +133,26 @@ class WorkerIdTaken(ConfigError):
 
 class StateError(DispatchError):
     """A city's state could not be loaded, or it is malformed."""
+
+
+class StateUnavailable(StateError):
+    """The store a city's state is read from (a database, an HTTP service) cannot be
+    reached or did not answer within the tick's time budget; the city backs off and
+    tries again."""
+
+
+class StaleState(StateError):
+    """The state was observed longer ago than the city's ``max_state_age`` allows: its
+    producer has probably stopped, and deciding on it would dispatch from the past."""
+
+    def __init__(self, city: str, age: float, limit: float) -> None:
+        super().__init__(
+            f"state of {city} is stale: observed {age:.1f}s ago, more than its "
+            f"max state age of {limit:g}s (has its producer stopped?)"
+        )
+        self.city = city
+        self.age = age
+        self.limit = limit
 
 
 class PluginError(DispatchError):

@@ -40,6 +40,8 @@ class CityConfig:
     shadow_solvers: tuple[str, ...] = ()
     require_labels: Mapping[str, str] = field(default_factory=dict)
     prefer_labels: Mapping[str, str] = field(default_factory=dict)
+    #: refuse a state observed longer ago than this many seconds (0: no limit)
+    max_state_age: float = 0.0
 
     def to_message(self) -> pb.CitySettings:
         message = pb.CitySettings(
@@ -49,6 +51,8 @@ class CityConfig:
             require_labels=dict(self.require_labels), prefer_labels=dict(self.prefer_labels),
         )
         message.params.update(dict(self.params))
+        if self.max_state_age:
+            message.max_state_age_seconds = self.max_state_age
         return message
 
     def encode(self) -> bytes:
@@ -74,6 +78,12 @@ def from_message(city: str, message: pb.CitySettings) -> CityConfig:
             f"between {MIN_PERIOD} and {MAX_PERIOD}"
         )
     params = json_format.MessageToDict(message.params) if message.HasField("params") else {}
+    max_state_age = message.max_state_age_seconds
+    if not math.isfinite(max_state_age) or max_state_age < 0:
+        raise CitySettingsError(
+            f"settings of city {city}: maxStateAgeSeconds {max_state_age!r} must be a "
+            "number of seconds, 0 or more (0: no limit)"
+        )
     for name in message.shadow_solvers:
         if not name:
             raise CitySettingsError(f"settings of city {city}: empty shadow solver name")
@@ -88,4 +98,5 @@ def from_message(city: str, message: pb.CitySettings) -> CityConfig:
         shadow_solvers=tuple(message.shadow_solvers),
         require_labels=dict(message.require_labels),
         prefer_labels=dict(message.prefer_labels),
+        max_state_age=max_state_age,
     )

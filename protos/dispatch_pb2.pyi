@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CitySettings(_message.Message):
-    __slots__ = ("solver", "period_seconds", "enabled", "state_source", "params", "labels", "shadow_solvers", "require_labels", "prefer_labels")
+    __slots__ = ("solver", "period_seconds", "enabled", "state_source", "params", "labels", "shadow_solvers", "require_labels", "prefer_labels", "max_state_age_seconds")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class CitySettings(_message.Message):
     SHADOW_SOLVERS_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_LABELS_FIELD_NUMBER: _ClassVar[int]
     PREFER_LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STATE_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     solver: str
     period_seconds: float
     enabled: bool
@@ -51,7 +52,8 @@ class CitySettings(_message.Message):
     shadow_solvers: _containers.RepeatedScalarFieldContainer[str]
     require_labels: _containers.ScalarMap[str, str]
     prefer_labels: _containers.ScalarMap[str, str]
-    def __init__(self, solver: _Optional[str] = ..., period_seconds: _Optional[float] = ..., enabled: _Optional[bool] = ..., state_source: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., shadow_solvers: _Optional[_Iterable[str]] = ..., require_labels: _Optional[_Mapping[str, str]] = ..., prefer_labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    max_state_age_seconds: float
+    def __init__(self, solver: _Optional[str] = ..., period_seconds: _Optional[float] = ..., enabled: _Optional[bool] = ..., state_source: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., shadow_solvers: _Optional[_Iterable[str]] = ..., require_labels: _Optional[_Mapping[str, str]] = ..., prefer_labels: _Optional[_Mapping[str, str]] = ..., max_state_age_seconds: _Optional[float] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("worker_id", "host", "pid", "version", "capacity", "labels", "admin_address", "lease_id", "started_at", "drained")

@@ -30,7 +30,9 @@ from coordinator.errors import (
     EtcdTimeout,
     PluginError,
     SolverFailed,
+    StaleState,
     StateError,
+    StateUnavailable,
 )
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
@@ -151,10 +153,13 @@ def test_error_kinds_are_a_fixed_vocabulary() -> None:
     assert error_kind(CitySettingsError("x")) == "settings"
     assert error_kind(PluginError("x")) == "plugin"
     assert error_kind(StateError("x")) == "state"
+    assert error_kind(StaleState("x", 12.0, 10.0)) == "state_stale"
+    assert error_kind(StateUnavailable("x")) == "state_unavailable"
     assert error_kind(SolverFailed("x")) == "solver"
     assert error_kind(EtcdTimeout("x")) == "etcd"
     assert error_kind(ZeroDivisionError()) == "internal"
-    assert set(ERROR_KINDS) == {"settings", "plugin", "state", "solver", "etcd", "etcd_nospace",
+    assert set(ERROR_KINDS) == {"settings", "plugin", "state", "state_stale",
+                               "state_unavailable", "solver", "etcd", "etcd_nospace",
                                "internal"}
 
 

@@ -76,6 +76,10 @@ def city_options(func: Any) -> Any:
                      help="Only workers carrying this label may own the city. Repeatable."),
         click.option("--prefer-label", "prefer", multiple=True, metavar="KEY=VALUE",
                      help="Workers carrying this label are preferred owners. Repeatable."),
+        click.option("--max-state-age", type=float, metavar="SECONDS",
+                     help="Refuse (and report on the city's status) a state observed longer "
+                          "ago than this, e.g. when its producer stopped, instead of "
+                          "deciding on it. 0 removes the limit [default: no limit]."),
         click.option("--force", is_flag=True,
                      help="Accept solver or state-source names not installed here."),
     ]
@@ -105,6 +109,14 @@ def _apply(message: pb.CitySettings, opts: dict[str, Any]) -> None:
         message.period_seconds = period
     if opts["state_source"] is not None:
         message.state_source = opts["state_source"]
+    if opts["max_state_age"] is not None:
+        age = opts["max_state_age"]
+        if not (math.isfinite(age) and age >= 0):
+            raise ConfigError(f"--max-state-age {age}: must be a number of seconds, 0 or more")
+        if age:
+            message.max_state_age_seconds = age
+        else:
+            message.ClearField("max_state_age_seconds")
     for value in opts["params"]:
         key, parsed = _parse_param(value)
         message.params.update({key: parsed})
@@ -228,11 +240,12 @@ def city_list(ctl: Ctl, /, as_json: bool) -> None:
             rows.append({"city": name, "solver": config.solver, "period": config.period,
                          "enabled": config.enabled, "stateSource": config.state_source,
                          "params": dict(config.params),
-                         "shadowSolvers": list(config.shadow_solvers), "error": ""})
+                         "shadowSolvers": list(config.shadow_solvers),
+                         "maxStateAge": config.max_state_age, "error": ""})
         except ConfigError as exc:
             rows.append({"city": name, "solver": "", "period": 0, "enabled": False,
                          "stateSource": "", "params": {}, "shadowSolvers": [],
-                         "error": str(exc)})
+                         "maxStateAge": 0.0, "error": str(exc)})
     if as_json:
         print_json(rows)
         return
@@ -240,6 +253,8 @@ def city_list(ctl: Ctl, /, as_json: bool) -> None:
     for row in rows:
         params = " ".join(f"{k}={json.dumps(v)}" for k, v in row["params"].items())
         table.append([row["city"], row["solver"] or "?", f"{row['period']:g}s",
-                      "yes" if row["enabled"] else "no", row["stateSource"],
+                      "yes" if row["enabled"] else "no",
+                      row["stateSource"] + (f" (max age {row['maxStateAge']:g}s)"
+                                            if row["maxStateAge"] else ""),
                       row["error"] or params])
     print_table(table)

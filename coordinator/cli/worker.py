@@ -72,6 +72,16 @@ log = logging.getLogger("coordinator.cli.worker")
               help="Serve the gRPC health service (grpc.health.v1; SERVING while the "
                    "worker holds its lease) and the admin service (status, drain, undrain) "
                    "on this port (off when not given).")
+@click.option("--state-postgres-url", envvar="DISPATCH_STATE_POSTGRES_URL", default="",
+              metavar="URL",
+              help="PostgreSQL database (libpq URL) the postgres state source reads cities' "
+                   "orders and couriers from, over a pool shared by this worker's cities. "
+                   "Prefer the environment (or ~/.pgpass) for a password.")
+@click.option("--state-http-url", envvar="DISPATCH_STATE_HTTP_URL", default="",
+              metavar="TEMPLATE",
+              help="URL the http state source GETs a city's StateSnapshot JSON from; "
+                   "{city} is replaced by the city's name (a city's url parameter wins), "
+                   "e.g. http://orders.internal/dispatch/{city}/state.")
 @click.option("--log-format", envvar="DISPATCH_LOG_FORMAT", default="text",
               show_default=True, type=click.Choice(["text", "json"]),
               help="text for people, json (one object a line) for log pipelines.")
@@ -102,6 +112,8 @@ def command(**options: Any) -> None:
         solve_processes=options["solve_processes"],
         metrics_port=options["metrics_port"],
         admin_port=options["admin_port"],
+        state_postgres_url=options["state_postgres_url"],
+        state_http_url=options["state_http_url"],
     )
     client = connect(options)
     try:

@@ -30,6 +30,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from coordinator.codec import encode
 from coordinator.errors import ConfigError, SinkError, SinkUnavailable
+from coordinator.pgtext import describe as _describe
+from coordinator.pgtext import first_line as _line
+from coordinator.pgtext import refused
 from coordinator.sinks.contract import Applied, Delivery, Sink
 from protos import dispatch_pb2 as pb
 
@@ -88,10 +91,6 @@ _CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
 
 #: "this server will not let you in", not "try again later": bad user, bad password, no
 #: such database. A failed connect carries no SQLSTATE, only the server's message.
-_REFUSED = {"28000", "28P01", "3D000"}
-_REFUSED_TEXT = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
-
-
 class PostgresSink(Sink):
     """Decisions into PostgreSQL over one connection, reopened after a failure."""
 
@@ -171,7 +170,7 @@ class PostgresSink(Sink):
                             "create the tables with `dispatch-relay --init`") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._forget()
-            if exc.sqlstate in _REFUSED or any(t in str(exc) for t in _REFUSED_TEXT):
+            if refused(exc):
                 raise SinkError(f"postgres at {self.where} refused us ({doing}): "
                                 f"{_line(exc)}") from exc
             raise SinkUnavailable(f"postgres at {self.where} is unavailable ({doing}): "
@@ -264,14 +263,3 @@ def _parse(url: str) -> dict[str, Any]:
     if not all(p.isdigit() for p in port.split(",")):
         raise ConfigError(f"postgres sink: bad --sink-url: port {port!r} is not a number")
     return params
-
-
-def _describe(params: dict[str, Any]) -> str:
-    """host:port/dbname, for messages (never the password)."""
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    return f"{host}:{params.get('port', 5432)}/{params.get('dbname') or params.get('user', '')}"
-
-
-def _line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

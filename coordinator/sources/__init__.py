@@ -8,6 +8,11 @@ any third party's:
     :mod:`coordinator.sources.simulated`, a deterministic synthetic city.
 ``etcd``
     :mod:`coordinator.sources.etcd`, a ``StateSnapshot`` JSON at ``<ns>/state/<city>``.
+``postgres``
+    :mod:`coordinator.sources.postgres`, open orders and available couriers read from
+    PostgreSQL by two queries (a default schema, or the city's own queries).
+``http``
+    :mod:`coordinator.sources.http`, a ``StateSnapshot`` JSON fetched with GET.
 """
 
 from coordinator.sources.contract import SourceContext, StateSource, int_param

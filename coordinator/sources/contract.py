@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from coordinator.errors import StateError
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.settings import CityConfig
+from coordinator.sources.options import SourceOptions
 from solvers.contract import CityState
 
 __all__ = ["SourceContext", "StateSource", "int_param"]
@@ -26,6 +27,9 @@ __all__ = ["SourceContext", "StateSource", "int_param"]
 class SourceContext:
     client: EtcdClient
     keys: Keys
+    #: the worker's settings for sources that reach outside etcd (connection URLs kept
+    #: out of etcd, the tick's time budget)
+    options: SourceOptions = field(default_factory=SourceOptions)
 
 
 class StateSource(abc.ABC):

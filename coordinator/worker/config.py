@@ -42,3 +42,6 @@ class WorkerConfig:
     admin_port: int | None = None
     #: the longest a city at fault waits between ticks (its backoff's cap)
     max_backoff: float = 30.0
+    #: where the ``postgres`` and ``http`` state sources read (kept out of etcd)
+    state_postgres_url: str = ""
+    state_http_url: str = ""

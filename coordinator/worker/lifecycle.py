@@ -37,6 +37,7 @@ from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.session import Session
 from coordinator.recipes.store import DecisionStore
 from coordinator.sources import SourceContext
+from coordinator.sources.options import SourceOptions
 from coordinator.worker.admin import AdminServer
 from coordinator.worker.config import WorkerConfig
 from coordinator.worker.failures import FailurePolicy
@@ -74,7 +75,9 @@ class Worker:
         self.keys = Keys(config.namespace)
         self.batcher = CommitBatcher(client)
         self.store = DecisionStore(client, self.keys, self.batcher)
-        self.plugins = PluginLoader(SourceContext(client, self.keys))
+        self.plugins = PluginLoader(SourceContext(client, self.keys, SourceOptions(
+            postgres_url=config.state_postgres_url, http_url=config.state_http_url,
+            budget_fraction=config.budget_fraction)))
         self.gate = ComputeGate()
         self.runner = make_runner(
             "thread" if config.solve_isolation == "thread" else "process",

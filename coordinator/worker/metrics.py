@@ -43,7 +43,9 @@ from coordinator.errors import (
     EtcdNoSpace,
     PluginError,
     SolverFailed,
+    StaleState,
     StateError,
+    StateUnavailable,
 )
 
 __all__ = ["ERROR_KINDS", "Metrics", "error_kind"]
@@ -51,7 +53,8 @@ __all__ = ["ERROR_KINDS", "Metrics", "error_kind"]
 log = logging.getLogger(__name__)
 
 #: Every value the ``kind`` label of ``dispatch_solver_errors_total`` may take.
-ERROR_KINDS = ("settings", "plugin", "state", "solver", "etcd", "etcd_nospace", "internal")
+ERROR_KINDS = ("settings", "plugin", "state", "state_stale", "state_unavailable", "solver",
+               "etcd", "etcd_nospace", "internal")
 
 
 def error_kind(exc: BaseException) -> str:
@@ -64,6 +67,10 @@ def error_kind(exc: BaseException) -> str:
         return "settings"
     if isinstance(exc, PluginError):
         return "plugin"
+    if isinstance(exc, StaleState):
+        return "state_stale"
+    if isinstance(exc, StateUnavailable):
+        return "state_unavailable"
     if isinstance(exc, StateError):
         return "state"
     if isinstance(exc, SolverFailed):
@@ -151,7 +158,8 @@ class Metrics:
             ["city"], namespace=ns, registry=r)
         self.solver_errors = Counter(
             "solver_errors", "Failed ticks per city and kind (settings, plugin, state, "
-            "solver, etcd, etcd_nospace, internal).", ["city", "kind"], namespace=ns, registry=r)
+            "state_stale, state_unavailable, solver, etcd, etcd_nospace, internal).",
+            ["city", "kind"], namespace=ns, registry=r)
         self.skipped_ticks = Counter(
             "skipped_ticks", "Ticks skipped because the previous tick of the city was "
             "still running (overrun).", ["city"], namespace=ns, registry=r)

@@ -27,6 +27,7 @@ from coordinator.recipes.campaigns import Campaigns
 from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.store import Commit, DecisionStore
 from coordinator.settings import CityConfig
+from coordinator.sources.freshness import check_fresh
 from coordinator.worker.failures import FailurePolicy
 from coordinator.worker.gate import GATED_MAX_PAIRS, ComputeGate
 from coordinator.worker.health import HealthBook, Tick
@@ -158,6 +159,7 @@ class TickPipeline:
         gate = self._gate
         with gate.held(source.cpu_bound and not grouped):
             state = source.load(entry, time.time())
+        check_fresh(entry, state, time.time())
         # A solve sent to a process or a solve thread is waited for outside the gate; an
         # inline one is part of the tick's compute.
         inline = self._runner.runs_inline(solver, state)
