@@ -16,6 +16,7 @@
     │   ├── CitySettingsError     a city's settings in etcd are malformed
     │   └── WorkerIdTaken         another live session holds this worker id
     ├── StateError                a city's state could not be loaded or is malformed
+    │   └── StateGone             a past decision's state cannot be read back (replay)
     ├── PluginError               a solver or state source could not be loaded
     ├── SolverFailed              a solver raised, hung, or returned an invalid result
     ├── IncompleteHistory         a replay of etcd's history stopped short of its end
@@ -49,6 +50,7 @@ __all__ = [
     "SinkUnavailable",
     "SolverFailed",
     "StateError",
+    "StateGone",
     "WorkerIdTaken",
 ]
 
@@ -129,6 +131,12 @@ class WorkerIdTaken(ConfigError):
 
 class StateError(DispatchError):
     """A city's state could not be loaded, or it is malformed."""
+
+
+class StateGone(StateError):
+    """The state a past decision was made on cannot be read back: etcd compacted the
+    revision it was read at and the city did not archive it, or the archive has no such
+    snapshot. A replay of that decision is impossible, and says so in one line."""
 
 
 class PluginError(DispatchError):

@@ -40,6 +40,8 @@ class CityConfig:
     shadow_solvers: tuple[str, ...] = ()
     require_labels: Mapping[str, str] = field(default_factory=dict)
     prefer_labels: Mapping[str, str] = field(default_factory=dict)
+    #: archive every tick's state in the worker's ``--archive-url`` store (replay)
+    archive_state: bool = False
 
     def to_message(self) -> pb.CitySettings:
         message = pb.CitySettings(
@@ -48,6 +50,8 @@ class CityConfig:
             shadow_solvers=list(self.shadow_solvers),
             require_labels=dict(self.require_labels), prefer_labels=dict(self.prefer_labels),
         )
+        if self.archive_state:
+            message.archive_state = True
         message.params.update(dict(self.params))
         return message
 
@@ -88,4 +92,5 @@ def from_message(city: str, message: pb.CitySettings) -> CityConfig:
         shadow_solvers=tuple(message.shadow_solvers),
         require_labels=dict(message.require_labels),
         prefer_labels=dict(message.prefer_labels),
+        archive_state=message.archive_state,
     )

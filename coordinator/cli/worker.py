@@ -72,6 +72,13 @@ log = logging.getLogger("coordinator.cli.worker")
               help="Serve the gRPC health service (grpc.health.v1; SERVING while the "
                    "worker holds its lease) and the admin service (status, drain, undrain) "
                    "on this port (off when not given).")
+@click.option("--archive-url", envvar="DISPATCH_ARCHIVE_URL", default=None,
+              metavar="POSTGRES_URL",
+              help="The state archive: the postgres sink's database (tables from "
+                   "`dispatch-relay --init`). Cities with archiveState on (`dispatchctl city "
+                   "set CITY --archive-state`) store each tick's state there before the "
+                   "decision is committed, for `dispatchctl replay`; without it, or while "
+                   "it is unreachable, their ticks fail and back off.")
 @click.option("--log-format", envvar="DISPATCH_LOG_FORMAT", default="text",
               show_default=True, type=click.Choice(["text", "json"]),
               help="text for people, json (one object a line) for log pipelines.")
@@ -102,6 +109,7 @@ def command(**options: Any) -> None:
         solve_processes=options["solve_processes"],
         metrics_port=options["metrics_port"],
         admin_port=options["admin_port"],
+        archive_url=options["archive_url"],
     )
     client = connect(options)
     try:

@@ -42,3 +42,6 @@ class WorkerConfig:
     admin_port: int | None = None
     #: the longest a city at fault waits between ticks (its backoff's cap)
     max_backoff: float = 30.0
+    #: PostgreSQL URL of the state archive (the postgres sink's database) where the
+    #: states of cities with ``archiveState`` go; None: such cities' ticks fail
+    archive_url: str | None = None
