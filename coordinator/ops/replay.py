@@ -145,7 +145,8 @@ class Walk:
     """Ticks replayed over a stretch of history, oldest first."""
 
     ticks: list[tuple[Recorded, list[Outcome] | None]] = field(default_factory=list)
-    #: etcd's compaction point, when the walk stopped at it before ``since``
+    #: the oldest decision left in etcd's history, when compaction stopped the walk
+    #: there before ``since`` (0: compacted past every decision)
     compacted_at: int | None = None
     #: ticks whose state is gone, with the reason of the first
     gone: int = 0
@@ -176,9 +177,8 @@ class Replayer:
             kv = self._client.get(self._keys.decision(city), revision=revision)
         except EtcdCompacted as exc:
             raise StateGone(f"the decision of {city} at revision {revision} is gone: etcd "
-                            f"compacted its history up to revision {exc.compact_revision} "
-                            "(the audit sink keeps its assignments: `dispatchctl audit`)"
-                            ) from exc
+                            "compacted that revision away (the audit sink keeps its "
+                            "assignments: `dispatchctl audit`)") from exc
         if kv is None:
             raise ConfigError(f"no decision of {city} at revision {revision} "
                               "(see `dispatchctl history`)")
@@ -277,8 +277,8 @@ class Replayer:
                         or len(found) == limit:
                     break
                 found.append(recorded)
-        except EtcdCompacted as exc:
-            walk.compacted_at = exc.compact_revision
+        except EtcdCompacted:
+            walk.compacted_at = found[-1].revision if found else 0
         found.reverse()
         for i, recorded in enumerate(found):
             try:

@@ -42,8 +42,8 @@ class EtcdSource(StateSource):
             kv = self.context.client.get(key, revision=ref.revision)
         except EtcdCompacted as exc:
             raise StateGone(f"the state of {city} at revision {ref.revision} is gone: etcd "
-                            f"compacted its history up to revision {exc.compact_revision} "
-                            "and the state was not archived") from exc
+                            "compacted that revision away and the state was not archived"
+                            ) from exc
         if kv is None or kv.mod_revision != ref.revision:
             raise StateGone(f"{key} holds no state written at revision {ref.revision}")
         taken_at = ref.taken_at.ToNanoseconds() / 1e9
