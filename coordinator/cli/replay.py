@@ -70,7 +70,8 @@ def replay(ctl: Ctl, /, city_name: str, revision: int | None, since: str | None,
     Every decision records how to read its state back: the etcd revision of the state
     key (etcd source, until etcd compacts it), the seed and tick (simulated), or an
     archived snapshot (cities with --archive-state). A state that is gone is said in
-    one line, with exit status 1.
+    one line, with exit status 1; so is a --revision replay whose own solver does not
+    give the identical assignment (the orders that differ are listed).
 
     \b
       dispatchctl replay paris --revision 1234                     # identical?

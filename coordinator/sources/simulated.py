@@ -7,6 +7,7 @@ seed, tick and sizes it used (``StateRef``), from which a replay regenerates the
 
 from __future__ import annotations
 
+from coordinator.errors import StateError
 from coordinator.settings import CityConfig
 from coordinator.sources.contract import StateSource, int_param
 from protos import dispatch_pb2 as pb
@@ -33,7 +34,11 @@ class SimulatedSource(StateSource):
         return _generate(config.city, ref, now), ref
 
     def reload(self, city: str, ref: pb.StateRef) -> CityState:
-        return _generate(city, ref, ref.taken_at.ToNanoseconds() / 1e9)
+        try:
+            return _generate(city, ref, ref.taken_at.ToNanoseconds() / 1e9)
+        except ValueError as exc:  # a ref no worker wrote (negative sizes)
+            raise StateError(f"cannot regenerate the state of {city} (tick {ref.tick}): {exc}"
+                             ) from exc
 
 
 def _generate(city: str, ref: pb.StateRef, taken_at: float) -> CityState:
