@@ -92,14 +92,16 @@ def _state_ref(r: pb.StateRef) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if r.source:
         out["source"] = r.source
-    for name, key in _REF_INT64S.items():
-        if getattr(r, key):
-            out[name] = str(getattr(r, key))
-    for name, key in _REF_INT32S.items():
-        if getattr(r, key):
-            out[name] = getattr(r, key)
-    if r.HasField("taken_at"):
-        out["takenAt"] = r.taken_at.ToJsonString()
+    if r.revision:
+        out["revision"] = str(r.revision)
+    if r.seed:
+        out["seed"] = str(r.seed)
+    if r.tick:
+        out["tick"] = str(r.tick)
+    if r.orders:
+        out["orders"] = r.orders
+    if r.couriers:
+        out["couriers"] = r.couriers
     if r.archive_id:
         out["archiveId"] = r.archive_id
     if _set(r.budget_seconds):
@@ -257,8 +259,6 @@ def _fast_state_ref(r: pb.StateRef, obj: Any) -> None:
             setattr(r, _REF_INT64S[key], _int64(value))
         elif key in _REF_INT32S:
             setattr(r, _REF_INT32S[key], _int32(value))
-        elif key == "takenAt":
-            _fill_timestamp(r.taken_at, value)
         elif key == "budgetSeconds":
             r.budget_seconds = _float(value)
         else:

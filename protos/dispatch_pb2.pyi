@@ -138,14 +138,13 @@ class Decision(_message.Message):
     def __init__(self, city: _Optional[str] = ..., token: _Optional[int] = ..., worker_id: _Optional[str] = ..., solver: _Optional[str] = ..., assignments: _Optional[_Mapping[str, str]] = ..., unassigned: _Optional[_Iterable[str]] = ..., state_read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., solve_seconds: _Optional[float] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tick: _Optional[int] = ..., details: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., cost: _Optional[float] = ..., lease_id: _Optional[str] = ..., shadows: _Optional[_Iterable[_Union[ShadowResult, _Mapping]]] = ..., state_ref: _Optional[_Union[StateRef, _Mapping]] = ...) -> None: ...
 
 class StateRef(_message.Message):
-    __slots__ = ("source", "revision", "seed", "tick", "orders", "couriers", "taken_at", "archive_id", "budget_seconds")
+    __slots__ = ("source", "revision", "seed", "tick", "orders", "couriers", "archive_id", "budget_seconds")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TICK_FIELD_NUMBER: _ClassVar[int]
     ORDERS_FIELD_NUMBER: _ClassVar[int]
     COURIERS_FIELD_NUMBER: _ClassVar[int]
-    TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_ID_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     source: str
@@ -154,10 +153,9 @@ class StateRef(_message.Message):
     tick: int
     orders: int
     couriers: int
-    taken_at: _timestamp_pb2.Timestamp
     archive_id: str
     budget_seconds: float
-    def __init__(self, source: _Optional[str] = ..., revision: _Optional[int] = ..., seed: _Optional[int] = ..., tick: _Optional[int] = ..., orders: _Optional[int] = ..., couriers: _Optional[int] = ..., taken_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archive_id: _Optional[str] = ..., budget_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, source: _Optional[str] = ..., revision: _Optional[int] = ..., seed: _Optional[int] = ..., tick: _Optional[int] = ..., orders: _Optional[int] = ..., couriers: _Optional[int] = ..., archive_id: _Optional[str] = ..., budget_seconds: _Optional[float] = ...) -> None: ...
 
 class ShadowResult(_message.Message):
     __slots__ = ("solver", "cost", "solve_seconds", "assigned", "unassigned", "error")

@@ -44,9 +44,6 @@ def decisions(draw: st.DrawFn, doubles: st.SearchStrategy[float] = doubles,
             source=draw(text), revision=draw(int64), seed=draw(int64), tick=draw(int64),
             orders=draw(int32), couriers=draw(int32), archive_id=draw(text),
             budget_seconds=draw(doubles)))
-        value = draw(st.none() | nanos)
-        if value is not None:
-            d.state_ref.taken_at.FromNanoseconds(value)
     return d
 
 
@@ -79,7 +76,6 @@ def test_every_decision_field_is_covered() -> None:
                                              assigned=1, unassigned=1, error="e")],
                     state_ref=pb.StateRef(source="etcd", revision=1, seed=2, tick=3, orders=4,
                                           couriers=5, archive_id="a", budget_seconds=0.5))
-    d.state_ref.taken_at.FromNanoseconds(3)
     d.state_read_at.FromNanoseconds(1)
     d.decided_at.FromNanoseconds(2)
     assert {f.name for f, _ in d.ListFields()} == {f.name for f in d.DESCRIPTOR.fields}

@@ -195,6 +195,7 @@ class Replayer:
             raise StateGone(f"the decision of {city} at revision {recorded.revision} records "
                             "no state reference (made by a worker without replay)")
         ref = decision.state_ref
+        taken_at = decision.state_read_at.ToNanoseconds() / 1e9
         try:
             source = self._plugins.source(ref.source)
         except PluginError as exc:
@@ -203,7 +204,7 @@ class Replayer:
             gone: StateGone | PluginError = exc
         else:
             try:
-                state: CityState = source.reload(city, ref)
+                state: CityState = source.reload(city, ref, taken_at)
                 return state
             except StateGone as exc:
                 if not ref.archive_id:
@@ -214,7 +215,7 @@ class Replayer:
                             "archive's --archive-url (or DISPATCH_ARCHIVE_URL)")
         if self._archive is None:
             self._archive = StateArchive(self._archive_url, application_name="dispatchctl")
-        return self._archive.fetch(city, ref.archive_id, ref.taken_at.ToNanoseconds() / 1e9)
+        return self._archive.fetch(city, ref.archive_id, taken_at)
 
     def settings_at(self, city: str, revision: int) -> tuple[dict[str, Any], float]:
         """The city's solver parameters and period as they were at ``revision``."""

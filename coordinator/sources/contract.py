@@ -51,17 +51,19 @@ class StateSource(abc.ABC):
     def load_with_ref(self, config: CityConfig, now: float
                       ) -> tuple[CityState, pb.StateRef | None]:
         """``load``, and how to read that exact state back later (the source-specific
-        fields of a ``StateRef``; the worker fills in ``source``, ``takenAt``, the
-        budget and any archive id), or ``None`` when this source cannot: then only an
-        archived state (``archiveState``) makes the city's decisions replayable.
+        fields of a ``StateRef``; the worker fills in ``source``, the budget and any
+        archive id), or ``None`` when this source cannot: then only an archived state
+        (``archiveState``) makes the city's decisions replayable.
 
         Read the ref in the same request as the state (a revision read separately could
         belong to another state)."""
         return self.load(config, now), None
 
-    def reload(self, city: str, ref: pb.StateRef) -> CityState:
-        """The exact state that ``ref`` (from :meth:`load_with_ref`) points at. Raise
-        ``StateGone`` when it can no longer be read (compacted, deleted)."""
+    def reload(self, city: str, ref: pb.StateRef, taken_at: float) -> CityState:
+        """The exact state that ``ref`` (from :meth:`load_with_ref`) points at, with
+        ``taken_at`` its time as the decision recorded it (``stateReadAt``) for a state
+        that does not carry its own. Raise ``StateGone`` when it can no longer be read
+        (compacted, deleted)."""
         raise StateGone(f"state source {ref.source!r} cannot read a past state of {city} "
                         "back and the state was not archived (`dispatchctl city set "
                         f"{city} --archive-state` makes later decisions replayable)")

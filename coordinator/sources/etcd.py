@@ -36,7 +36,7 @@ class EtcdSource(StateSource):
         state = _state(config.city, key, kv.value, time.time())
         return state, pb.StateRef(revision=kv.mod_revision)
 
-    def reload(self, city: str, ref: pb.StateRef) -> CityState:
+    def reload(self, city: str, ref: pb.StateRef, taken_at: float) -> CityState:
         key = self.context.keys.state(city)
         try:
             kv = self.context.client.get(key, revision=ref.revision)
@@ -46,7 +46,6 @@ class EtcdSource(StateSource):
                             ) from exc
         if kv is None or kv.mod_revision != ref.revision:
             raise StateGone(f"{key} holds no state written at revision {ref.revision}")
-        taken_at = ref.taken_at.ToNanoseconds() / 1e9
         return _state(city, key, kv.value, taken_at)
 
 

@@ -33,9 +33,9 @@ class SimulatedSource(StateSource):
         )
         return _generate(config.city, ref, now), ref
 
-    def reload(self, city: str, ref: pb.StateRef) -> CityState:
+    def reload(self, city: str, ref: pb.StateRef, taken_at: float) -> CityState:
         try:
-            return _generate(city, ref, ref.taken_at.ToNanoseconds() / 1e9)
+            return _generate(city, ref, taken_at)
         except ValueError as exc:  # a ref no worker wrote (negative sizes)
             raise StateError(f"cannot regenerate the state of {city} (tick {ref.tick}): {exc}"
                              ) from exc

@@ -34,13 +34,11 @@ def validated(solver: str, state: CityState, solution: Solution) -> Solution:
     return solution
 
 
-def state_ref(source: str, ref: pb.StateRef | None, state: CityState,
-              budget: float) -> pb.StateRef:
+def state_ref(source: str, ref: pb.StateRef | None, budget: float) -> pb.StateRef:
     """The tick's ``StateRef``: what its source said (``load_with_ref``; ``None``: the
-    source keeps no history), with the source's name, the state's time and the budget."""
+    source keeps no history), with the source's name and the solve budget."""
     out = pb.StateRef() if ref is None else ref
     out.source = source
-    out.taken_at.FromNanoseconds(int(state.taken_at * 1e9))
     out.budget_seconds = budget
     return out
 

@@ -181,7 +181,7 @@ class TickPipeline:
             validated(entry.solver, state, result.solution)
             message = decision(city, leader, self._worker_id, entry.solver, state, result,
                                health.next_tick(),
-                               state_ref(entry.state_source, ref, state, budget))
+                               state_ref(entry.state_source, ref, budget))
         if entry.archive_state:  # stored before the commit: see coordinator/sinks/archive.py
             message.state_ref.archive_id = self._archived(city, state)
         message.shadows.extend(future.result() for future in shadows)

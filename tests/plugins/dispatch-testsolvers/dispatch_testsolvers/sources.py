@@ -19,5 +19,5 @@ class NoHistorySource(EtcdSource):
                       ) -> tuple[CityState, pb.StateRef | None]:
         return super().load_with_ref(config, now)[0], None
 
-    def reload(self, city: str, ref: pb.StateRef) -> CityState:
-        return StateSource.reload(self, city, ref)
+    def reload(self, city: str, ref: pb.StateRef, taken_at: float) -> CityState:
+        return StateSource.reload(self, city, ref, taken_at)
