@@ -95,3 +95,21 @@ def test_a_city_whose_state_cannot_be_archived_fails_its_tick_and_backs_off(
         assert "\n" not in failing.last_error and failing.retry_in_seconds > 0.2
         assert decision(client, keys, "rome") is None
         assert wait_until(lambda: decision(client, keys, "good"), message="good decides")
+
+
+def test_a_source_that_only_loads_keeps_working_and_is_replayable_only_archived() -> None:
+    """A third party's source written before replay: ``load`` alone still serves ticks;
+    its decisions carry no way back except the archive, and a replay says so."""
+    from coordinator.sources.contract import SourceContext, StateSource
+
+    class OnlyLoads(StateSource):
+        def load(self, config: CityConfig, now: float) -> CityState:
+            return STATES["simulated"]()
+
+    source = OnlyLoads(SourceContext(None, Keys("/n")))  # type: ignore[arg-type]
+    state, ref = source.load_with_ref(CityConfig("lima", "greedy"), 0.0)
+    assert ref is None and _equal(state, STATES["simulated"]())
+    with pytest.raises(StateGone, match=r"cannot read a past state of lima back and the "
+                                        r"state was not archived \(`dispatchctl city set "
+                                        r"lima --archive-state`"):
+        source.reload("lima", pb.StateRef(source="only-loads"), 0.0)
