@@ -3,6 +3,9 @@ in a real PostgreSQL, and what a city that asks for it gets when it cannot have 
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -113,3 +116,29 @@ def test_a_source_that_only_loads_keeps_working_and_is_replayable_only_archived(
                                         r"state was not archived \(`dispatchctl city set "
                                         r"lima --archive-state`"):
         source.reload("lima", pb.StateRef(source="only-loads"), 0.0)
+
+
+def test_a_hung_archive_write_holds_up_one_tick_not_every_city(postgres_url: str) -> None:
+    """A write blocked in the database (here: a table lock) keeps its own tick waiting;
+    the next city's write gives up after its wait, with a clear error, instead of
+    queueing every archiving city's tick thread behind it."""
+    PostgresSink(postgres_url, namespace="/n").init_schema()
+    archive = StateArchive(postgres_url)
+    blocked: list[object] = []
+    with psycopg.connect(postgres_url) as locker:
+        locker.execute("LOCK TABLE dispatch_states IN ACCESS EXCLUSIVE MODE")
+        first = threading.Thread(target=lambda: blocked.append(
+            archive.keep("lima", STATES["simulated"]())))
+        first.start()
+        time.sleep(0.2)  # let it reach the database and block there
+        started = time.monotonic()
+        with pytest.raises(StateError, match=r"cannot archive the state of quito \(the city "
+                                             r"has archiveState on\): the state archive at "
+                                             r".* is still busy with another write after "
+                                             r"0.30s"):
+            archive.keep("quito", STATES["some-busy"](), wait=0.3)
+        assert time.monotonic() - started < 1.0
+        assert first.is_alive()
+    first.join(5)  # the lock is gone with its transaction: the blocked write completes
+    assert len(blocked) == 1 and isinstance(blocked[0], str)
+    archive.close()

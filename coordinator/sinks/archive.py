@@ -54,17 +54,24 @@ class StateArchive:
         self.where = self._pg.where
         self._lock = threading.Lock()
 
-    def keep(self, city: str, state: CityState) -> str:
-        """Store ``state`` (idempotent); its archive id. ``StateError`` if it cannot."""
+    def keep(self, city: str, state: CityState, *, wait: float = 5.0) -> str:
+        """Store ``state`` (idempotent); its archive id. ``StateError`` if it cannot, or
+        if another tick's write holds the connection for longer than ``wait`` seconds (a
+        hung database then holds up one tick thread, not all of them)."""
         data = encode(snapshot_from_state(state))
         key = archive_id(city, data)
         taken_at = datetime.fromtimestamp(state.taken_at, UTC)
+        failed = f"cannot archive the state of {city} (the city has archiveState on)"
+        if not self._lock.acquire(timeout=wait):
+            raise StateError(f"{failed}: the state archive at {self.where} is still busy "
+                             f"with another write after {wait:.2f}s")
         try:
-            with self._lock, self._pg.boundary("archive a state") as conn:
+            with self._pg.boundary("archive a state") as conn:
                 conn.execute(_INSERT, (key, city, taken_at, data.decode()))
         except SinkError as exc:
-            raise StateError(f"cannot archive the state of {city} (the city has "
-                             f"archiveState on): {exc}") from exc
+            raise StateError(f"{failed}: {exc}") from exc
+        finally:
+            self._lock.release()
         return key
 
     def fetch(self, city: str, key: str, taken_at: float | None = None) -> CityState:

@@ -183,7 +183,7 @@ class TickPipeline:
                                health.next_tick(),
                                state_ref(entry.state_source, ref, budget))
         if entry.archive_state:  # stored before the commit: see coordinator/sinks/archive.py
-            message.state_ref.archive_id = self._archived(city, state)
+            message.state_ref.archive_id = self._archived(city, state, due + entry.period)
         message.shadows.extend(future.result() for future in shadows)
         status = health.ok_status(city, self._worker_id, leader.token)
         timeout = max(due + entry.period - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
@@ -212,12 +212,14 @@ class TickPipeline:
             tick.clog.info("%s recovered after %d failed ticks", tick.city, failed)
         return None
 
-    def _archived(self, city: str, state: CityState) -> str:
-        """Archive the state of a city with ``archiveState`` on; its archive id."""
+    def _archived(self, city: str, state: CityState, next_due: float) -> str:
+        """Archive the state of a city with ``archiveState`` on; its archive id. Waiting
+        for the archive ends when the city's next tick is due, as a commit's does."""
         if self._archive is None:
             raise CitySettingsError(f"city {city} archives its state (archiveState) but this "
                                     "worker has no --archive-url (DISPATCH_ARCHIVE_URL)")
-        return self._archive.keep(city, state)
+        wait = max(next_due - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
+        return self._archive.keep(city, state, wait=wait)
 
     def _solve(self, entry: CityConfig, solver: Solver, state: CityState,
                budget: float) -> SolveResult:
