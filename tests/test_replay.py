@@ -178,7 +178,9 @@ def test_a_simulated_decision_replays_identically(deployment: Deployment) -> Non
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["identical"] is True and out["replayed"][0]["solver"] == "greedy"
-    assert out["stateRef"] == (f"source simulated, seed 0, tick {ref.tick}, 30 orders x 20 "
+    assert out["stateRef"] == {"source": "simulated", "tick": str(ref.tick), "orders": 30,
+                               "couriers": 20, "budgetSeconds": pytest.approx(0.04)}
+    assert out["state"] == (f"source simulated, seed 0, tick {ref.tick}, 30 orders x 20 "
                                "couriers")
 
 

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import click
+from google.protobuf import json_format
 
 from coordinator.cli.audit import parse_since
 from coordinator.cli.context import CONTEXT, Ctl, pass_ctl
@@ -149,7 +150,8 @@ def _print_one(city: str, result: Replay, show: int, as_json: bool) -> None:
     if as_json:
         print_json({"city": city, "revision": result.recorded.revision,
                     "decidedAt": d.decided_at.ToJsonString(), "solver": d.solver,
-                    "stateRef": describe_ref(d.state_ref), "identical": result.identical,
+                    "stateRef": json_format.MessageToDict(d.state_ref),
+                    "state": describe_ref(d.state_ref), "identical": result.identical,
                     "differences": result.differences, "recorded": recorded.to_json(),
                     "replayed": [o.to_json() for o in result.outcomes]})
         return
