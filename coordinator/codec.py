@@ -83,6 +83,29 @@ def _decision(d: pb.Decision) -> dict[str, Any]:
         out["leaseId"] = d.lease_id
     if d.shadows:
         out["shadows"] = [_shadow(r) for r in d.shadows]
+    if d.HasField("state_ref"):
+        out["stateRef"] = _state_ref(d.state_ref)
+    return out
+
+
+def _state_ref(r: pb.StateRef) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if r.source:
+        out["source"] = r.source
+    if r.revision:
+        out["revision"] = str(r.revision)
+    if r.seed:
+        out["seed"] = str(r.seed)
+    if r.tick:
+        out["tick"] = str(r.tick)
+    if r.orders:
+        out["orders"] = r.orders
+    if r.couriers:
+        out["couriers"] = r.couriers
+    if r.archive_id:
+        out["archiveId"] = r.archive_id
+    if _set(r.budget_seconds):
+        out["budgetSeconds"] = _double(r.budget_seconds)
     return out
 
 
@@ -131,6 +154,8 @@ _ASSIGNMENT = {"orderId", "courierId", "pickupEtaSeconds"}
 _SHADOW_STRINGS = {"solver": "solver", "error": "error"}
 _SHADOW_DOUBLES = {"cost": "cost", "solveSeconds": "solve_seconds"}
 _SHADOW_INT32S = {"assigned": "assigned", "unassigned": "unassigned"}
+_REF_INT64S = {"revision": "revision", "seed": "seed", "tick": "tick"}
+_REF_INT32S = {"orders": "orders", "couriers": "couriers"}
 #: why the fast path let go (never shown: ``json_format`` then reads the value)
 _UNUSUAL = "not in the stored form"
 
@@ -210,9 +235,34 @@ def _fast_decision(obj: Any) -> pb.Decision:
                 raise ValueError(_UNUSUAL)
             for item in value:
                 _fast_shadow(d.shadows.add(), item)
+        elif key == "stateRef":
+            _fast_state_ref(d.state_ref, value)
         else:
             raise ValueError(_UNUSUAL)
     return d
+
+
+def _int32(value: Any) -> int:
+    if type(value) is not int or not -(2**31) <= value < 2**31:
+        raise ValueError(_UNUSUAL)
+    return value
+
+
+def _fast_state_ref(r: pb.StateRef, obj: Any) -> None:
+    if type(obj) is not dict:
+        raise ValueError(_UNUSUAL)
+    r.SetInParent()  # present even when every field is at its default ({})
+    for key, value in obj.items():
+        if key in ("source", "archiveId"):
+            setattr(r, "source" if key == "source" else "archive_id", _str(value))
+        elif key in _REF_INT64S:
+            setattr(r, _REF_INT64S[key], _int64(value))
+        elif key in _REF_INT32S:
+            setattr(r, _REF_INT32S[key], _int32(value))
+        elif key == "budgetSeconds":
+            r.budget_seconds = _float(value)
+        else:
+            raise ValueError(_UNUSUAL)
 
 
 def _fast_shadow(r: pb.ShadowResult, obj: Any) -> None:
@@ -224,9 +274,7 @@ def _fast_shadow(r: pb.ShadowResult, obj: Any) -> None:
         elif key in _SHADOW_DOUBLES:
             setattr(r, _SHADOW_DOUBLES[key], _float(value))
         elif key in _SHADOW_INT32S:
-            if type(value) is not int or not -(2**31) <= value < 2**31:
-                raise ValueError(_UNUSUAL)
-            setattr(r, _SHADOW_INT32S[key], value)
+            setattr(r, _SHADOW_INT32S[key], _int32(value))
         else:
             raise ValueError(_UNUSUAL)
 

@@ -17,7 +17,8 @@
     │   └── WorkerIdTaken         another live session holds this worker id
     ├── StateError                a city's state could not be loaded or is malformed
     │   ├── StateUnavailable      the state's store (database, HTTP service) cannot be reached
-    │   └── StaleState            the state is older than the city's --max-state-age
+    │   ├── StaleState            the state is older than the city's --max-state-age
+    │   └── StateGone             a past decision's state cannot be read back (replay)
     ├── PluginError               a solver or state source could not be loaded
     ├── SolverFailed              a solver raised, hung, or returned an invalid result
     ├── IncompleteHistory         a replay of etcd's history stopped short of its end
@@ -52,6 +53,7 @@ __all__ = [
     "SolverFailed",
     "StaleState",
     "StateError",
+    "StateGone",
     "StateUnavailable",
     "WorkerIdTaken",
 ]
@@ -153,6 +155,12 @@ class StaleState(StateError):
         self.city = city
         self.age = age
         self.limit = limit
+
+
+class StateGone(StateError):
+    """The state a past decision was made on cannot be read back: etcd compacted the
+    revision it was read at and the city did not archive it, or the archive has no such
+    snapshot. A replay of that decision is impossible, and says so in one line."""
 
 
 class PluginError(DispatchError):

@@ -1,4 +1,5 @@
-"""How psycopg's errors read in our messages, for the postgres sink and state source.
+"""How psycopg's errors read in our messages: the sinks' connection (and archive) and the
+postgres state source.
 
 Each of those modules translates psycopg's exceptions into ours at its own boundary
 (they raise different errors); what they share is how the server is named (never the

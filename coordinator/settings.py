@@ -42,6 +42,8 @@ class CityConfig:
     prefer_labels: Mapping[str, str] = field(default_factory=dict)
     #: refuse a state observed longer ago than this many seconds (0: no limit)
     max_state_age: float = 0.0
+    #: archive every tick's state in the worker's ``--archive-url`` store (replay)
+    archive_state: bool = False
 
     def to_message(self) -> pb.CitySettings:
         message = pb.CitySettings(
@@ -50,6 +52,8 @@ class CityConfig:
             shadow_solvers=list(self.shadow_solvers),
             require_labels=dict(self.require_labels), prefer_labels=dict(self.prefer_labels),
         )
+        if self.archive_state:
+            message.archive_state = True
         message.params.update(dict(self.params))
         if self.max_state_age:
             message.max_state_age_seconds = self.max_state_age
@@ -99,4 +103,5 @@ def from_message(city: str, message: pb.CitySettings) -> CityConfig:
         require_labels=dict(message.require_labels),
         prefer_labels=dict(message.prefer_labels),
         max_state_age=max_state_age,
+        archive_state=message.archive_state,
     )

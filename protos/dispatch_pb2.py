@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/dispatch.proto\x12\x0b\x64ispatch.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x04\n\x0c\x43itySettings\x12\x0e\n\x06solver\x18\x01 \x01(\t\x12\x16\n\x0eperiod_seconds\x18\x02 \x01(\x01\x12\x14\n\x07\x65nabled\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x14\n\x0cstate_source\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x06labels\x18\x06 \x03(\x0b\x32%.dispatch.v1.CitySettings.LabelsEntry\x12\x16\n\x0eshadow_solvers\x18\x07 \x03(\t\x12\x44\n\x0erequire_labels\x18\x08 \x03(\x0b\x32,.dispatch.v1.CitySettings.RequireLabelsEntry\x12\x42\n\rprefer_labels\x18\t \x03(\x0b\x32+.dispatch.v1.CitySettings.PreferLabelsEntry\x12\"\n\x15max_state_age_seconds\x18\n \x01(\x01H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12RequireLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11PreferLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_enabledB\x18\n\x16_max_state_age_seconds\"\xab\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x01\x12\x33\n\x06labels\x18\x06 \x03(\x0b\x32#.dispatch.v1.WorkerInfo.LabelsEntry\x12\x15\n\radmin_address\x18\x07 \x01(\t\x12\x10\n\x08lease_id\x18\x08 \x01(\t\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64rained\x18\n \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\nAssignment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\ncourier_id\x18\x02 \x01(\t\x12\x1a\n\x12pickup_eta_seconds\x18\x03 \x01(\x01\"\xcd\x03\n\x08\x44\x65\x63ision\x12\x0c\n\x04\x63ity\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x03\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0e\n\x06solver\x18\x04 \x01(\t\x12;\n\x0b\x61ssignments\x18\x05 \x03(\x0b\x32&.dispatch.v1.Decision.AssignmentsEntry\x12\x12\n\nunassigned\x18\x06 \x03(\t\x12\x31\n\rstate_read_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsolve_seconds\x18\x08 \x01(\x01\x12.\n\ndecided_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tick\x18\n \x01(\x03\x12(\n\x07\x64\x65tails\x18\x0b \x03(\x0b\x32\x17.dispatch.v1.Assignment\x12\x0c\n\x04\x63ost\x18\x0c \x01(\x01\x12\x10\n\x08lease_id\x18\r \x01(\t\x12*\n\x07shadows\x18\x0e \x03(\x0b\x32\x19.dispatch.v1.ShadowResult\x1a\x32\n\x10\x41ssignmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x0cShadowResult\x12\x0e\n\x06solver\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x15\n\rsolve_seconds\x18\x03 \x01(\x01\x12\x10\n\x08\x61ssigned\x18\x04 \x01(\x05\x12\x12\n\nunassigned\x18\x05 \x01(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xf8\x01\n\nCityStatus\x12\x0c\n\x04\x63ity\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12/\n\x0b\x65rror_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x07 \x01(\x05\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10retry_in_seconds\x18\t \x01(\x01\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\x84\x01\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06pickup\x18\x02 \x01(\x0b\x32\x12.dispatch.v1.Point\x12#\n\x07\x64ropoff\x18\x03 \x01(\x0b\x32\x12.dispatch.v1.Point\x12\x18\n\x10ready_in_seconds\x18\x04 \x01(\x01\x12\x0c\n\x04size\x18\x05 \x01(\x05\"m\n\x07\x43ourier\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x08position\x18\x02 \x01(\x0b\x32\x12.dispatch.v1.Point\x12\r\n\x05speed\x18\x03 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x0f\n\x07vehicle\x18\x05 \x01(\t\"\x89\x01\n\rStateSnapshot\x12\"\n\x06orders\x18\x01 \x03(\x0b\x32\x12.dispatch.v1.Order\x12&\n\x08\x63ouriers\x18\x02 \x03(\x0b\x32\x14.dispatch.v1.Courier\x12,\n\x08taken_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x02\n\x0bRelayStatus\x12\x0c\n\x04sink\x18\x01 \x01(\t\x12\x10\n\x08relay_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x03\x12\x15\n\rlag_revisions\x18\x05 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x06 \x01(\x01\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x03\x12\x0f\n\x07refused\x18\x08 \x01(\x03\x12\x0c\n\x04gaps\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04host\x18\x0c \x01(\t\x12\x0b\n\x03pid\x18\r \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/dispatch.proto\x12\x0b\x64ispatch.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n\x0c\x43itySettings\x12\x0e\n\x06solver\x18\x01 \x01(\t\x12\x16\n\x0eperiod_seconds\x18\x02 \x01(\x01\x12\x14\n\x07\x65nabled\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x14\n\x0cstate_source\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x06labels\x18\x06 \x03(\x0b\x32%.dispatch.v1.CitySettings.LabelsEntry\x12\x16\n\x0eshadow_solvers\x18\x07 \x03(\t\x12\x44\n\x0erequire_labels\x18\x08 \x03(\x0b\x32,.dispatch.v1.CitySettings.RequireLabelsEntry\x12\x42\n\rprefer_labels\x18\t \x03(\x0b\x32+.dispatch.v1.CitySettings.PreferLabelsEntry\x12\"\n\x15max_state_age_seconds\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rarchive_state\x18\x0b \x01(\x08H\x02\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12RequireLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11PreferLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_enabledB\x18\n\x16_max_state_age_secondsB\x10\n\x0e_archive_state\"\xab\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x01\x12\x33\n\x06labels\x18\x06 \x03(\x0b\x32#.dispatch.v1.WorkerInfo.LabelsEntry\x12\x15\n\radmin_address\x18\x07 \x01(\t\x12\x10\n\x08lease_id\x18\x08 \x01(\t\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64rained\x18\n \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\nAssignment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\ncourier_id\x18\x02 \x01(\t\x12\x1a\n\x12pickup_eta_seconds\x18\x03 \x01(\x01\"\xf7\x03\n\x08\x44\x65\x63ision\x12\x0c\n\x04\x63ity\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x03\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0e\n\x06solver\x18\x04 \x01(\t\x12;\n\x0b\x61ssignments\x18\x05 \x03(\x0b\x32&.dispatch.v1.Decision.AssignmentsEntry\x12\x12\n\nunassigned\x18\x06 \x03(\t\x12\x31\n\rstate_read_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsolve_seconds\x18\x08 \x01(\x01\x12.\n\ndecided_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tick\x18\n \x01(\x03\x12(\n\x07\x64\x65tails\x18\x0b \x03(\x0b\x32\x17.dispatch.v1.Assignment\x12\x0c\n\x04\x63ost\x18\x0c \x01(\x01\x12\x10\n\x08lease_id\x18\r \x01(\t\x12*\n\x07shadows\x18\x0e \x03(\x0b\x32\x19.dispatch.v1.ShadowResult\x12(\n\tstate_ref\x18\x0f \x01(\x0b\x32\x15.dispatch.v1.StateRef\x1a\x32\n\x10\x41ssignmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x08StateRef\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x0c\n\x04tick\x18\x04 \x01(\x03\x12\x0e\n\x06orders\x18\x05 \x01(\x05\x12\x10\n\x08\x63ouriers\x18\x06 \x01(\x05\x12\x12\n\narchive_id\x18\x07 \x01(\t\x12\x16\n\x0e\x62udget_seconds\x18\x08 \x01(\x01\"x\n\x0cShadowResult\x12\x0e\n\x06solver\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x15\n\rsolve_seconds\x18\x03 \x01(\x01\x12\x10\n\x08\x61ssigned\x18\x04 \x01(\x05\x12\x12\n\nunassigned\x18\x05 \x01(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xf8\x01\n\nCityStatus\x12\x0c\n\x04\x63ity\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12/\n\x0b\x65rror_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x07 \x01(\x05\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10retry_in_seconds\x18\t \x01(\x01\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\x84\x01\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06pickup\x18\x02 \x01(\x0b\x32\x12.dispatch.v1.Point\x12#\n\x07\x64ropoff\x18\x03 \x01(\x0b\x32\x12.dispatch.v1.Point\x12\x18\n\x10ready_in_seconds\x18\x04 \x01(\x01\x12\x0c\n\x04size\x18\x05 \x01(\x05\"m\n\x07\x43ourier\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x08position\x18\x02 \x01(\x0b\x32\x12.dispatch.v1.Point\x12\r\n\x05speed\x18\x03 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x0f\n\x07vehicle\x18\x05 \x01(\t\"\x89\x01\n\rStateSnapshot\x12\"\n\x06orders\x18\x01 \x03(\x0b\x32\x12.dispatch.v1.Order\x12&\n\x08\x63ouriers\x18\x02 \x03(\x0b\x32\x14.dispatch.v1.Courier\x12,\n\x08taken_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x02\n\x0bRelayStatus\x12\x0c\n\x04sink\x18\x01 \x01(\t\x12\x10\n\x08relay_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x03\x12\x15\n\rlag_revisions\x18\x05 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x06 \x01(\x01\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x03\x12\x0f\n\x07refused\x18\x08 \x01(\x03\x12\x0c\n\x04gaps\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04host\x18\x0c \x01(\t\x12\x0b\n\x03pid\x18\r \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,35 +44,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECISION_ASSIGNMENTSENTRY']._loaded_options = None
   _globals['_DECISION_ASSIGNMENTSENTRY']._serialized_options = b'8\001'
   _globals['_CITYSETTINGS']._serialized_start=102
-  _globals['_CITYSETTINGS']._serialized_end=686
-  _globals['_CITYSETTINGS_LABELSENTRY']._serialized_start=496
-  _globals['_CITYSETTINGS_LABELSENTRY']._serialized_end=541
-  _globals['_CITYSETTINGS_REQUIRELABELSENTRY']._serialized_start=543
-  _globals['_CITYSETTINGS_REQUIRELABELSENTRY']._serialized_end=595
-  _globals['_CITYSETTINGS_PREFERLABELSENTRY']._serialized_start=597
-  _globals['_CITYSETTINGS_PREFERLABELSENTRY']._serialized_end=648
-  _globals['_WORKERINFO']._serialized_start=689
-  _globals['_WORKERINFO']._serialized_end=988
-  _globals['_WORKERINFO_LABELSENTRY']._serialized_start=496
-  _globals['_WORKERINFO_LABELSENTRY']._serialized_end=541
-  _globals['_ASSIGNMENT']._serialized_start=990
-  _globals['_ASSIGNMENT']._serialized_end=1068
-  _globals['_DECISION']._serialized_start=1071
-  _globals['_DECISION']._serialized_end=1532
-  _globals['_DECISION_ASSIGNMENTSENTRY']._serialized_start=1482
-  _globals['_DECISION_ASSIGNMENTSENTRY']._serialized_end=1532
-  _globals['_SHADOWRESULT']._serialized_start=1534
-  _globals['_SHADOWRESULT']._serialized_end=1654
-  _globals['_CITYSTATUS']._serialized_start=1657
-  _globals['_CITYSTATUS']._serialized_end=1905
-  _globals['_POINT']._serialized_start=1907
-  _globals['_POINT']._serialized_end=1936
-  _globals['_ORDER']._serialized_start=1939
-  _globals['_ORDER']._serialized_end=2071
-  _globals['_COURIER']._serialized_start=2073
-  _globals['_COURIER']._serialized_end=2182
-  _globals['_STATESNAPSHOT']._serialized_start=2185
-  _globals['_STATESNAPSHOT']._serialized_end=2322
-  _globals['_RELAYSTATUS']._serialized_start=2325
-  _globals['_RELAYSTATUS']._serialized_end=2589
+  _globals['_CITYSETTINGS']._serialized_end=732
+  _globals['_CITYSETTINGS_LABELSENTRY']._serialized_start=524
+  _globals['_CITYSETTINGS_LABELSENTRY']._serialized_end=569
+  _globals['_CITYSETTINGS_REQUIRELABELSENTRY']._serialized_start=571
+  _globals['_CITYSETTINGS_REQUIRELABELSENTRY']._serialized_end=623
+  _globals['_CITYSETTINGS_PREFERLABELSENTRY']._serialized_start=625
+  _globals['_CITYSETTINGS_PREFERLABELSENTRY']._serialized_end=676
+  _globals['_WORKERINFO']._serialized_start=735
+  _globals['_WORKERINFO']._serialized_end=1034
+  _globals['_WORKERINFO_LABELSENTRY']._serialized_start=524
+  _globals['_WORKERINFO_LABELSENTRY']._serialized_end=569
+  _globals['_ASSIGNMENT']._serialized_start=1036
+  _globals['_ASSIGNMENT']._serialized_end=1114
+  _globals['_DECISION']._serialized_start=1117
+  _globals['_DECISION']._serialized_end=1620
+  _globals['_DECISION_ASSIGNMENTSENTRY']._serialized_start=1570
+  _globals['_DECISION_ASSIGNMENTSENTRY']._serialized_end=1620
+  _globals['_STATEREF']._serialized_start=1623
+  _globals['_STATEREF']._serialized_end=1773
+  _globals['_SHADOWRESULT']._serialized_start=1775
+  _globals['_SHADOWRESULT']._serialized_end=1895
+  _globals['_CITYSTATUS']._serialized_start=1898
+  _globals['_CITYSTATUS']._serialized_end=2146
+  _globals['_POINT']._serialized_start=2148
+  _globals['_POINT']._serialized_end=2177
+  _globals['_ORDER']._serialized_start=2180
+  _globals['_ORDER']._serialized_end=2312
+  _globals['_COURIER']._serialized_start=2314
+  _globals['_COURIER']._serialized_end=2423
+  _globals['_STATESNAPSHOT']._serialized_start=2426
+  _globals['_STATESNAPSHOT']._serialized_end=2563
+  _globals['_RELAYSTATUS']._serialized_start=2566
+  _globals['_RELAYSTATUS']._serialized_end=2830
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CitySettings(_message.Message):
-    __slots__ = ("solver", "period_seconds", "enabled", "state_source", "params", "labels", "shadow_solvers", "require_labels", "prefer_labels", "max_state_age_seconds")
+    __slots__ = ("solver", "period_seconds", "enabled", "state_source", "params", "labels", "shadow_solvers", "require_labels", "prefer_labels", "max_state_age_seconds", "archive_state")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class CitySettings(_message.Message):
     REQUIRE_LABELS_FIELD_NUMBER: _ClassVar[int]
     PREFER_LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_STATE_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_STATE_FIELD_NUMBER: _ClassVar[int]
     solver: str
     period_seconds: float
     enabled: bool
@@ -53,7 +54,8 @@ class CitySettings(_message.Message):
     require_labels: _containers.ScalarMap[str, str]
     prefer_labels: _containers.ScalarMap[str, str]
     max_state_age_seconds: float
-    def __init__(self, solver: _Optional[str] = ..., period_seconds: _Optional[float] = ..., enabled: _Optional[bool] = ..., state_source: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., shadow_solvers: _Optional[_Iterable[str]] = ..., require_labels: _Optional[_Mapping[str, str]] = ..., prefer_labels: _Optional[_Mapping[str, str]] = ..., max_state_age_seconds: _Optional[float] = ...) -> None: ...
+    archive_state: bool
+    def __init__(self, solver: _Optional[str] = ..., period_seconds: _Optional[float] = ..., enabled: _Optional[bool] = ..., state_source: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., shadow_solvers: _Optional[_Iterable[str]] = ..., require_labels: _Optional[_Mapping[str, str]] = ..., prefer_labels: _Optional[_Mapping[str, str]] = ..., max_state_age_seconds: _Optional[float] = ..., archive_state: _Optional[bool] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("worker_id", "host", "pid", "version", "capacity", "labels", "admin_address", "lease_id", "started_at", "drained")
@@ -97,7 +99,7 @@ class Assignment(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., courier_id: _Optional[str] = ..., pickup_eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("city", "token", "worker_id", "solver", "assignments", "unassigned", "state_read_at", "solve_seconds", "decided_at", "tick", "details", "cost", "lease_id", "shadows")
+    __slots__ = ("city", "token", "worker_id", "solver", "assignments", "unassigned", "state_read_at", "solve_seconds", "decided_at", "tick", "details", "cost", "lease_id", "shadows", "state_ref")
     class AssignmentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,7 @@ class Decision(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    STATE_REF_FIELD_NUMBER: _ClassVar[int]
     city: str
     token: int
     worker_id: str
@@ -133,7 +136,28 @@ class Decision(_message.Message):
     cost: float
     lease_id: str
     shadows: _containers.RepeatedCompositeFieldContainer[ShadowResult]
-    def __init__(self, city: _Optional[str] = ..., token: _Optional[int] = ..., worker_id: _Optional[str] = ..., solver: _Optional[str] = ..., assignments: _Optional[_Mapping[str, str]] = ..., unassigned: _Optional[_Iterable[str]] = ..., state_read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., solve_seconds: _Optional[float] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tick: _Optional[int] = ..., details: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., cost: _Optional[float] = ..., lease_id: _Optional[str] = ..., shadows: _Optional[_Iterable[_Union[ShadowResult, _Mapping]]] = ...) -> None: ...
+    state_ref: StateRef
+    def __init__(self, city: _Optional[str] = ..., token: _Optional[int] = ..., worker_id: _Optional[str] = ..., solver: _Optional[str] = ..., assignments: _Optional[_Mapping[str, str]] = ..., unassigned: _Optional[_Iterable[str]] = ..., state_read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., solve_seconds: _Optional[float] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tick: _Optional[int] = ..., details: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., cost: _Optional[float] = ..., lease_id: _Optional[str] = ..., shadows: _Optional[_Iterable[_Union[ShadowResult, _Mapping]]] = ..., state_ref: _Optional[_Union[StateRef, _Mapping]] = ...) -> None: ...
+
+class StateRef(_message.Message):
+    __slots__ = ("source", "revision", "seed", "tick", "orders", "couriers", "archive_id", "budget_seconds")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TICK_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    COURIERS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    revision: int
+    seed: int
+    tick: int
+    orders: int
+    couriers: int
+    archive_id: str
+    budget_seconds: float
+    def __init__(self, source: _Optional[str] = ..., revision: _Optional[int] = ..., seed: _Optional[int] = ..., tick: _Optional[int] = ..., orders: _Optional[int] = ..., couriers: _Optional[int] = ..., archive_id: _Optional[str] = ..., budget_seconds: _Optional[float] = ...) -> None: ...
 
 class ShadowResult(_message.Message):
     __slots__ = ("solver", "cost", "solve_seconds", "assigned", "unassigned", "error")

@@ -32,6 +32,15 @@ the process, so a multi-threaded solver is charged for all its cores). A solve t
 not returned after ``hang_after`` wall seconds is reported as hung and left running on a
 daemon thread.
 
+The replay check (every case but the large one): a decision must be reproducible by
+``dispatchctl replay``, which solves the decision's state again, rebuilt from its
+snapshot, with a solver freshly loaded in another process. So the kit solves the case's
+state mid-history (right after another city with the same ids), then solves the state
+rebuilt from its values (``rebuild``: by default through Python lists, as a snapshot
+holds it) with a fresh instance (``type(solver)()``, as the worker constructs solvers),
+and the two answers must be the same. A solver whose answer depends on what it solved
+before, or on chance, fails it even when two solves in a row agree.
+
 The kit does not judge quality — a valid answer that assigns nothing passes. Use the
 benchmark (``bench/solvers.py``) and :func:`solvers.cost.solution_cost` for that.
 """
@@ -59,6 +68,7 @@ __all__ = [
     "assert_case_conformant",
     "assert_conformant",
     "conformance_cases",
+    "rebuilt",
     "run_case",
     "run_conformance",
 ]
@@ -223,13 +233,55 @@ def _same(a: Solution, b: Solution) -> list[str]:
             if not np.array_equal(getattr(a, name), getattr(b, name))]
 
 
+def rebuilt(state: CityState) -> CityState:
+    """``state`` rebuilt from its values alone, as a snapshot holds them: fresh arrays
+    from Python lists (strings at their own width), nothing shared with the original."""
+    arrays = {name: np.array(a.tolist(), dtype=np.str_ if a.dtype.kind == "U" else a.dtype
+                             ).reshape(a.shape)
+              for name, a in state.arrays().items()}
+    return CityState(city=state.city, taken_at=state.taken_at, **arrays)
+
+
+def _replay_problem(solver: Solver, case: ConformanceCase, params: Mapping[str, Any],
+                    budget: float, hang_after: float,
+                    rebuild: Callable[[CityState], CityState]) -> tuple[str, str]:
+    """(failure, warning) of the replay check; empty strings when it passes."""
+    try:
+        fresh = type(solver)()
+    except Exception:
+        return "", (f"replay check skipped: {type(solver).__name__}() cannot be constructed "
+                    "without arguments (the worker constructs solvers that way)")
+    probe = case.build()
+    other = random_city("conformance", probe.n_orders, probe.n_couriers, seed=8)
+    runs = [_solve(solver, other.freeze(), params, budget, hang_after),
+            _solve(solver, case.build().freeze(), params, budget, hang_after),
+            _solve(fresh, rebuild(case.build()).freeze(), params, budget, hang_after)]
+    for run in runs:
+        if not run.finished:
+            return f"replay: did not return within {hang_after:.1f}s", ""
+        if run.error is not None:
+            return f"replay: {_describe(run.error)}", ""
+        if not isinstance(run.solution, Solution):
+            return f"replay: returned {type(run.solution).__name__}, not a Solution", ""
+    live, replayed = runs[1].solution, runs[2].solution
+    assert isinstance(live, Solution) and isinstance(replayed, Solution)
+    if differ := _same(live, replayed):
+        return (f"replay: a fresh {type(solver).__name__}() on the same state rebuilt from "
+                f"its snapshot gave different {', '.join(differ)} (the answer depends on "
+                "earlier solves or on chance: its decisions cannot be replayed)"), ""
+    return "", ""
+
+
 def run_case(solver: Solver, case: ConformanceCase, *, budget: float = 1.0,
              repeats: int = 2, params: Mapping[str, Any] | None = None,
-             hang_after: float | None = None, clock: str = "wall") -> CaseResult:
+             hang_after: float | None = None, clock: str = "wall", replay: bool = True,
+             rebuild: Callable[[CityState], CityState] | None = None) -> CaseResult:
     """Check ``solver`` on one case; never raises for the solver's faults.
 
     ``clock`` is ``"wall"`` (default) or ``"cpu"`` (see the module docstring);
-    ``hang_after`` (wall seconds) defaults to ``max(10 × budget, budget + 5)``.
+    ``hang_after`` (wall seconds) defaults to ``max(10 × budget, budget + 5)``;
+    ``replay`` runs the replay check (not on large cases), rebuilding the state with
+    ``rebuild`` (default :func:`rebuilt`).
     """
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
@@ -275,6 +327,11 @@ def run_case(solver: Solver, case: ConformanceCase, *, budget: float = 1.0,
         result.failures.append(f"{took}, over 3x the {budget:g}s budget")
     elif result.seconds > budget:
         result.warnings.append(f"{took}, over the {budget:g}s budget")
+    if replay and not case.large and not result.failures:
+        failure, warning = _replay_problem(solver, case, params, budget, hang_after,
+                                           rebuild or rebuilt)
+        result.failures += [failure] if failure else []
+        result.warnings += [warning] if warning else []
     return result
 
 
@@ -313,7 +370,9 @@ class ConformanceReport:
 
 def run_conformance(solver: Solver, *, budget: float = 1.0, large: bool = True,
                     repeats: int = 2, params: Mapping[str, Any] | None = None,
-                    clock: str = "wall") -> ConformanceReport:
+                    clock: str = "wall", replay: bool = True,
+                    rebuild: Callable[[CityState], CityState] | None = None
+                    ) -> ConformanceReport:
     """Run every case (the 2,000 × 2,000 one only with ``large``) and report."""
     failures: list[str] = []
     warnings: list[str] = []
@@ -321,7 +380,7 @@ def run_conformance(solver: Solver, *, budget: float = 1.0, large: bool = True,
     shapes: dict[str, tuple[int, int]] = {}
     for case in conformance_cases(large):
         result = run_case(solver, case, budget=budget, repeats=repeats, params=params,
-                          clock=clock)
+                          clock=clock, replay=replay, rebuild=rebuild)
         failures += [f"{case.name}: {problem}" for problem in result.failures]
         warnings += [f"{case.name}: {problem}" for problem in result.warnings]
         timings[case.name] = result.seconds

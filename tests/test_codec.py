@@ -38,6 +38,12 @@ def decisions(draw: st.DrawFn, doubles: st.SearchStrategy[float] = doubles,
         value = draw(st.none() | nanos)
         if value is not None:
             getattr(d, field).FromNanoseconds(value)
+    if draw(st.booleans()):
+        d.state_ref.SetInParent()
+        d.state_ref.MergeFrom(pb.StateRef(
+            source=draw(text), revision=draw(int64), seed=draw(int64), tick=draw(int64),
+            orders=draw(int32), couriers=draw(int32), archive_id=draw(text),
+            budget_seconds=draw(doubles)))
     return d
 
 
@@ -67,7 +73,9 @@ def test_every_decision_field_is_covered() -> None:
                     details=[pb.Assignment(order_id="o", courier_id="c",
                                            pickup_eta_seconds=1.0)],
                     shadows=[pb.ShadowResult(solver="x", cost=1.0, solve_seconds=0.1,
-                                             assigned=1, unassigned=1, error="e")])
+                                             assigned=1, unassigned=1, error="e")],
+                    state_ref=pb.StateRef(source="etcd", revision=1, seed=2, tick=3, orders=4,
+                                          couriers=5, archive_id="a", budget_seconds=0.5))
     d.state_read_at.FromNanoseconds(1)
     d.decided_at.FromNanoseconds(2)
     assert {f.name for f, _ in d.ListFields()} == {f.name for f in d.DESCRIPTOR.fields}
@@ -77,6 +85,7 @@ def test_every_decision_field_is_covered() -> None:
     for nested in (pb.Assignment, pb.ShadowResult):
         assert len(nested.DESCRIPTOR.fields) == len(ours["details" if nested is
                                                          pb.Assignment else "shadows"][0])
+    assert len(pb.StateRef.DESCRIPTOR.fields) == len(ours["stateRef"])
 
 
 def _parsed(data: bytes) -> pb.Decision | str:
@@ -119,7 +128,7 @@ json_values = st.recursive(
 field_names = st.sampled_from([
     "city", "token", "workerId", "worker_id", "solver", "assignments", "unassigned",
     "stateReadAt", "solveSeconds", "decidedAt", "tick", "details", "cost", "leaseId",
-    "shadows", "nosuchfield"])
+    "shadows", "stateRef", "nosuchfield"])
 
 
 @settings(max_examples=200, deadline=None)

@@ -80,6 +80,12 @@ def city_options(func: Any) -> Any:
                      help="Refuse (and report on the city's status) a state observed longer "
                           "ago than this, e.g. when its producer stopped, instead of "
                           "deciding on it. 0 removes the limit [default: no limit]."),
+        click.option("--archive-state/--no-archive-state", "archive_state", default=None,
+                     help="Archive every tick's state in the postgres sink's database "
+                          "(the workers' --archive-url), so that any decision can be "
+                          "replayed (`dispatchctl replay`) whatever its state source and "
+                          "after etcd's compaction. A tick whose state cannot be archived "
+                          "fails."),
         click.option("--force", is_flag=True,
                      help="Accept solver or state-source names not installed here."),
     ]
@@ -129,6 +135,11 @@ def _apply(message: pb.CitySettings, opts: dict[str, Any]) -> None:
     message.labels.update(parse_pairs(opts["labels"], "--label"))
     message.require_labels.update(parse_pairs(opts["require"], "--require-label"))
     message.prefer_labels.update(parse_pairs(opts["prefer"], "--prefer-label"))
+    if opts["archive_state"] is not None:
+        if opts["archive_state"]:
+            message.archive_state = True
+        else:
+            message.ClearField("archive_state")
 
 
 def _validate(city_name: str, message: pb.CitySettings, force: bool) -> None:

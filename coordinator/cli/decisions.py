@@ -7,7 +7,6 @@ hits it, and points at the audit sink (``dispatchctl audit``), which keeps the r
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import click
@@ -18,6 +17,7 @@ from coordinator.cli.render import print_json, print_table
 from coordinator.codec import decode
 from coordinator.errors import ConfigError, EtcdCompacted
 from coordinator.keys import check_city_name
+from coordinator.ops.replay import past_decisions
 from coordinator.ops.verify import verify as run_verify
 from protos import dispatch_pb2 as pb
 
@@ -73,20 +73,13 @@ def _recent_decisions(ctl: Ctl, city_name: str,
     """Up to ``limit`` past decisions of a city, newest first, from etcd's history, and
     whether etcd's compaction stopped the walk before ``limit`` or the city's first."""
     out: list[tuple[int, pb.Decision]] = []
-    key = ctl.keys.decision(city_name)
-    revision = 0
-    while len(out) < limit:
-        try:
-            kv = ctl.client.get(key, revision=revision)
-        except EtcdCompacted:
-            return out, True
-        if kv is None:
-            break
-        with contextlib.suppress(ValueError):
-            out.append((kv.mod_revision, decode(pb.Decision, kv.value)))
-        if kv.version <= 1:
-            break
-        revision = kv.mod_revision - 1
+    try:
+        for recorded in past_decisions(ctl.client, ctl.keys.decision(city_name)):
+            if len(out) == limit:
+                break
+            out.append((recorded.revision, recorded.decision))
+    except EtcdCompacted:
+        return out, True
     return out, False
 
 

@@ -82,6 +82,13 @@ log = logging.getLogger("coordinator.cli.worker")
               help="URL the http state source GETs a city's StateSnapshot JSON from; "
                    "{city} is replaced by the city's name (a city's url parameter wins), "
                    "e.g. http://orders.internal/dispatch/{city}/state.")
+@click.option("--archive-url", envvar="DISPATCH_ARCHIVE_URL", default=None,
+              metavar="POSTGRES_URL",
+              help="The state archive: the postgres sink's database (tables from "
+                   "`dispatch-relay --init`). Cities with archiveState on (`dispatchctl city "
+                   "set CITY --archive-state`) store each tick's state there before the "
+                   "decision is committed, for `dispatchctl replay`; without it, or while "
+                   "it is unreachable, their ticks fail and back off.")
 @click.option("--log-format", envvar="DISPATCH_LOG_FORMAT", default="text",
               show_default=True, type=click.Choice(["text", "json"]),
               help="text for people, json (one object a line) for log pipelines.")
@@ -114,6 +121,7 @@ def command(**options: Any) -> None:
         admin_port=options["admin_port"],
         state_postgres_url=options["state_postgres_url"],
         state_http_url=options["state_http_url"],
+        archive_url=options["archive_url"],
     )
     client = connect(options)
     try:

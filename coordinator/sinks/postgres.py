@@ -9,31 +9,27 @@ changes nothing. Only a delivery that wrote adds its assignments to
 happen in one transaction. The tables are documented in ``docs/`` and created by
 :meth:`PostgresSink.init_schema` (``dispatch-relay --init``).
 
-psycopg's errors stop here: connection trouble becomes
-:class:`~coordinator.errors.SinkUnavailable`, anything else
-:class:`~coordinator.errors.SinkError`, with the original as ``__cause__``.
+psycopg's errors stop at :mod:`coordinator.sinks.pgconn` (shared with the state
+archive): connection trouble becomes :class:`~coordinator.errors.SinkUnavailable`,
+anything else :class:`~coordinator.errors.SinkError`, with the original as
+``__cause__``.
+
+``dispatch_states`` belongs to the state archive (:mod:`coordinator.sinks.archive`):
+workers write the states of cities with ``archiveState`` there, ``dispatchctl replay``
+reads them back.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
-
-import psycopg
-import psycopg.errors
-from psycopg.conninfo import conninfo_to_dict
 
 from coordinator.codec import encode
-from coordinator.errors import ConfigError, SinkError, SinkUnavailable
-from coordinator.pgtext import describe as _describe
-from coordinator.pgtext import first_line as _line
-from coordinator.pgtext import refused
 from coordinator.sinks.contract import Applied, Delivery, Sink
+from coordinator.sinks.pgconn import PgConnection
 from protos import dispatch_pb2 as pb
 
 __all__ = ["SCHEMA", "PostgresSink", "audit_params"]
@@ -55,6 +51,12 @@ CREATE INDEX IF NOT EXISTS dispatch_assignments_by_courier
   ON dispatch_assignments (courier_id, revision);
 CREATE TABLE IF NOT EXISTS dispatch_sink_cursor (
   namespace text PRIMARY KEY, revision bigint NOT NULL);
+-- the state archive (coordinator/sinks/archive.py): a city's StateSnapshot per tick,
+-- for cities with archiveState on; archive_id is a hash of city and content
+CREATE TABLE IF NOT EXISTS dispatch_states (
+  archive_id text PRIMARY KEY, city text NOT NULL, taken_at timestamptz NOT NULL,
+  archived_at timestamptz NOT NULL DEFAULT now(), snapshot jsonb NOT NULL);
+CREATE INDEX IF NOT EXISTS dispatch_states_by_city ON dispatch_states (city, taken_at);
 """
 
 _UPSERT = """
@@ -89,8 +91,6 @@ RETURNING revision
 
 _CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
 
-#: "this server will not let you in", not "try again later": bad user, bad password, no
-#: such database. A failed connect carries no SQLSTATE, only the server's message.
 class PostgresSink(Sink):
     """Decisions into PostgreSQL over one connection, reopened after a failure."""
 
@@ -103,11 +103,10 @@ class PostgresSink(Sink):
     audit_sql = _AUDIT
 
     def __init__(self, url: str, *, namespace: str) -> None:
-        self._params = _parse(url)
-        self._url = url
+        self._pg = PgConnection(url, role="postgres sink", application_name="dispatch-relay")
         self.namespace = namespace
-        self.where = _describe(self._params)
-        self._conn: psycopg.Connection[Any] | None = None
+        self.where = self._pg.where
+        self._boundary = self._pg.boundary
 
     # ------------------------------------------------------------------ the contract
 
@@ -154,48 +153,7 @@ class PostgresSink(Sink):
                        cursor=int(advanced[0]))
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    # ------------------------------------------------------------------ the boundary
-
-    @contextmanager
-    def _boundary(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
-        """The connection (opened if needed), with psycopg's errors translated."""
-        try:
-            yield self._connection()
-        except psycopg.errors.UndefinedTable as exc:
-            raise SinkError(f"postgres sink at {self.where} cannot {doing}: {_line(exc)}; "
-                            "create the tables with `dispatch-relay --init`") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._forget()
-            if refused(exc):
-                raise SinkError(f"postgres at {self.where} refused us ({doing}): "
-                                f"{_line(exc)}") from exc
-            raise SinkUnavailable(f"postgres at {self.where} is unavailable ({doing}): "
-                                  f"{_line(exc)}") from exc
-        except psycopg.Error as exc:
-            if self._conn is not None and self._conn.broken:
-                self._forget()
-            raise SinkError(f"postgres sink at {self.where} cannot {doing}: "
-                            f"{_line(exc)}") from exc
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            extra: dict[str, Any] = {"connect_timeout": 5, "application_name": "dispatch-relay"}
-            for given in self._params.keys() & extra.keys():  # the URL's own win
-                del extra[given]
-            self._conn = psycopg.connect(self._url, autocommit=True, **extra)
-        return self._conn
-
-    def _forget(self) -> None:
-        """Drop a connection that failed: the next call opens a new one."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with suppress(psycopg.Error):  # closing a dead connection may complain
-                conn.close()
-
+        self._pg.close()
 
 # ---------------------------------------------------------------------- rows
 
@@ -245,21 +203,3 @@ def audit_params(written: Sequence[Delivery]) -> dict[str, str]:
 def _decided_at(decision: pb.Decision) -> datetime:
     at: datetime = decision.decided_at.ToDatetime(tzinfo=UTC)
     return at
-
-
-# ---------------------------------------------------------------------- the URL
-
-
-def _parse(url: str) -> dict[str, Any]:
-    if not url.strip():
-        raise ConfigError("postgres sink: --sink-url is empty (want postgresql://user@host"
-                          ":port/dbname)")
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"postgres sink: bad --sink-url: {_line(exc)} (want "
-                          "postgresql://user@host:port/dbname)") from exc
-    port = str(params.get("port", "5432"))
-    if not all(p.isdigit() for p in port.split(",")):
-        raise ConfigError(f"postgres sink: bad --sink-url: port {port!r} is not a number")
-    return params

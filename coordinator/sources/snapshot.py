@@ -1,6 +1,11 @@
-"""A ``StateSnapshot`` message checked field by field and turned into solver arrays.
+"""A ``StateSnapshot`` message checked field by field and turned into solver arrays, and
+a state turned back into one (what the state archive stores).
 
 Shared by every source that reads the snapshot's JSON mapping (etcd, HTTP, archives).
+``state_from_snapshot(city, snapshot_from_state(s), ...)`` gives ``s`` back exactly,
+array by array (the snapshot's doubles are the arrays' doubles, and JSON carries a
+double exactly), for every state whose sizes are at least 1 and whose couriers have a
+vehicle — the snapshot's defaults for 0 and empty.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from coordinator.errors import StateError
 from protos import dispatch_pb2 as pb
 from solvers.contract import CityState
 
-__all__ = ["state_from_snapshot"]
+__all__ = ["snapshot_from_state", "state_from_snapshot"]
 
 
 def _finite(value: float, what: str) -> float:
@@ -66,3 +71,23 @@ def state_from_snapshot(city: str, snapshot: pb.StateSnapshot, taken_at: float) 
         capacity=np.array([c.capacity for c in snapshot.couriers], dtype=np.int64),
         vehicle=np.array([c.vehicle or "bike" for c in snapshot.couriers], dtype=np.str_),
     )
+
+
+def snapshot_from_state(state: CityState) -> pb.StateSnapshot:
+    """``state`` as a ``StateSnapshot`` (the inverse of :func:`state_from_snapshot`)."""
+    pickup, dropoff, position = state.pickup.tolist(), state.dropoff.tolist(), \
+        state.position.tolist()
+    snapshot = pb.StateSnapshot(
+        orders=[pb.Order(id=i, pickup=pb.Point(x=p[0], y=p[1]),
+                         dropoff=pb.Point(x=d[0], y=d[1]), ready_in_seconds=r, size=z)
+                for i, p, d, r, z in zip(state.order_ids.tolist(), pickup, dropoff,
+                                         state.ready_in.tolist(), state.size.tolist(),
+                                         strict=True)],
+        couriers=[pb.Courier(id=i, position=pb.Point(x=p[0], y=p[1]), speed=v, capacity=c,
+                             vehicle=k)
+                  for i, p, v, c, k in zip(state.courier_ids.tolist(), position,
+                                           state.speed.tolist(), state.capacity.tolist(),
+                                           state.vehicle.tolist(), strict=True)],
+    )
+    snapshot.taken_at.FromNanoseconds(round(state.taken_at * 1e9))
+    return snapshot

@@ -45,3 +45,6 @@ class WorkerConfig:
     #: where the ``postgres`` and ``http`` state sources read (kept out of etcd)
     state_postgres_url: str = ""
     state_http_url: str = ""
+    #: PostgreSQL URL of the state archive (the postgres sink's database) where the
+    #: states of cities with ``archiveState`` go; None: such cities' ticks fail
+    archive_url: str | None = None

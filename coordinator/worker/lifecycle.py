@@ -36,6 +36,7 @@ from coordinator.recipes.membership import Members, register
 from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.session import Session
 from coordinator.recipes.store import DecisionStore
+from coordinator.sinks.archive import StateArchive
 from coordinator.sources import SourceContext
 from coordinator.sources.options import SourceOptions
 from coordinator.worker.admin import AdminServer
@@ -101,6 +102,7 @@ class Worker:
         self.admin: AdminServer | None = None
         self._servers_started = False
         self.healths = HealthBook()
+        self.archive = StateArchive(config.archive_url) if config.archive_url else None
         self.failures = FailurePolicy(
             worker_id=config.worker_id, max_backoff=config.max_backoff,
             registry=self.registry, campaigns=self.campaigns, store=self.store,
@@ -110,7 +112,7 @@ class Worker:
             hang_factor=config.hang_factor, registry=self.registry,
             campaigns=self.campaigns, plugins=self.plugins, runner=self.runner,
             gate=self.gate, store=self.store, metrics=self.metrics, healths=self.healths,
-            failures=self.failures, stopping=self._stopping)
+            failures=self.failures, stopping=self._stopping, archive=self.archive)
         self.ticker = Ticker(self.pipeline.tick, max_workers=config.tick_threads,
                              slack=config.tick_slack, on_skip=self.metrics.skipped,
                              tick_group=self.pipeline.tick_group,
@@ -268,6 +270,8 @@ class Worker:
         self.pipeline.close()
         self.batcher.close()
         self.runner.close()
+        if self.archive is not None:
+            self.archive.close()
         if self.session is not None:
             self.session.close()
         self.campaigns.stop()

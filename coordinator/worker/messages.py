@@ -15,7 +15,7 @@ from solvers.contract import CityState, Solution
 from solvers.cost import solution_cost
 from solvers.validate import InvalidSolution, check_solution
 
-__all__ = ["decision", "timestamp", "validated"]
+__all__ = ["decision", "state_ref", "timestamp", "validated"]
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -34,9 +34,19 @@ def validated(solver: str, state: CityState, solution: Solution) -> Solution:
     return solution
 
 
+def state_ref(source: str, ref: pb.StateRef | None, budget: float) -> pb.StateRef:
+    """The tick's ``StateRef``: what its source said (``load_with_ref``; ``None``: the
+    source keeps no history), with the source's name and the solve budget."""
+    out = pb.StateRef() if ref is None else ref
+    out.source = source
+    out.budget_seconds = budget
+    return out
+
+
 def decision(city: str, leader: LeaderKey, worker_id: str, solver: str, state: CityState,
-             result: SolveResult, tick: int) -> pb.Decision:
-    """The decision message of a tick whose solution is valid (:func:`validated`)."""
+             result: SolveResult, tick: int, ref: pb.StateRef | None = None) -> pb.Decision:
+    """The decision message of a tick whose solution is valid (:func:`validated`), with
+    ``ref``, how to read its state back (:func:`state_ref`)."""
     solution = result.solution
     # Python lists first: one numpy element at a time is ~10 times slower.
     orders: list[str] = state.order_ids[solution.orders].tolist()
@@ -53,5 +63,5 @@ def decision(city: str, leader: LeaderKey, worker_id: str, solver: str, state: C
         details=[pb.Assignment(order_id=o, courier_id=c, pickup_eta_seconds=e)
                  for o, c, e in zip(orders, couriers, solution.pickup_eta.tolist(),
                                     strict=True)],
-        cost=float(solution_cost(state, solution)),
+        cost=float(solution_cost(state, solution)), state_ref=ref,
     )

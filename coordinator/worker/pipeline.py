@@ -28,10 +28,11 @@ from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.store import Commit, DecisionStore
 from coordinator.settings import CityConfig
 from coordinator.sources.freshness import check_fresh
+from coordinator.sinks.archive import StateArchive
 from coordinator.worker.failures import FailurePolicy
 from coordinator.worker.gate import GATED_MAX_PAIRS, ComputeGate
 from coordinator.worker.health import HealthBook, Tick
-from coordinator.worker.messages import decision, validated
+from coordinator.worker.messages import decision, state_ref, validated
 from coordinator.worker.metrics import Metrics
 from coordinator.worker.runner import SolveResult, SolveRunner
 from coordinator.worker.ticker import Retry, TickResult
@@ -58,7 +59,7 @@ class TickPipeline:
                  registry: CityRegistry, campaigns: Campaigns, plugins: PluginLoader,
                  runner: SolveRunner, gate: ComputeGate, store: DecisionStore,
                  metrics: Metrics, healths: HealthBook, failures: FailurePolicy,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, archive: StateArchive | None = None) -> None:
         self._worker_id = worker_id
         self._budget_fraction = budget_fraction
         self._hang_factor = hang_factor
@@ -72,6 +73,7 @@ class TickPipeline:
         self._healths = healths
         self._failures = failures
         self._stopping = stopping
+        self._archive = archive
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
 
     def close(self) -> None:
@@ -158,14 +160,15 @@ class TickPipeline:
         solver = self._plugins.solver(entry.solver)
         gate = self._gate
         with gate.held(source.cpu_bound and not grouped):
-            state = source.load(entry, time.time())
+            state, ref = source.load_with_ref(entry, time.time())
         check_fresh(entry, state, time.time())
         # A solve sent to a process or a solve thread is waited for outside the gate; an
         # inline one is part of the tick's compute.
         inline = self._runner.runs_inline(solver, state)
         # Quick: nothing in this tick can block or take long, so the next may run in a
         # group with other cities' and hold none of them up.
-        quick = inline and source.cpu_bound and not entry.shadow_solvers
+        quick = inline and source.cpu_bound and not entry.shadow_solvers \
+            and not entry.archive_state
         health.found_quick(quick)
         if grouped and not quick:
             return ALONE
@@ -179,7 +182,10 @@ class TickPipeline:
                 result = self._solve(entry, solver, state, budget)
             validated(entry.solver, state, result.solution)
             message = decision(city, leader, self._worker_id, entry.solver, state, result,
-                               health.next_tick())
+                               health.next_tick(),
+                               state_ref(entry.state_source, ref, budget))
+        if entry.archive_state:  # stored before the commit: see coordinator/sinks/archive.py
+            message.state_ref.archive_id = self._archived(city, state, due + entry.period)
         message.shadows.extend(future.result() for future in shadows)
         status = health.ok_status(city, self._worker_id, leader.token)
         timeout = max(due + entry.period - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
@@ -207,6 +213,15 @@ class TickPipeline:
         if failed:
             tick.clog.info("%s recovered after %d failed ticks", tick.city, failed)
         return None
+
+    def _archived(self, city: str, state: CityState, next_due: float) -> str:
+        """Archive the state of a city with ``archiveState`` on; its archive id. Waiting
+        for the archive ends when the city's next tick is due, as a commit's does."""
+        if self._archive is None:
+            raise CitySettingsError(f"city {city} archives its state (archiveState) but this "
+                                    "worker has no --archive-url (DISPATCH_ARCHIVE_URL)")
+        wait = max(next_due - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
+        return self._archive.keep(city, state, wait=wait)
 
     def _solve(self, entry: CityConfig, solver: Solver, state: CityState,
                budget: float) -> SolveResult:

@@ -183,3 +183,47 @@ def test_report_format_is_a_readable_table() -> None:
     for case in conformance_cases(large=False):
         assert case.name in text
     assert "failures:" in text and "FAIL" in text
+
+
+# ------------------------------------------------------------------ the replay check
+
+
+def _snapshot_round_trip(state: CityState) -> CityState:
+    """What ``dispatchctl replay`` solves on: the state through the archive's snapshot."""
+    from coordinator.codec import decode, encode
+    from coordinator.sources.snapshot import snapshot_from_state, state_from_snapshot
+    from protos import dispatch_pb2 as pb
+
+    snapshot = decode(pb.StateSnapshot, encode(snapshot_from_state(state)))
+    return state_from_snapshot(state.city, snapshot, state.taken_at)
+
+
+@pytest.mark.parametrize("solver", [GreedySolver(), HungarianSolver(), BundleSolver()],
+                         ids=lambda s: type(s).__name__)
+def test_builtins_replay_on_states_rebuilt_from_their_snapshot(solver: Solver) -> None:
+    report = run_conformance(solver, large=False, clock="cpu", rebuild=_snapshot_round_trip)
+    assert report.ok, report.format()
+
+
+def test_a_history_dependent_solver_fails_the_replay_check_alone() -> None:
+    """It answers the same input the same way twice in a row (the determinism check
+    passes), but what it answers depends on what it solved before: a replay differs."""
+    from dispatch_testsolvers import StickySolver
+
+    assert run_conformance(StickySolver(), large=False, replay=False).ok
+    report = run_conformance(StickySolver(), large=False)
+    assert not report.ok
+    assert ("more-orders: replay: a fresh StickySolver() on the same state rebuilt from its "
+            "snapshot gave different couriers (the answer depends on earlier solves or on "
+            "chance: its decisions cannot be replayed)") in report.failures, report.format()
+
+
+def test_a_random_solver_fails_and_an_unconstructible_one_is_warned_about() -> None:
+    from dispatch_testsolvers import RandomSolver
+
+    report = run_conformance(RandomSolver(), large=False)
+    assert not report.ok and any("nondeterministic" in f for f in report.failures)
+    lax = run_case(_SleepFor(0.0), CASES[4])
+    assert not lax.failures
+    assert lax.warnings == ["replay check skipped: _SleepFor() cannot be constructed without "
+                            "arguments (the worker constructs solvers that way)"]

@@ -83,3 +83,56 @@ class NoopSolver(Solver):
 
 class NotASolver:
     description = "Does not subclass solvers.contract.Solver."
+
+
+class StickySolver(Solver):
+    """Keeps each order with the courier it had in this instance's previous solve, then
+    pairs the rest in order: the same input twice in a row gives the same answer, but
+    the answer depends on what the instance solved before, so a replay (a fresh
+    instance) cannot reproduce it. The conformance kit's replay check catches it."""
+
+    description = "Remembers its previous answer (history-dependent: replay differs)."
+
+    def __init__(self) -> None:
+        self._previous: dict[str, str] = {}
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        courier_at = {c: j for j, c in enumerate(state.courier_ids.tolist())}
+        taken: set[int] = set()
+        pairs: list[tuple[int, int]] = []
+        orders = state.order_ids.tolist()
+        for i, order in enumerate(orders):
+            j = courier_at.get(self._previous.get(order, ""))
+            if j is not None and j not in taken and state.capacity[j] >= state.size[i]:
+                taken.add(j)
+                pairs.append((i, j))
+        kept = {i for i, _ in pairs}
+        for i in range(len(orders)):
+            if i in kept:
+                continue
+            j = next((j for j in range(state.n_couriers - 1, -1, -1) if j not in taken
+                      and state.capacity[j] >= state.size[i]), None)
+            if j is not None:
+                taken.add(j)
+                pairs.append((i, j))
+        pairs.sort()
+        self._previous = {orders[i]: str(state.courier_ids[j]) for i, j in pairs}
+        return Solution(np.array([i for i, _ in pairs], dtype=np.int64),
+                        np.array([j for _, j in pairs], dtype=np.int64),
+                        np.zeros(len(pairs), dtype=np.float64))
+
+
+class RandomSolver(Solver):
+    """Pairs orders with couriers in an order drawn from the operating system's entropy:
+    never the same answer twice."""
+
+    description = "Random assignment, unseeded (nondeterministic)."
+
+    def solve(self, state: CityState, params: Mapping[str, Any], budget: float) -> Solution:
+        rng = np.random.default_rng()
+        couriers = rng.permutation(state.n_couriers)
+        fits = [(i, int(j)) for i, j in zip(range(state.n_orders), couriers, strict=False)
+                if state.capacity[j] >= state.size[i]]
+        return Solution(np.array([i for i, _ in fits], dtype=np.int64),
+                        np.array([j for _, j in fits], dtype=np.int64),
+                        np.zeros(len(fits), dtype=np.float64))
