@@ -66,22 +66,30 @@ def test_a_group_waits_for_a_busy_holder_past_the_wait_but_not_for_a_stuck_one()
     """Groups compute one at a time (a 100-city group computes for longer than ``wait``),
     yet a holder stuck past ``patience`` still costs a group no more than that."""
     gate = ComputeGate(wait=0.05, patience=0.4)
+    has_it = threading.Event()
+    held_since: list[float] = []
 
     def hold(seconds: float) -> threading.Thread:
+        has_it.clear()
+
         def run() -> None:
             with gate.held(patient=True):
+                held_since.append(time.monotonic())
+                has_it.set()
                 time.sleep(seconds)
         thread = threading.Thread(target=run)
         thread.start()
-        time.sleep(0.02)  # it has the gate
+        has_it.wait(5.0)  # it has the gate (however late a loaded machine started it)
         return thread
 
     busy = hold(0.2)  # busy for 4 x wait, well within patience
     started = time.monotonic()
     with gate.held(patient=True):
-        waited = time.monotonic() - started
+        got = time.monotonic()
     busy.join()
-    assert 0.15 <= waited < 0.3 and gate.bypassed == 0, waited
+    waited = got - started
+    # it got the gate once the holder was done with it, not after ``wait``
+    assert got - held_since[-1] >= 0.19 and waited < 0.3 and gate.bypassed == 0, waited
 
     stuck = hold(3.0)
     started = time.monotonic()
