@@ -27,8 +27,8 @@ from coordinator.recipes.campaigns import Campaigns
 from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.store import Commit, DecisionStore
 from coordinator.settings import CityConfig
-from coordinator.sources.freshness import check_fresh
 from coordinator.sinks.archive import StateArchive
+from coordinator.sources.freshness import check_fresh
 from coordinator.worker.failures import FailurePolicy
 from coordinator.worker.gate import GATED_MAX_PAIRS, ComputeGate
 from coordinator.worker.health import HealthBook, Tick
