@@ -1,9 +1,12 @@
-"""``make demo``: a local 3-member etcd cluster, three workers, a dozen simulated cities,
-two relays carrying the decisions into a throwaway PostgreSQL, and a live view. After a
-while one worker is killed with SIGKILL and its cities fail over; later it is restarted.
-Then the active relay is killed and the standby takes over the sink. Ctrl-C (or
-``--duration``) stops everything and prints a summary checked against etcd's own
-history, the sink checked against etcd, and one ``dispatchctl audit`` answer.
+"""``make demo``: a local 3-member etcd cluster, three workers, a dozen simulated cities
+and one fed from PostgreSQL, two relays carrying the decisions into a throwaway
+PostgreSQL, and a live view. After a while one worker is killed with SIGKILL and its
+cities fail over; later it is restarted. Then the active relay is killed and the
+standby takes over the sink; then the PostgreSQL city's producer stops for a while and
+the city refuses its stale state until it is back. Ctrl-C (or ``--duration``) stops
+everything and prints a summary checked against etcd's own history, the sink checked
+against etcd, one ``dispatchctl audit`` answer and one ``dispatchctl replay`` of the
+PostgreSQL city's decision on its archived state.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from coordinator.ops.overview import Overview, read_overview, read_relays
 from coordinator.ops.verify import Report, verify
 from coordinator.settings import CityConfig
 from devtools.demo_sink import RELAYS, SinkSide
+from devtools.demo_state import StateProducer
 from devtools.localetcd import EtcdCluster
 from devtools.localpg import PostgresMissing
 
@@ -33,6 +37,9 @@ CITIES = [
     ("paris", "hungarian"), ("prague", "greedy"), ("rome", "bundle"),
     ("vienna", "hungarian"), ("warsaw", "greedy"), ("zurich", "bundle"),
 ]
+#: the city read from PostgreSQL (``devtools.demo_state`` is its order service), whose
+#: state is archived for replay and refused when older than ``STATE_MAX_AGE``
+STATE_CITY, STATE_SOLVER, STATE_MAX_AGE = "copenhagen", "hungarian", 4.0
 WORKERS = ["worker-a", "worker-b", "worker-c"]
 TTL = 3
 PERIOD = 1.0
@@ -57,16 +64,20 @@ class Scene:
     killed: dict[str, float] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
     failovers: list[Failover] = field(default_factory=list)
+    #: a decision of the PostgreSQL city to replay at the end (its etcd revision)
+    replay_revision: int = 0
 
     def note(self, text: str) -> None:
         self.events.append(f"{time.monotonic() - self.started:6.1f}s  {text}")
 
 
-def start_worker(worker_id: str, endpoints: str, logs: Path) -> subprocess.Popen[bytes]:
+def start_worker(worker_id: str, endpoints: str, logs: Path,
+                 pg_url: str) -> subprocess.Popen[bytes]:
     log = open(logs / f"{worker_id}.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli.worker", "--etcd", endpoints,
-         "--namespace", NAMESPACE, "--worker-id", worker_id, "--lease-ttl", str(TTL)],
+         "--namespace", NAMESPACE, "--worker-id", worker_id, "--lease-ttl", str(TTL),
+         "--state-postgres-url", pg_url, "--archive-url", pg_url],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
 
@@ -127,9 +138,11 @@ class Demo:
     client: EtcdClient
     keys: Keys
     sink: SinkSide
+    producer: StateProducer
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     scene: Scene = field(default_factory=Scene)
     relay_killed: bool = False
+    producer_stopped: bool = False
     ran: float = 0.0  # seconds until the stop, without the wind-down
 
     def faults(self, elapsed: float) -> None:
@@ -144,12 +157,28 @@ class Demo:
                        f"{TTL}s lease TTL")
         if victim in scene.killed and self.workers[victim].poll() is not None and \
                 elapsed >= args.kill_after + args.restart_after:
-            self.workers[victim] = start_worker(victim, self.cluster.endpoints, self.root)
+            self.workers[victim] = start_worker(victim, self.cluster.endpoints, self.root,
+                                                self.sink.url)
             scene.note(f"{GREEN}restarted {victim}{RESET}")
         if not self.relay_killed and elapsed >= args.relay_kill_after:
             self.relay_killed = self.sink.kill_active(scene.note)
         if self.relay_killed and elapsed >= args.relay_kill_after + args.restart_after:
             self.sink.restart_killed(scene.note)
+        self._producer_fault(elapsed)
+
+    def _producer_fault(self, elapsed: float) -> None:
+        """Stop the PostgreSQL city's producer for ``--state-pause`` seconds: the city
+        refuses the stale state (its status says how old) until it writes again."""
+        args, producer = self.args, self.producer
+        start, end = args.state_pause_after, args.state_pause_after + args.state_pause
+        if start <= elapsed < end and not self.producer_stopped:
+            self.producer_stopped = True
+            producer.pause()
+            self.scene.note(f"{RED}the order service of {STATE_CITY} stops writing{RESET}: "
+                            f"its state gets older than {STATE_MAX_AGE:g}s")
+        elif elapsed >= end and producer.paused:
+            producer.resume()
+            self.scene.note(f"{GREEN}the order service of {STATE_CITY} writes again{RESET}")
 
     def frame(self, remaining: float | None) -> str | None:
         """One redraw of the live view; None when etcd could not be read."""
@@ -161,11 +190,37 @@ class Demo:
             self.scene.note(f"etcd read failed: {exc}")
             return None
         track(self.scene, overview)
+        self._pick_replay(overview)
         latest = max((v.decision_revision for v in overview.cities), default=0)
         lag = 0 if sink_view.error else max(0, latest - sink_view.cursor)
         self.sink.observe(relays, lag, self.scene.note)
         return render(self.scene, overview, self.workers, remaining,
                       self.sink.render(sink_view, relays, latest))
+
+    def _pick_replay(self, overview: Overview) -> None:
+        """Keep one decision of the PostgreSQL city from early on, to replay at the end."""
+        if self.scene.replay_revision:
+            return
+        for view in overview.cities:
+            if view.city == STATE_CITY and view.decision_revision and \
+                    time.monotonic() - self.scene.started >= 10.0:
+                self.scene.replay_revision = view.decision_revision
+
+    def replay(self) -> list[str]:
+        """``dispatchctl replay``'s answer for the kept decision, verbatim."""
+        revision = self.scene.replay_revision
+        if not revision:
+            return [f"  no decision of {STATE_CITY} to replay"]
+        args = ["replay", STATE_CITY, "--revision", str(revision), "--solver", "greedy",
+                "--archive-url", self.sink.url]
+        shown = f"$ dispatchctl replay {' '.join(args[1:])}"
+        done = subprocess.run(
+            [sys.executable, "-m", "coordinator.cli.ctl", "--etcd", self.cluster.endpoints,
+             "--namespace", NAMESPACE, *args], capture_output=True, text=True, timeout=60,
+            check=False)
+        out = (done.stdout + done.stderr).strip().splitlines()
+        return [f"  {BOLD}a decision of {STATE_CITY} replayed on its archived state{RESET}",
+                f"  {shown}", *(f"  {line}" for line in out)]
 
     def wind_down(self) -> tuple[Report | None, dict[str, int]]:
         """Stop the workers, let the relays deliver etcd's last decisions (``heads``:
@@ -207,6 +262,7 @@ def start(args: argparse.Namespace) -> Demo:
     cluster = EtcdCluster(3, base=root).start()
     client = EtcdClient(EtcdConfig(endpoints=tuple(cluster.endpoints.split(","))))
     keys = Keys(NAMESPACE)
+    producer: StateProducer | None = None
     try:
         for city, solver in CITIES:
             params = {"orders": 60, "couriers": 40, "seed": len(city)}
@@ -215,23 +271,31 @@ def start(args: argparse.Namespace) -> Demo:
         print("starting PostgreSQL, its schema (dispatch-relay --init) and two relays ...",
               flush=True)
         sink.start(cluster.endpoints)
+        producer = StateProducer(sink.url, STATE_CITY, orders=40, couriers=25).start()
+        client.put(keys.city(STATE_CITY), CityConfig(
+            STATE_CITY, STATE_SOLVER, PERIOD, state_source="postgres",
+            max_state_age=STATE_MAX_AGE, archive_state=True).encode())
     except BaseException:
+        if producer is not None:
+            producer.stop()
         sink.close()
         client.close()
         cluster.close()
         raise
-    demo = Demo(args, root, cluster, client, keys, sink)
-    demo.workers = {w: start_worker(w, cluster.endpoints, root) for w in WORKERS}
-    demo.scene.note(f"etcd {cluster.endpoints}; {len(CITIES)} cities; workers "
+    demo = Demo(args, root, cluster, client, keys, sink, producer)
+    demo.workers = {w: start_worker(w, cluster.endpoints, root, sink.url) for w in WORKERS}
+    demo.scene.note(f"etcd {cluster.endpoints}; {len(CITIES) + 1} cities; workers "
                     f"{', '.join(WORKERS)} (lease TTL {TTL}s); logs in {root}")
-    demo.scene.note(f"relays {', '.join(RELAYS)} into {sink.url}")
+    demo.scene.note(f"relays {', '.join(RELAYS)} into {sink.url}; {STATE_CITY}'s state "
+                    "read from there (the postgres source), archived for replay")
     return demo
 
 
-def summary(demo: Demo, report: Report | None, sink_lines: list[str]) -> None:
+def summary(demo: Demo, report: Report | None, sink_lines: list[str],
+            replay_lines: list[str]) -> None:
     scene = demo.scene
     print(f"\n{BOLD}summary{RESET}")
-    print(f"  ran {demo.ran:.0f}s with {len(CITIES)} cities, "
+    print(f"  ran {demo.ran:.0f}s with {len(CITIES) + 1} cities, "
           f"{len(WORKERS)} workers and {len(RELAYS)} relays")
     if report is not None:
         print(f"  decisions accepted by etcd: {report.decisions}")
@@ -247,6 +311,7 @@ def summary(demo: Demo, report: Report | None, sink_lines: list[str]) -> None:
     else:
         print("  failovers: none seen")
     print("\n".join(sink_lines))
+    print("\n".join(["", *replay_lines]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds before the active relay is killed with SIGKILL")
     parser.add_argument("--restart-after", type=float, default=20.0,
                         help="seconds after a kill before the worker or relay is restarted")
+    parser.add_argument("--state-pause-after", type=float, default=45.0,
+                        help=f"seconds before {STATE_CITY}'s order service stops writing")
+    parser.add_argument("--state-pause", type=float, default=10.0,
+                        help="seconds it stays stopped")
     args = parser.parse_args(argv)
     try:
         demo = start(args)
@@ -280,15 +349,18 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
     finally:
         demo.ran = time.monotonic() - demo.scene.started
+        replay_lines: list[str] = []
         try:
             report, heads = demo.wind_down()
             accepted = report.decisions if report is not None else None
             sink_lines, sink_ok = demo.sink.summary(heads, accepted)
+            replay_lines = demo.replay()
         finally:
+            demo.producer.stop()
             demo.sink.close()
             demo.client.close()
             demo.cluster.close()
-    summary(demo, report, sink_lines)
+    summary(demo, report, sink_lines, replay_lines)
     return 0 if (report is None or report.ok) and sink_ok else 1
 
 
