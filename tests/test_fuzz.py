@@ -423,8 +423,12 @@ SNAPSHOT_NAMES: dict[str, str] = {
 }
 
 
-def _etcd_city(fleet: Fleet, solver: str) -> str:
+def _etcd_city(fleet: Fleet, solver: str, state: str | bytes | None = None) -> str:
+    """A new city on the ``etcd`` source; its ``state`` is put first, so that no tick
+    can run before it is there (and fail with "no state snapshot")."""
     city = fleet.new_city("snap")
+    if state is not None:
+        fleet.client.put(fleet.keys.state(city), state)
     fleet.client.put(fleet.keys.city(city), json.dumps(
         {"solver": solver, "stateSource": "etcd", "periodSeconds": 0.3}))
     return city
@@ -435,8 +439,7 @@ def _etcd_city(fleet: Fleet, solver: str) -> str:
        solver=st.sampled_from(SOLVERS))
 def test_broken_state_snapshots_are_reported_and_never_decided(
         fleet: Fleet, snapshot: dict[str, Any], breakage: str, solver: str) -> None:
-    city = _etcd_city(fleet, solver)
-    fleet.client.put(fleet.keys.state(city), SNAPSHOT_BREAKAGES[breakage](snapshot))
+    city = _etcd_city(fleet, solver, SNAPSHOT_BREAKAGES[breakage](snapshot))
     status = fleet.expect_failing(city)
     assert SNAPSHOT_NAMES[breakage] in status.last_error, (breakage, status.last_error)
     fleet.assert_healthy()
@@ -450,10 +453,8 @@ def test_every_snapshot_breakage_at_once(fleet: Fleet) -> None:
                               "capacity": 2}]}
     cities = {}
     for breakage, breaks in SNAPSHOT_BREAKAGES.items():
-        cities[breakage] = city = _etcd_city(fleet, "hungarian")
-        fleet.client.put(fleet.keys.state(city), breaks(snapshot))
-    fine = _etcd_city(fleet, "hungarian")
-    fleet.client.put(fleet.keys.state(fine), json.dumps(snapshot))
+        cities[breakage] = _etcd_city(fleet, "hungarian", breaks(snapshot))
+    fine = _etcd_city(fleet, "hungarian", json.dumps(snapshot))
     for breakage, city in cities.items():
         status = fleet.expect_failing(city)
         assert SNAPSHOT_NAMES[breakage] in status.last_error, (breakage, status.last_error)
@@ -467,8 +468,7 @@ def test_every_snapshot_breakage_at_once(fleet: Fleet) -> None:
 @given(snapshot=valid_snapshot(), solver=st.sampled_from(SOLVERS))
 def test_valid_state_snapshots_are_decided_within_the_state(
         fleet: Fleet, snapshot: dict[str, Any], solver: str) -> None:
-    city = _etcd_city(fleet, solver)
-    fleet.client.put(fleet.keys.state(city), json.dumps(snapshot))
+    city = _etcd_city(fleet, solver, json.dumps(snapshot))
     d = fleet.expect_decision(city)
     orders = {o["id"]: o.get("size") or 1 for o in snapshot["orders"]}
     capacity = {c["id"]: c.get("capacity", 0) for c in snapshot["couriers"]}

@@ -4,7 +4,8 @@ One worker (in this process) decides for three cities for the whole module: ``ki
 reads its state from etcd (a producer rewrites ``<ns>/state/kiev`` every 0.1 s),
 ``sim`` is simulated, and ``oslo`` reads etcd through ``test-nohistory`` (a source that
 says nothing of how to read a state back) with ``archiveState`` on, so only the archive
-in PostgreSQL can replay it. The tests run in file order; the last one compacts etcd.
+in PostgreSQL can replay it. The tests run in file order; the last one compacts the
+module's own etcd.
 """
 
 from __future__ import annotations
@@ -101,7 +102,17 @@ def _produce(client: EtcdClient, keys: Keys, producing: threading.Event,
 
 
 @pytest.fixture(scope="module")
-def deployment(etcd: EtcdCluster, postgres_server: LocalPostgres) -> Iterator[Deployment]:
+def own_etcd() -> Iterator[EtcdCluster]:
+    """An etcd of this module's own: its last test compacts it, which the session's
+    shared member must never be (every other test verifies its history from revision 1)."""
+    cluster = EtcdCluster(1).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(own_etcd: EtcdCluster, postgres_server: LocalPostgres) -> Iterator[Deployment]:
+    etcd = own_etcd
     namespace = f"/test-{uuid.uuid4().hex[:10]}"
     keys = Keys(namespace)
     archive_url = postgres_server.create_database(f"test_{uuid.uuid4().hex[:12]}")
