@@ -42,3 +42,16 @@ class WorkerConfig:
     admin_port: int | None = None
     #: the longest a city at fault waits between ticks (its backoff's cap)
     max_backoff: float = 30.0
+    #: "cost": plan on each city's measured cost (CPU seconds per second); "count": give
+    #: every worker the same number of cities (kept to compare the two)
+    placement: str = "cost"
+    #: placing by cost, a worker may carry up to (1 + tolerance) x its share, and no
+    #: city moves while every worker is within (1 ± tolerance) x its share
+    tolerance: float = 0.10
+    #: planned moves (graceful handovers) per minute across the fleet; a city whose
+    #: owner died is taken at once, outside this budget
+    moves_per_minute: float = 60.0
+    #: a city that moved is not moved again for this many seconds
+    move_cooldown: float = 60.0
+    #: how often the measured costs are published at most (seconds)
+    load_interval: float = 5.0
