@@ -128,3 +128,21 @@ def test_a_join_into_a_large_fleet_still_converges() -> None:
     after = plan(needs(costs), fleet(21), costs=costs, current=owners(before))
     assert after.loads["w20"] >= 0.9 * 4.0 / 21
     assert {after.owner(c) for c in moved(before, after)} == {"w20"}
+
+
+def test_a_newcomer_beside_a_lone_heavy_city_gets_work_and_wobbles_then_move_nothing() -> None:
+    costs = {"capital": 10.0, **{f"town-{i:03d}": 0.02 for i in range(200)}}
+    two = [Member("w1"), Member("w2")]
+    before = plan(needs(costs), two, costs=costs)
+    assert before.owned_by(before.owner("capital") or "") == {"capital"}
+    three = [*two, Member("w3")]
+    after = plan(needs(costs), three, costs=costs, current=owners(before))
+    assert after.owned_by(after.owner("capital") or "") == {"capital"}
+    towns = [w for w in ("w1", "w2", "w3") if w != after.owner("capital")]
+    assert all(1.8 - 1e-9 <= after.loads[w] <= 2.2 + 1e-9 for w in towns), after.loads
+    # the share is what the capital leaves: 4 over two workers, not 14 over three
+    assert all(after.shares[w] == pytest.approx(2.0) for w in towns), after.shares
+    # the towns' workers stay within the band of the share the capital leaves them
+    wobbled = {c: v * random.Random(c).uniform(0.93, 1.07) for c, v in costs.items()}
+    again = plan(needs(wobbled), three, costs=wobbled, current=owners(after))
+    assert moved(after, again) == []
