@@ -11,6 +11,11 @@ a leave by a watch event; for that moment the sum may exceed the budget by one s
 A city taken over here is not handed over again within ``cooldown`` seconds, so a city
 never moves twice within it. Cities of a dead worker are not moves: its standbys take
 them over by election when its lease expires, and nothing here delays that.
+
+A fleet forming is not churn either: a city a worker took while its session was young
+(its first ``2 × TTL``), and not from a live owner, was taken because nobody else was
+there yet (workers started together each see the others a moment late). Its first move
+is free of the budget and of the cool-down, so a fleet started together settles at once.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class ChurnBudget:
         self._tokens: float | None = None  # full at the first look
         self._refilled = time.monotonic()
         self._arrived: dict[str, float] = {}
+        self._forming: set[str] = set()
         #: moves started here since the worker started
         self.spent = 0
 
@@ -37,9 +43,10 @@ class ChurnBudget:
         with self._lock:
             self._arrived[city] = time.monotonic()
 
-    def forget(self, city: str) -> None:
+    def formed(self, city: str) -> None:
+        """``city`` was taken while the fleet was forming: its first move is free."""
         with self._lock:
-            self._arrived.pop(city, None)
+            self._forming.add(city)
 
     def take(self, city: str, fleet: int) -> str | None:
         """Spend one move on ``city`` and return ``None``, or say why it must wait
@@ -47,6 +54,9 @@ class ChurnBudget:
         now = time.monotonic()
         share = self.moves_per_minute / max(fleet, 1)
         with self._lock:
+            if city in self._forming:
+                self._forming.discard(city)
+                return None
             arrived = self._arrived.get(city)
             if arrived is not None and now - arrived < self.cooldown:
                 return f"cool-down: moved here {now - arrived:.0f}s ago " \

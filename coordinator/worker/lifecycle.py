@@ -254,6 +254,7 @@ class Worker:
                             "repeated lease loss")
         self._registered = False
         self._load_report.forget()
+        self.ownership.new_session()
         self.session = Session(self.client, self.config.lease_ttl, on_lost=self._session_lost,
                                on_keepalive_failure=lambda _exc: self.metrics.keepalive_failed())
         self.campaigns.bind(self.session)

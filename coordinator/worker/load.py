@@ -6,8 +6,7 @@ elsewhere (a solve thread or a solver process reports its own). Divided by the c
 period it is a rate, CPU seconds per second, comparable across cities of any period;
 an exponentially weighted mean over ticks smooths it.
 
-A city with no measurement yet starts from :func:`prior_cost`, a small model of the
-built-in solvers' CPU on the city's size (docs/operations.md, *Placement by cost*).
+A city with no measurement yet is planned on a prior (``coordinator.plan_inputs``).
 """
 
 from __future__ import annotations
@@ -15,32 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-from coordinator.settings import CityConfig
-
-__all__ = ["LoadMeter", "LoadReport", "prior_cost"]
-
-#: CPU seconds per order × courier pair and tick, by solver (from docs/solvers.md's
-#: table: greedy ~75 ms, hungarian and bundle ~230–300 ms at 2,000 × 2,000)
-PER_PAIR = {"greedy": 2e-8, "hungarian": 8e-8, "bundle": 8e-8}
-#: a solver the model does not know: priced like the expensive built-ins
-UNKNOWN_PER_PAIR = 8e-8
-#: state load, validation and commit of a small city's tick (simulated state)
-TICK_OVERHEAD = 0.0005
-
-
-def prior_cost(config: CityConfig) -> float:
-    """CPU seconds per second a city is expected to cost before it is measured: its
-    ``orders`` × ``couriers`` parameters (the simulator's defaults, 50 × 30, when absent)
-    priced per pair for its solver, plus a fixed overhead per tick, over its period."""
-    try:
-        orders = float(config.params.get("orders", 50))
-        couriers = float(config.params.get("couriers", 30))
-    except (TypeError, ValueError):
-        orders, couriers = 50.0, 30.0
-    per_pair = PER_PAIR.get(config.solver, UNKNOWN_PER_PAIR)
-    cpu = TICK_OVERHEAD + per_pair * max(orders, 0.0) * max(couriers, 0.0)
-    return cpu / max(config.period, 0.01)
-
+__all__ = ["LoadMeter", "LoadReport"]
 
 class LoadMeter:
     """Per-city smoothed cost of the ticks run here; thread-safe (tick threads write,

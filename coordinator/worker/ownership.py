@@ -18,6 +18,7 @@ import zlib
 from coordinator.balancer import CityNeeds, Member, Plan, plan
 from coordinator.errors import DispatchError, EtcdError
 from coordinator.logs import CityLog
+from coordinator.plan_inputs import city_costs, city_needs
 from coordinator.recipes.campaigns import Campaigns
 from coordinator.recipes.election import LeaderKey
 from coordinator.recipes.loads import Loads, merge_costs
@@ -28,7 +29,7 @@ from coordinator.settings import CityConfig
 from coordinator.worker.churn import ChurnBudget
 from coordinator.worker.config import WorkerConfig
 from coordinator.worker.health import HealthBook
-from coordinator.worker.load import LoadMeter, prior_cost
+from coordinator.worker.load import LoadMeter
 from coordinator.worker.ticker import Ticker
 from protos import dispatch_pb2 as pb
 
@@ -73,6 +74,11 @@ class Ownership:
         self._measured: dict[str, float] = {}
         #: city -> why its planned move away from here waits
         self.held_back: dict[str, str] = {}
+        self._session_started = time.monotonic()
+
+    def new_session(self) -> None:
+        """A new lease: cities taken in its first moments are the fleet forming."""
+        self._session_started = time.monotonic()
 
     # -- leadership as it comes and goes (the campaigns' callbacks) --------------------
 
@@ -156,24 +162,10 @@ class Ownership:
         measured = merge_costs(self._loads.by_worker().values(), owners) \
             if self._loads is not None else {}
         self._measured = measured
-        costs = {}
-        for city in needs:
-            entry = self._registry.get(city)
-            cost = measured.get(city)
-            if cost is None or cost <= 0:
-                cost = prior_cost(entry if isinstance(entry, CityConfig)
-                                  else CityConfig(city, ""))
-            costs[city] = cost
-        return costs, owners
+        return city_costs(self._registry.entries(), needs, measured), owners
 
     def _make_plan(self, registered: bool) -> Plan:
-        entries = self._registry.entries()
-        needs = {
-            city: CityNeeds(entry.require_labels, entry.prefer_labels)
-            if isinstance(entry, CityConfig) else CityNeeds()
-            for city, entry in entries.items()
-            if not isinstance(entry, CityConfig) or entry.enabled
-        }
+        needs = city_needs(self._registry.entries())
         members = self._members.members()
         me = self._config.worker_id
         if registered and not any(m.worker_id == me for m in members):
@@ -255,16 +247,18 @@ class Ownership:
         measured = self._measured.get(city)
         if measured is not None:
             self._meter.seed(city, measured)
-        if latest is None:
-            phase = zlib.crc32(city.encode()) / 2**32 * period
-            self._ticker.add(city, period, then_at_phase=phase)
-            return
-        previous = latest[0]
-        if previous.worker_id != self._config.worker_id and \
+        previous = latest[0] if latest is not None else None
+        if previous is not None and previous.worker_id != self._config.worker_id and \
                 time.time() - previous.decided_at.ToNanoseconds() / 1e9 < 2 * period:
             # its owner was ticking it until just now: a move, not a failover
             self.churn.arrived(city)
-        self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
+        elif time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
+            self.churn.formed(city)
+        if previous is None:
+            phase = zlib.crc32(city.encode()) / 2**32 * period
+            self._ticker.add(city, period, then_at_phase=phase)
+        else:
+            self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
 
     def _first_tick_in(self, city: str, latest: pb.Decision) -> float:
         decided = latest.decided_at.ToNanoseconds() / 1e9
