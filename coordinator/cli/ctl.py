@@ -1,7 +1,7 @@
 """``dispatchctl``: the operator's command line.
 
 This module is the group, its options and ``main``; the commands live in one module per
-idea (``cities``, ``status``, ``decisions``, ``ops``, ``audit``) and are collected here.
+idea (``cities``, ``status``, ``decisions``, ``ops``, ``audit``, ``plan``) and are collected here.
 None of them imports this module, so running it as ``python -m coordinator.cli.ctl`` loads each
 command once (see :mod:`coordinator.cli.context`).
 """
@@ -19,6 +19,7 @@ from coordinator.cli.common import etcd_options, run_cli
 from coordinator.cli.context import CONTEXT, Ctl
 from coordinator.cli.decisions import compare, history, show, verify
 from coordinator.cli.ops import doctor, drain, undrain, workers
+from coordinator.cli.plan import plan
 from coordinator.cli.render import print_table
 from coordinator.cli.status import status, watch
 from coordinator.plugins import SOLVERS, STATE_SOURCES, installed
@@ -52,7 +53,7 @@ def solvers() -> None:
 
 
 for _command in (city, status, watch, history, compare, show, verify, workers, drain,
-                 undrain, doctor, audit):
+                 undrain, doctor, audit, plan):
     cli.add_command(_command)
 
 

@@ -16,14 +16,31 @@ from typing import Any
 from coordinator.balancer import Member, Plan, plan
 from coordinator.codec import decode
 from coordinator.errors import CitySettingsError
-from coordinator.etcd import EtcdClient
+from coordinator.etcd import EtcdClient, KeyValue
 from coordinator.keys import Keys
 from coordinator.plan_inputs import CityEntry, city_costs, city_needs
 from coordinator.recipes.loads import merge_costs
 from coordinator.settings import parse_settings
 from protos import dispatch_pb2 as pb
 
-__all__ = ["Move", "PlacementView", "WorkerLoadView", "read_placement"]
+__all__ = ["Move", "PlacementView", "WorkerLoadView", "read_loads", "read_placement"]
+
+
+def read_loads(client: EtcdClient, keys: Keys) -> dict[str, pb.WorkerLoad]:
+    """Worker id -> the load it last published (unreadable ones left out)."""
+    kvs, _ = client.get_prefix(keys.loads)
+    return _decode_loads(kvs)
+
+
+def _decode_loads(kvs: list[KeyValue]) -> dict[str, pb.WorkerLoad]:
+    loads = {}
+    for kv in kvs:
+        try:
+            load = decode(pb.WorkerLoad, kv.value)
+        except ValueError:
+            continue
+        loads[load.worker_id] = load
+    return loads
 
 
 @dataclass(frozen=True)
@@ -113,12 +130,7 @@ def read_placement(client: EtcdClient, keys: Keys, *, placement: str = "cost",
         members.append(Member(worker_id, info.capacity or 1.0, dict(info.labels),
                               worker_id in drained))
     members.sort(key=lambda m: m.worker_id)
-    loads = []
-    for kv in load_kv:
-        try:
-            loads.append(decode(pb.WorkerLoad, kv.value))
-        except ValueError:
-            continue
+    loads = list(_decode_loads(load_kv).values())
     needs = city_needs(entries)
     current = {city: worker for city, (_, worker) in first.items() if city in needs}
     measured = merge_costs(loads, current)

@@ -212,6 +212,8 @@ class Worker:
         self.metrics.ownership(len(leaders), len(self.campaigns.entered() - set(leaders)))
         session = self.session
         self.metrics.lease_left(session.time_left() if session is not None else 0.0)
+        self.metrics.load(self.load_meter.costs(), set(leaders),
+                          len(self.ownership.held_back), self.ownership.churn.spent)
 
     def _step(self) -> None:
         if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)
