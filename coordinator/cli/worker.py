@@ -80,7 +80,7 @@ log = logging.getLogger("coordinator.cli.worker")
               help="Churn budget: planned moves (graceful handovers) per minute across the "
                    "fleet; each worker hands over at most its share of them. A dead "
                    "worker's cities are taken at once, outside the budget.")
-@click.option("--move-cooldown", envvar="DISPATCH_MOVE_COOLDOWN", default=60.0,
+@click.option("--move-cooldown", envvar="DISPATCH_MOVE_COOLDOWN", default=15.0,
               show_default=True, type=click.FloatRange(min=0.0), metavar="SECONDS",
               help="A city taken over is not handed over again for this long.")
 @click.option("--metrics-port", envvar="DISPATCH_METRICS_PORT", default=None,

@@ -52,6 +52,6 @@ class WorkerConfig:
     #: owner died is taken at once, outside this budget
     moves_per_minute: float = 60.0
     #: a city that moved is not moved again for this many seconds
-    move_cooldown: float = 60.0
+    move_cooldown: float = 15.0
     #: how often the measured costs are published at most (seconds)
     load_interval: float = 5.0
