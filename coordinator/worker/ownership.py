@@ -126,6 +126,8 @@ class Ownership:
                     continue
                 held_back[city] = why
             wanted.add(city)  # keep leading until someone can take over
+        for city in sorted(held_back.keys() - self.held_back.keys()):  # once, not per loop
+            log.info("moving %s to %s waits: %s", city, self.plan.owner(city), held_back[city])
         self.held_back = held_back
         entered = self._campaigns.entered()
         self.hand_over(handover)
