@@ -95,7 +95,8 @@ class WriteMeter:
 
 
 def run_placement(placement: str, mix: list[Any], *, workers: int, period: float,
-                  seconds: float, settle: float, isolation: str, logs: Path) -> dict[str, Any]:
+                  seconds: float, settle: float, isolation: str, logs: Path,
+                  log_level: str = "warning") -> dict[str, Any]:
     log(f"run: placement by {placement}, window {seconds:.0f}s")
     with etcd.cluster(1) as cluster:
         client = etcd.client_for(cluster.endpoints)
@@ -104,7 +105,8 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
         decisions = decisionlog.DecisionLog(client, keys).start()
         writes = WriteMeter(client, keys)
         procs = processes.Workers(cluster.endpoints, NAMESPACE, logs / placement, extra=[
-            "--placement", placement, "--solve-isolation", isolation, "--lease-ttl", "5"])
+            "--placement", placement, "--solve-isolation", isolation, "--lease-ttl", "5",
+            "--log-level", log_level])
         try:
             started = time.time()
             ids = [f"w{i + 1}" for i in range(workers)]
@@ -202,19 +204,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None,
                         help="measuring window per placement (default 30 quick, 300 full)")
     parser.add_argument("--settle", type=float, default=None,
-                        help="warm-up: no city changes writer for this long (default 10 "
+                        help="warm-up: no city changes writer for this long, past the "
+                             "workers' move cool-down (default 20 "
                              "quick, 30 full)")
     parser.add_argument("--isolation", default=None, choices=["thread", "process"],
                         help="the workers' --solve-isolation (default thread quick, process "
                              "full)")
     parser.add_argument("--placements", default="cost,count",
                         help="comma-separated, run in this order (default cost,count)")
+    parser.add_argument("--worker-log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"],
+                        help="the workers' --log-level (their logs: see worker_logs in the "
+                             "results; info shows every handover and every move held back)")
     parser.add_argument("--results", default="fleet",
                         help="results file name in bench/results/ (default fleet)")
     args = parser.parse_args(argv)
     mix = QUICK_MIX if args.quick else FULL_MIX
     seconds = args.seconds or (30.0 if args.quick else 300.0)
-    settle = args.settle or (10.0 if args.quick else 30.0)
+    settle = args.settle or (20.0 if args.quick else 30.0)
     isolation = args.isolation or ("thread" if args.quick else "process")
     logs = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     results: dict[str, Any] = {
@@ -230,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     for placement in args.placements.split(","):
         results["runs"].append(run_placement(placement, mix, workers=args.workers,
                                              period=args.period, seconds=seconds,
-                                             settle=settle, isolation=isolation, logs=logs))
+                                             settle=settle, isolation=isolation, logs=logs,
+                                             log_level=args.worker_log_level))
     by = {r["placement"]: r for r in results["runs"]}
     if "cost" in by and "count" in by:
         results["cost_vs_count"] = {

@@ -26,6 +26,8 @@ class Loads:
 
     def __init__(self, client: EtcdClient, keys: Keys, on_change: Callable[[], None]) -> None:
         self._loads = WatchedPrefix(client, keys.loads, on_change, "watch loads")
+        #: worker id -> (mod revision, decoded): the planner asks every half second
+        self._decoded: dict[str, tuple[int, pb.WorkerLoad]] = {}
 
     def start(self) -> Loads:
         self._loads.start()
@@ -39,11 +41,19 @@ class Loads:
 
     def by_worker(self) -> dict[str, pb.WorkerLoad]:
         out = {}
+        decoded = {}
         for worker_id, kv in self._loads.items().items():
-            try:
-                out[worker_id] = decode(pb.WorkerLoad, kv.value)
-            except ValueError:
-                continue  # unreadable: as if unmeasured
+            cached = self._decoded.get(worker_id)
+            if cached is not None and cached[0] == kv.mod_revision:
+                load = cached[1]
+            else:
+                try:
+                    load = decode(pb.WorkerLoad, kv.value)
+                except ValueError:
+                    continue  # unreadable: as if unmeasured
+            decoded[worker_id] = (kv.mod_revision, load)
+            out[worker_id] = load
+        self._decoded = decoded
         return out
 
     def costs(self, owners: Mapping[str, str]) -> dict[str, float]:
