@@ -8,10 +8,11 @@ A city is *heavy* when it costs more than a fair share of what the heavier citie
 cities in proportion to its capacity, over the workers the heavy cities leave; its
 *bound* is ``(1 + tolerance)`` × its share, its *floor* ``(1 - tolerance)`` × its share.
 
-When every city's current owner is still eligible, every heavy city is alone on its
-worker and every other worker is between its floor and its bound, the current placement
-stands: nothing moves, however the costs wobble (the hysteresis). Otherwise the plan is
-rebuilt, aiming at *half* the tolerance so that it comes to rest well inside the band:
+When every city's current owner is still eligible, every city heavy by a margin (more
+than ``1 + tolerance`` times a fair share) is alone on its worker and every other worker
+is between its floor and its bound, the current placement stands: nothing moves,
+however the costs wobble (the hysteresis). Otherwise the plan is rebuilt, aiming at
+*half* the tolerance so that it comes to rest well inside the band:
 
 1. Walk the cities heaviest first (then by name): each stays with its current owner
    when that worker is eligible and the city still fits. Then walk the
@@ -47,14 +48,18 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
     """``(owners, loads, shares)`` for the cities of ``ranked`` (city -> its eligible
     members, best first), each city's cost in ``costs`` (all positive)."""
     capacity = {m.worker_id: m.capacity for m in active}
-    heavy = _heavy(costs, ranked, len(capacity))
-    shares = _shares(costs, ranked, capacity, heavy)
     kept = {city: owner for city, owner in current.items() if city in ranked
             and any(m.worker_id == owner for m in ranked[city])}
     if len(kept) == len(ranked):
+        # Heavy by a margin: a city whose measured cost wobbles around a fair share must
+        # not flip the placement between set apart and shared.
+        clearly = _heavy(costs, ranked, len(capacity), 1 + tolerance)
+        shares = _shares(costs, ranked, capacity, clearly)
         loads = _loads(kept, costs, capacity)
-        if _steady(kept, heavy, loads, shares, tolerance):
+        if _steady(kept, clearly, loads, shares, tolerance):
             return kept, loads, shares
+    heavy = _heavy(costs, ranked, len(capacity))
+    shares = _shares(costs, ranked, capacity, heavy)
     # Rebalance, aiming well inside the band (half the tolerance) so that the next
     # wobble of the costs finds no worker at its edge.
     aim = {w: (1 + tolerance / 2) * share for w, share in shares.items()}
@@ -119,13 +124,15 @@ def _steady(owners: Mapping[str, str], heavy: set[str], loads: dict[str, float],
                for w in shares if w not in alone)
 
 
-def _heavy(costs: dict[str, float], ranked: dict[str, list[Member]], workers: int) -> set[str]:
-    """The cities heavier than a fair share of what is left once the heavier ones have
-    a worker each (at most all workers but one)."""
+def _heavy(costs: dict[str, float], ranked: dict[str, list[Member]], workers: int,
+           margin: float = 1.0) -> set[str]:
+    """The cities heavier than ``margin`` × a fair share of what is left once the heavier
+    ones have a worker each (at most all workers but one)."""
     rest = sum(costs[c] for c in ranked)
     heavy: set[str] = set()
     for city in sorted(ranked, key=lambda c: (-costs[c], c)):
-        if len(heavy) >= workers - 1 or costs[city] <= rest / (workers - len(heavy)):
+        if len(heavy) >= workers - 1 or \
+                costs[city] <= margin * rest / (workers - len(heavy)):
             break
         heavy.add(city)
         rest -= costs[city]

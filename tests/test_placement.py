@@ -146,3 +146,14 @@ def test_a_newcomer_beside_a_lone_heavy_city_gets_work_and_wobbles_then_move_not
     wobbled = {c: v * random.Random(c).uniform(0.93, 1.07) for c, v in costs.items()}
     again = plan(needs(wobbled), three, costs=wobbled, current=owners(after))
     assert moved(after, again) == []
+
+
+def test_a_city_near_a_fair_share_does_not_flip_between_set_apart_and_shared() -> None:
+    towns = {f"town-{i:02d}": 0.01 for i in range(60)}
+    costs = {"capital": 0.195, **towns}  # just under a fair share (0.199)
+    first = plan(needs(costs), fleet(4), costs=costs)
+    assert len(first.owned_by(first.owner("capital") or "")) > 1  # shared
+    for wobble in (0.19, 0.2, 0.201, 0.203):  # now under, now just over a fair share
+        again = {**costs, "capital": wobble}
+        assert moved(first, plan(needs(again), fleet(4), costs=again,
+                                 current=owners(first))) == [], wobble
