@@ -20,8 +20,9 @@ class LoadMeter:
     """Per-city smoothed cost of the ticks run here; thread-safe (tick threads write,
     the control loop reads)."""
 
-    #: weight of the newest tick in the mean (about the last ten ticks count)
-    ALPHA = 0.2
+    #: weight of the newest tick in the mean (about the last twenty ticks count: a solve's
+    #: time varies from tick to tick with the shape of the state, and placement must not)
+    ALPHA = 0.1
     #: a city no longer ticked here is still reported this long (seconds), so that the
     #: fleet keeps its measurement while the new owner's own builds up
     KEEP = 30.0
