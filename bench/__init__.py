@@ -1,6 +1,6 @@
 """The benchmarks: one module each, run from the repository root as
 ``python -m bench.<name>`` (``coordination``, ``tickcost``, ``scale``, ``failover``,
-``leaselock``, ``solvers``, ``relay``), and ``python -m bench.report``, which renders
+``leaselock``, ``solvers``, ``relay``, ``fleet``), and ``python -m bench.report``, which renders
 docs/benchmarks.md from their results.
 
 What the benchmarks share is split by idea: ``host`` (the machine measured), ``stats``,

@@ -126,6 +126,24 @@ class DecisionLog:
         return None
 
 
+def wait_settled(decisions: DecisionLog, cities: int, quiet: float, timeout: float) -> bool:
+    """Wait until every one of ``cities`` has decided and no city changed writer for
+    ``quiet`` seconds (placement settled); ``False`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    if not decisions.wait(lambda d: len(d.by_city) >= cities,
+                          max(1.0, deadline - time.monotonic())):
+        return False
+    last, since = decisions.latest_writer(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = decisions.latest_writer()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+    return False
+
+
 def gaps(seen: Sequence[Seen], start: float, end: float, *,
          clock: str = "decided") -> list[float]:
     """Intervals between consecutive decisions of one city whose later decision falls

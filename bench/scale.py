@@ -104,19 +104,7 @@ def run_config(cities: int, workers: int, isolation: str, *, period: float, seco
 
 def _warm_up(decisions: decisionlog.DecisionLog, names: list[str], timeout: float) -> bool:
     """Every city has decided, and no city changed writer for 5 s."""
-    deadline = time.monotonic() + timeout
-    if not decisions.wait(lambda d: len(d.by_city) >= len(names),
-                          max(1.0, deadline - time.monotonic())):
-        return False
-    last, since = decisions.latest_writer(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = decisions.latest_writer()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= 5.0:
-            return True
-    return False
+    return decisionlog.wait_settled(decisions, len(names), 5.0, timeout)
 
 
 def _analyse(label: str, cities: int, workers: int, isolation: str, period: float,

@@ -16,6 +16,9 @@ cities, both read from etcd watches), so no coordinator of the coordinators is n
    affinity beats balance.
 3. The next ``standbys`` ranked workers queue behind the owner as hot standbys.
 
+With ``costs`` given, step 2 balances measured cost instead of counting cities, sticky to
+the current owners within a tolerance (``coordinator.placement``).
+
 The plan says who *should* own a city. Ownership itself is still decided by the
 election, and the worker hands a city over only when its planned owner is queued (see
 ``Worker``), so the plan never causes a gap.
@@ -28,7 +31,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from coordinator.placement import by_cost
+
 __all__ = ["CityNeeds", "Member", "Plan", "plan"]
+
+#: the cost of a city counted as ~nothing (no city is free to move)
+MIN_COST = 1e-6
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,11 @@ class Plan:
     ranking: dict[str, list[str]]
     #: cities no live worker may own (nobody carries their required labels)
     orphans: list[str]
+    #: placement by cost: each active worker's planned load and its share of the total
+    #: (CPU seconds per second), and the costs planned on; empty when placing by count
+    loads: dict[str, float] = field(default_factory=dict)
+    shares: dict[str, float] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
 
     def owner(self, city: str) -> str | None:
         ranked = self.ranking.get(city)
@@ -78,10 +91,13 @@ def _matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 
 
 def plan(cities: Mapping[str, CityNeeds], members: Sequence[Member], *,
-         standbys: int = 1) -> Plan:
+         standbys: int = 1, costs: Mapping[str, float] | None = None,
+         current: Mapping[str, str] | None = None, tolerance: float = 0.10) -> Plan:
+    """The ownership plan: by count when ``costs`` (city -> CPU seconds per second) is
+    ``None``, else by cost (:mod:`coordinator.placement`), sticky to the ``current``
+    owners (city -> worker id) within ``tolerance``."""
     active = sorted((m for m in members if not m.drained and m.capacity > 0),
                     key=lambda m: m.worker_id)
-    ranking: dict[str, list[str]] = {}
     orphans: list[str] = []
     ranked_members: dict[str, list[Member]] = {}
     for city, needs in cities.items():
@@ -93,7 +109,24 @@ def plan(cities: Mapping[str, CityNeeds], members: Sequence[Member], *,
             return (not _matches(m.labels, n.prefer), -_score(c, m), m.worker_id)
 
         ranked_members[city] = sorted(eligible, key=rank)
+    if costs is None:
+        owners = _by_count(ranked_members, active)
+        extra: dict[str, dict[str, float]] = {}
+    else:
+        city_costs = {c: max(float(costs.get(c, MIN_COST)), MIN_COST) for c in ranked_members}
+        owners, loads, shares = by_cost(ranked_members, active, city_costs,
+                                        current or {}, tolerance)
+        extra = {"loads": loads, "shares": shares, "costs": city_costs}
+    ranking: dict[str, list[str]] = {}
+    for city, candidates in ranked_members.items():
+        owner = owners[city]
+        rest = [m.worker_id for m in candidates if m.worker_id != owner][:standbys]
+        ranking[city] = [owner, *rest]
+    return Plan(ranking, sorted(orphans), **extra)
 
+
+def _by_count(ranked_members: dict[str, list[Member]], active: list[Member]) -> dict[str, str]:
+    """Each worker between the floor and the ceiling of its share of the cities."""
     n = len(ranked_members)
     total = sum(m.capacity for m in active)
     quota = {m.worker_id: n * m.capacity / total for m in active} if total else {}
@@ -101,7 +134,7 @@ def plan(cities: Mapping[str, CityNeeds], members: Sequence[Member], *,
     ceil_of = {w: math.ceil(q - 1e-9) for w, q in quota.items()}
     extras = n - sum(floor_of.values())
     load = dict.fromkeys(quota, 0)
-
+    owners: dict[str, str] = {}
     order = sorted(ranked_members, key=lambda c: (len(ranked_members[c]), _unit_hash(c), c))
     for city in order:
         candidates = ranked_members[city]
@@ -118,6 +151,5 @@ def plan(cities: Mapping[str, CityNeeds], members: Sequence[Member], *,
         if owner is None:  # affinity leaves no room: least loaded eligible worker
             owner = min(candidates, key=lambda m: (load[m.worker_id] / m.capacity, m.worker_id))
         load[owner.worker_id] += 1
-        rest = [m.worker_id for m in candidates if m is not owner][:standbys]
-        ranking[city] = [owner.worker_id, *rest]
-    return Plan(ranking, sorted(orphans))
+        owners[city] = owner.worker_id
+    return owners

@@ -9,6 +9,7 @@
     <ns>/status/<city>                 CityStatus (JSON)          fenced by the token
     <ns>/state/<city>                  StateSnapshot (JSON)       for the ``etcd`` state source
     <ns>/drain/<worker-id>             "1"                        a drained worker takes no city
+    <ns>/load/<worker-id>              WorkerLoad (JSON)          under the worker's lease
     <ns>/relays/<sink>/election/<lease hex>  relay id             a relay's candidate key
     <ns>/relays/<sink>/status/<relay-id>     RelayStatus (JSON)   under the relay's lease
 """
@@ -56,6 +57,7 @@ class Keys:
         self.statuses = f"{ns}/status/"
         self.states = f"{ns}/state/"
         self.drains = f"{ns}/drain/"
+        self.loads = f"{ns}/load/"
         self.relays = f"{ns}/relays/"
 
     def city(self, city: str) -> str:
@@ -79,6 +81,10 @@ class Keys:
 
     def drain(self, worker_id: str) -> str:
         return self.drains + worker_id
+
+    def load(self, worker_id: str) -> str:
+        """What each city led by ``worker_id`` costs it (placement by cost)."""
+        return self.loads + worker_id
 
     def relay_election(self, sink: str) -> str:
         """The election prefix of a sink's relays (one of them is active)."""

@@ -17,7 +17,9 @@ from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
 
 Spawn = Callable[..., WorkerProcess]
-LIGHT = ("--solve-isolation", "thread")  # many workers on 2 cores: keep each one small
+#: many workers on 2 cores: keep each one small; these tests count cities per worker
+#: (placement by cost: tests/test_cost_placement.py)
+LIGHT = ("--solve-isolation", "thread", "--placement", "count")
 
 
 def owners(client: EtcdClient, keys: Keys) -> dict[str, str]:

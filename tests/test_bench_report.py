@@ -197,3 +197,32 @@ def test_help() -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
     assert "--results DIR" in done.stdout and "--out FILE" in done.stdout
+
+
+#: the shape ``python -m bench.fleet`` writes, with made-up figures
+FLEET: dict[str, Any] = {
+    "mode": "quick", "period": 2.0, "workers": 4, "isolation": "thread",
+    "mix": [{"class": "capital", "cities": 2, "orders": 600, "couriers": 400,
+             "solvers": ["hungarian", "bundle"]},
+            {"class": "village", "cities": 60, "orders": 30, "couriers": 20,
+             "solvers": ["greedy"]}],
+    "runs": [
+        {"placement": "cost", "busiest_over_mean": 1.08, "cpu_mean": 0.2,
+         "on_time_by_class": {"capital": {"on_time_share": 1.0},
+                              "village": {"on_time_share": 0.999}},
+         "moves_per_hour": 0.0, "etcd_bytes_per_s": 9000.0, "etcd_bytes_per_decision": 300.0},
+        {"placement": "count", "busiest_over_mean": 1.9, "cpu_mean": 0.2,
+         "on_time_by_class": {"capital": {"on_time_share": 0.98}},
+         "moves_per_hour": 0.0, "etcd_bytes_per_s": 8800.0, "etcd_bytes_per_decision": 290.0}],
+}
+
+
+def test_fleet_section(tmp_path: Path) -> None:
+    page = render({"fleet": FLEET}, tmp_path)
+    assert_clean(page)
+    glance = page.split("## Targets at a glance", 1)[1].split("## Contents", 1)[0]
+    assert re.search(r"≤ 1\.10 \| 1\.08 \(by count: 1\.90×\) \| met \|", glance), glance
+    assert re.search(r"99\.5 % \| worst class 99\.9% \| met \|", glance), glance
+    assert "| cost | 1.08× |" in page and "capital on time" in page
+    for variant in [{}, {"runs": [{}]}, *_stripped(FLEET)]:
+        assert_clean(render({"fleet": variant}, tmp_path))

@@ -34,8 +34,8 @@ pytestmark = pytest.mark.slow
 
 NAMESPACE = "/hygiene"
 TTL = 2
-#: the worker's long-lived watch streams: cities, elections, workers, drains
-WATCHES = 4
+#: the worker's long-lived watch streams: cities, elections, workers, drains, loads
+WATCHES = 5
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from bench.report import (
     coordination,
     failover,
+    fleet,
     leaselock,
     other,
     relay,
@@ -29,7 +30,8 @@ from bench.report.parts import Context, Section
 #: seconds between attempts at reading a results file a benchmark may be rewriting
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
-ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers")
+ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
+         "fleet")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -47,18 +49,22 @@ COMMANDS = {
               "raw psycopg writes of the same rows in the same batches"),
     "scale": ("1,000 cities × 4 workers at 1 s: ticks on time, lateness, CPU, RSS, etcd "
               "load; city and worker sweeps", "a process that only sleeps (scheduling delay)"),
+    "fleet": ("a heavy-tailed mix of cities over 4 workers placed by measured cost: busiest "
+              "worker's CPU ÷ mean, on time per size class, moves per hour, etcd bytes "
+              "written", "placement by count, same run"),
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
-    "solvers": solvers.render,
+    "solvers": solvers.render, "fleet": fleet.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
           "scale": "Scale",
           "failover": "Failover and handover",
           "leaselock": "Comparison with client-go's LeaseLock",
-          "relay": "Decisions out: the relay", "solvers": "Solvers"}
+          "relay": "Decisions out: the relay", "solvers": "Solvers",
+          "fleet": "Placement by cost: a realistic fleet"}
 
 
 def load_results(directory: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:

@@ -1,9 +1,10 @@
 """``dispatchctl``: the operator's command line.
 
 This module is the group, its options and ``main``; the commands live in one module per
-idea (``cities``, ``status``, ``decisions``, ``ops``, ``audit``, ``replay``) and are collected here.
-None of them imports this module, so running it as ``python -m coordinator.cli.ctl`` loads each
-command once (see :mod:`coordinator.cli.context`).
+idea (``cities``, ``status``, ``decisions``, ``ops``, ``audit``, ``replay``, ``plan``) and
+are collected here. None of them imports this module, so running it as
+``python -m coordinator.cli.ctl`` loads each command once (see
+:mod:`coordinator.cli.context`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from coordinator.cli.common import etcd_options, run_cli
 from coordinator.cli.context import CONTEXT, Ctl
 from coordinator.cli.decisions import compare, history, show, verify
 from coordinator.cli.ops import doctor, drain, undrain, workers
+from coordinator.cli.plan import plan
 from coordinator.cli.render import print_table
 from coordinator.cli.replay import replay
 from coordinator.cli.status import status, watch
@@ -53,7 +55,7 @@ def solvers() -> None:
 
 
 for _command in (city, status, watch, history, compare, show, verify, workers, drain,
-                 undrain, doctor, audit, replay):
+                 undrain, doctor, audit, replay, plan):
     cli.add_command(_command)
 
 

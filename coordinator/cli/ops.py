@@ -20,6 +20,7 @@ from coordinator.errors import ConfigError
 from coordinator.keys import Keys, check_worker_id
 from coordinator.ops.doctor import DEFAULT_QUOTA_BYTES, Finding, diagnose
 from coordinator.ops.overview import read_overview
+from coordinator.ops.placement import read_loads
 
 __all__ = ["doctor", "drain", "undrain", "workers"]
 
@@ -30,6 +31,7 @@ __all__ = ["doctor", "drain", "undrain", "workers"]
 def _worker_rows(ctl: Ctl) -> list[dict[str, Any]]:
     client, keys = ctl.client, ctl.keys
     overview = read_overview(client, keys)
+    loads = read_loads(client, keys)
     owned: dict[str, int] = {}
     standby: dict[str, int] = {}
     for view in overview.cities:
@@ -51,12 +53,13 @@ def _worker_rows(ctl: Ctl) -> list[dict[str, Any]]:
             "drained": worker_id in overview.drained,
             "owns": owned.get(worker_id, 0), "standbyFor": standby.get(worker_id, 0),
             "running": True,
+            "load": loads[worker_id].total if worker_id in loads else None,
         })
     for worker_id in sorted(overview.drained - set(overview.workers)):
         rows.append({"workerId": worker_id, "host": "", "pid": 0, "version": "",
                      "capacity": 0.0, "labels": {}, "adminAddress": "", "leaseId": "",
                      "leaseTtlLeft": -1, "leaseTtl": 0, "drained": True, "owns": 0,
-                     "standbyFor": 0, "running": False})
+                     "standbyFor": 0, "running": False, "load": None})
     return rows
 
 
@@ -65,7 +68,8 @@ def _worker_rows(ctl: Ctl) -> list[dict[str, Any]]:
 @pass_ctl
 def workers(ctl: Ctl, /, as_json: bool) -> None:
     """Live workers: lease and time left on it, version, capacity, labels, drained,
-    and how many cities each owns and stands by for."""
+    how many cities each owns and stands by for, and its load (CPU seconds per second
+    of its cities' ticks, as it last published it; `dispatchctl plan` for shares)."""
     rows = _worker_rows(ctl)
     if as_json:
         print_json(rows)
@@ -74,16 +78,17 @@ def workers(ctl: Ctl, /, as_json: bool) -> None:
         click.echo(f"no live worker under {ctl.keys.workers}")
         return
     table = [["WORKER", "HOST", "PID", "VERSION", "CAPACITY", "LEASE", "TTL LEFT",
-              "DRAINED", "OWNS", "STANDBY", "LABELS"]]
+              "DRAINED", "OWNS", "STANDBY", "LOAD", "LABELS"]]
     for r in rows:
         if not r["running"]:
             table.append([r["workerId"], "-", "-", "-", "-", "-", "-", "yes (not running)",
-                          "0", "0", ""])
+                          "0", "0", "-", ""])
             continue
         table.append([
             r["workerId"], r["host"], str(r["pid"]), r["version"], f"{r['capacity']:g}",
             r["leaseId"] or "-", f"{ttl(r['leaseTtlLeft'])}/{r['leaseTtl']}s",
             "yes" if r["drained"] else "no", str(r["owns"]), str(r["standbyFor"]),
+            "-" if r["load"] is None else f"{r['load']:.4f}",
             " ".join(f"{k}={v}" for k, v in sorted(r["labels"].items())),
         ])
     print_table(table)

@@ -19,6 +19,7 @@ from coordinator.errors import DispatchError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys
 from coordinator.ops.overview import read_overview, read_relays
+from coordinator.ops.placement import read_loads
 from coordinator.recipes.watch import PrefixWatch
 
 __all__ = ["status", "watch"]
@@ -124,8 +125,9 @@ def watch(ctl: Ctl, /, interval: float, once: bool, colour: bool | None) -> None
 @click.pass_context
 def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
     """Per city: owner, fencing token, candidates queued, solver, age of the last
-    decision, state and last error — all read at one etcd revision — the drained
-    workers, and each sink's relays (active, cursor, lag, last error)."""
+    decision, state and last error — all read at one etcd revision — each worker's
+    load, the drained workers, and each sink's relays (active, cursor, lag, last
+    error)."""
     if live:
         ctx.invoke(watch)
         return
@@ -133,9 +135,13 @@ def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
     overview = read_overview(ctl.client, ctl.keys)
     relays = read_relays(ctl.client, ctl.keys)
     alarms = _alarms(ctl.client)
+    loads = read_loads(ctl.client, ctl.keys)
     if as_json:
         print_json({"revision": overview.revision,
                     "cities": [v.to_json() for v in overview.cities],
+                    "cityCosts": {c: cost for load in loads.values()
+                                  for c, cost in load.cities.items()},
+                    "workerLoads": {w: load.total for w, load in loads.items()},
                     "drainedWorkers": sorted(overview.drained),
                     "relays": [r.to_json() for r in relays],
                     "etcdAlarms": alarms})
@@ -149,6 +155,9 @@ def status(ctx: click.Context, /, as_json: bool, live: bool) -> None:
         click.echo(f"no cities under {ctl.keys.namespace} (add one with `dispatchctl city add`)")
     else:
         print_table(status_rows(overview.cities))
+    if loads:
+        click.echo("\nload per worker (CPU s/s; `dispatchctl plan` for shares): " + ", ".join(
+            f"{w} {load.total:.4f}" for w, load in sorted(loads.items())))
     if overview.drained:
         click.echo(f"\ndrained workers (own no city): {', '.join(sorted(overview.drained))}")
     if relays:

@@ -64,6 +64,25 @@ log = logging.getLogger("coordinator.cli.worker")
 @click.option("--solve-processes", envvar="DISPATCH_SOLVE_PROCESSES", default=None,
               type=click.IntRange(1, 256), metavar="N",
               help="Size of the solver process pool. [default: CPU count, at most 4]")
+@click.option("--placement", envvar="DISPATCH_PLACEMENT", default="cost", show_default=True,
+              type=click.Choice(["cost", "count"]),
+              help="cost: share cities by their measured cost (CPU seconds per second of "
+                   "their ticks, published under <namespace>/load/), so a worker holding a "
+                   "capital takes fewer towns. count: every worker the same number of "
+                   "cities (to compare the two). Every worker of a fleet must use the same.")
+@click.option("--tolerance", envvar="DISPATCH_TOLERANCE", default=0.10, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="Placing by cost: a worker carries at most (1 + tolerance) x its share "
+                   "of the fleet's load, and no city moves while every worker is within "
+                   "(1 ± tolerance) x its share.")
+@click.option("--moves-per-minute", envvar="DISPATCH_MOVES_PER_MINUTE", default=60.0,
+              show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Churn budget: planned moves (graceful handovers) per minute across the "
+                   "fleet; each worker hands over at most its share of them. A dead "
+                   "worker's cities are taken at once, outside the budget.")
+@click.option("--move-cooldown", envvar="DISPATCH_MOVE_COOLDOWN", default=15.0,
+              show_default=True, type=click.FloatRange(min=0.0), metavar="SECONDS",
+              help="A city taken over is not handed over again for this long.")
 @click.option("--metrics-port", envvar="DISPATCH_METRICS_PORT", default=None,
               type=click.IntRange(0, 65535), metavar="PORT",
               help="Serve Prometheus metrics on this port (off when not given).")
@@ -122,6 +141,10 @@ def command(**options: Any) -> None:
         state_postgres_url=options["state_postgres_url"],
         state_http_url=options["state_http_url"],
         archive_url=options["archive_url"],
+        placement=options["placement"],
+        tolerance=options["tolerance"],
+        moves_per_minute=options["moves_per_minute"],
+        move_cooldown=options["move_cooldown"],
     )
     client = connect(options)
     try:

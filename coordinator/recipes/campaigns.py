@@ -100,6 +100,13 @@ class Campaigns:
         with self._lock:
             return sorted(self._view.get(city, {}).values(), key=lambda kv: kv.create_revision)
 
+    def owners(self) -> dict[str, str]:
+        """City -> the worker id of its leader (the first candidate), every city."""
+        with self._lock:
+            return {city: min(kvs.values(), key=lambda kv: kv.create_revision)
+                    .value.decode(errors="replace")
+                    for city, kvs in self._view.items() if kvs}
+
     def position(self, city: str) -> int | None:
         """Our place in the city's queue (0 = leader), ``None`` if not a candidate."""
         with self._lock:

@@ -48,3 +48,16 @@ class WorkerConfig:
     #: PostgreSQL URL of the state archive (the postgres sink's database) where the
     #: states of cities with ``archiveState`` go; None: such cities' ticks fail
     archive_url: str | None = None
+    #: "cost": plan on each city's measured cost (CPU seconds per second); "count": give
+    #: every worker the same number of cities (kept to compare the two)
+    placement: str = "cost"
+    #: placing by cost, a worker may carry up to (1 + tolerance) x its share, and no
+    #: city moves while every worker is within (1 ± tolerance) x its share
+    tolerance: float = 0.10
+    #: planned moves (graceful handovers) per minute across the fleet; a city whose
+    #: owner died is taken at once, outside this budget
+    moves_per_minute: float = 60.0
+    #: a city that moved is not moved again for this many seconds
+    move_cooldown: float = 15.0
+    #: how often the measured costs are published at most (seconds)
+    load_interval: float = 5.0

@@ -32,6 +32,7 @@ from coordinator.plugins import PluginLoader
 from coordinator.recipes.batcher import CommitBatcher
 from coordinator.recipes.campaigns import Campaigns
 from coordinator.recipes.election import LeaderKey
+from coordinator.recipes.loads import Loads, publish_load
 from coordinator.recipes.membership import Members, register
 from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.session import Session
@@ -44,6 +45,7 @@ from coordinator.worker.config import WorkerConfig
 from coordinator.worker.failures import FailurePolicy
 from coordinator.worker.gate import ComputeGate
 from coordinator.worker.health import HealthBook
+from coordinator.worker.load import LoadMeter, LoadReport
 from coordinator.worker.messages import timestamp
 from coordinator.worker.metrics import Metrics
 from coordinator.worker.ownership import Ownership
@@ -96,6 +98,9 @@ class Worker:
                                    on_change=self._changed, on_lost=self._lost,
                                    on_elected=self._elected)
         self.members = Members(client, self.keys, on_change=self._dirty.set)
+        self.loads = Loads(client, self.keys, on_change=self._dirty.set)
+        self.load_meter = LoadMeter()
+        self._load_report = LoadReport(config.load_interval)
         self.metrics = Metrics()
         self.metrics.identify(config.worker_id, __version__)
         self.metrics.sample_on_scrape(self._sample_metrics)
@@ -112,7 +117,8 @@ class Worker:
             hang_factor=config.hang_factor, registry=self.registry,
             campaigns=self.campaigns, plugins=self.plugins, runner=self.runner,
             gate=self.gate, store=self.store, metrics=self.metrics, healths=self.healths,
-            failures=self.failures, stopping=self._stopping, archive=self.archive)
+            failures=self.failures, stopping=self._stopping, archive=self.archive,
+            load=self.load_meter)
         self.ticker = Ticker(self.pipeline.tick, max_workers=config.tick_threads,
                              slack=config.tick_slack, on_skip=self.metrics.skipped,
                              tick_group=self.pipeline.tick_group,
@@ -120,7 +126,8 @@ class Worker:
         self.ownership = Ownership(
             config=config, registry=self.registry, campaigns=self.campaigns,
             members=self.members, ticker=self.ticker, store=self.store,
-            healths=self.healths, stopping=self._stopping, dirty=self._dirty)
+            healths=self.healths, stopping=self._stopping, dirty=self._dirty,
+            loads=self.loads, meter=self.load_meter)
 
     # -- what others read ---------------------------------------------------------------
 
@@ -170,6 +177,7 @@ class Worker:
         self.registry.start()
         self.campaigns.start()
         self.members.start()
+        self.loads.start()
         self.plugins.preload()
         failures = 0
         try:
@@ -210,10 +218,12 @@ class Worker:
         self.metrics.ownership(len(leaders), len(self.campaigns.entered() - set(leaders)))
         session = self.session
         self.metrics.lease_left(session.time_left() if session is not None else 0.0)
+        self.metrics.load(self.load_meter.costs(), set(leaders),
+                          len(self.ownership.held_back), self.ownership.churn.spent)
 
     def _step(self) -> None:
         if not (self.registry.wait_synced(0) and self.campaigns.wait_synced(0)
-                and self.members.synced() and self.runner.ready()):
+                and self.members.synced() and self.loads.synced() and self.runner.ready()):
             return  # stand for no city before we can see the namespace and solve
         session = self.session
         if session is None or session.lost.is_set():
@@ -221,7 +231,17 @@ class Worker:
         if not self._registered:
             self._register()
         self.ownership.reconcile(registered=self._registered)
+        self._publish_load()
 
+    def _publish_load(self) -> None:
+        """Publish what our cities cost, when due (``LoadReport``)."""
+        costs, now = self.load_meter.costs(), time.monotonic()
+        if self.session is None or not self._load_report.due(costs, now):
+            return
+        load = pb.WorkerLoad(worker_id=self.config.worker_id, cities=costs,
+                             total=sum(costs.values()), measured_at=timestamp(time.time()))
+        publish_load(self.client, self.keys, self.session, load)
+        self._load_report.published(costs, now)
     def _new_session(self) -> None:
         old, now = self.session, time.monotonic()
         if old is not None:
@@ -241,6 +261,8 @@ class Worker:
             raise LeaseLost(f"sitting out for {self._sit_out_until - now:.0f}s more after "
                             "repeated lease loss")
         self._registered = False
+        self._load_report.forget()
+        self.ownership.new_session()
         self.session = Session(self.client, self.config.lease_ttl, on_lost=self._session_lost,
                                on_keepalive_failure=lambda _exc: self.metrics.keepalive_failed())
         self.campaigns.bind(self.session)
@@ -276,6 +298,7 @@ class Worker:
             self.session.close()
         self.campaigns.stop()
         self.members.stop()
+        self.loads.stop()
         self.registry.stop()
         if self.admin is not None:
             self.admin.stop()

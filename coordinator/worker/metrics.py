@@ -123,6 +123,8 @@ class Metrics:
         #: per-city ``(ticks, commits)`` and per-solver ``solve_seconds`` series
         self._cities: dict[str, tuple[Any, Any]] = {}
         self._solvers: dict[str, Any] = {}
+        self._costed: set[str] = set()
+        self._moves = 0
         r = self.registry
         ns = prefix  # prometheus_client calls the name prefix a "namespace"
 
@@ -141,6 +143,17 @@ class Metrics:
             "etcd_nospace", "1 while etcd refuses this worker's decisions for its NOSPACE "
             "alarm (database over --quota-backend-bytes), 0 once one is accepted again.",
             namespace=ns, registry=r)
+
+        self.city_cost = Gauge(
+            "city_cost", "Measured cost of each city this worker ticked recently: CPU "
+            "seconds per second of its whole tick (state load, solve wherever it ran, "
+            "validation, commit), smoothed.", ["city"], namespace=ns, registry=r)
+        self.worker_load = Gauge(
+            "worker_load", "The sum of dispatch_city_cost over the cities this worker "
+            "leads: CPU seconds per second.", namespace=ns, registry=r)
+        self.moves_held_back = Gauge(
+            "moves_held_back", "Planned moves of cities away from this worker waiting for "
+            "the churn budget or a city's cool-down.", namespace=ns, registry=r)
 
         self.worker_info = Gauge(
             "worker_info", "Always 1; labels name the worker id and version behind this "
@@ -166,6 +179,9 @@ class Metrics:
         self.keepalive_failures = Counter(
             "lease_keepalive_failures", "Lease keep-alive requests that failed.",
             namespace=ns, registry=r)
+        self.moves = Counter(
+            "moves", "Planned moves (graceful handovers) this worker started under the "
+            "churn budget.", namespace=ns, registry=r)
         self.leases_lost = Counter(
             "lease_lost", "Times this worker's lease was lost (every city dropped at once).",
             namespace=ns, registry=r)
@@ -242,6 +258,22 @@ class Metrics:
     def ownership(self, owned: int, queued: int) -> None:
         self.cities_owned.set(owned)
         self.candidates_queued.set(queued)
+
+    def load(self, costs: dict[str, float], led: set[str], held_back: int,
+             moves: int) -> None:
+        """Set the placement gauges: each city's measured cost (a city no longer
+        measured here loses its series), this worker's load over the cities it leads,
+        the moves held back, and the moves started so far (a running total)."""
+        for labels in list(self._costed - set(costs)):
+            with contextlib.suppress(KeyError):
+                self.city_cost.remove(labels)
+        self._costed = set(costs)
+        for city, cost in costs.items():
+            self.city_cost.labels(city).set(cost)
+        self.worker_load.set(sum(cost for city, cost in costs.items() if city in led))
+        self.moves_held_back.set(held_back)
+        self.moves.inc(max(0, moves - self._moves))
+        self._moves = max(moves, self._moves)
 
     def lease_left(self, seconds: float) -> None:
         self.lease_ttl_remaining.set(max(0.0, seconds))

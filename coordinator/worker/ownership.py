@@ -1,9 +1,10 @@
 """Which cities this worker stands for, leads and ticks: plan, reconcile, hand over.
 
 The control loop reconciles (:meth:`Ownership.reconcile`): it ranks the workers for
-every city (``coordinator.balancer``), stands in the elections of the cities planned
-here, leaves the others, and hands a city over gracefully once its planned owner is
-queued behind us. Ticking follows leadership: a city is ticked from the moment it is
+every city (``coordinator.balancer``; by measured cost, ``coordinator.placement``),
+stands in the elections of the cities planned here, leaves the others, and hands a city
+over gracefully once its planned owner is queued behind us, within the churn budget
+(``churn``). Ticking follows leadership: a city is ticked from the moment it is
 won (:meth:`Ownership.elected`) until it is lost, left or handed over.
 """
 
@@ -17,14 +18,18 @@ import zlib
 from coordinator.balancer import CityNeeds, Member, Plan, plan
 from coordinator.errors import DispatchError, EtcdError
 from coordinator.logs import CityLog
+from coordinator.plan_inputs import city_costs, city_needs
 from coordinator.recipes.campaigns import Campaigns
 from coordinator.recipes.election import LeaderKey
+from coordinator.recipes.loads import Loads, merge_costs
 from coordinator.recipes.membership import Members
 from coordinator.recipes.registry import CityRegistry
 from coordinator.recipes.store import DecisionStore
 from coordinator.settings import CityConfig
+from coordinator.worker.churn import ChurnBudget
 from coordinator.worker.config import WorkerConfig
 from coordinator.worker.health import HealthBook
+from coordinator.worker.load import LoadMeter
 from coordinator.worker.ticker import Ticker
 from protos import dispatch_pb2 as pb
 
@@ -48,7 +53,8 @@ class Ownership:
     def __init__(self, *, config: WorkerConfig, registry: CityRegistry,
                  campaigns: Campaigns, members: Members, ticker: Ticker,
                  store: DecisionStore, healths: HealthBook, stopping: threading.Event,
-                 dirty: threading.Event) -> None:
+                 dirty: threading.Event, loads: Loads | None = None,
+                 meter: LoadMeter | None = None) -> None:
         self._config = config
         self._registry = registry
         self._campaigns = campaigns
@@ -58,9 +64,21 @@ class Ownership:
         self._healths = healths
         self._stopping = stopping
         self._dirty = dirty
+        self._loads = loads
+        self._meter = meter or LoadMeter()
+        self.churn = ChurnBudget(config.moves_per_minute, config.move_cooldown)
         #: the latest plan reconciled to
         self.plan = Plan({}, [])
         self._plan_inputs: tuple[object, ...] | None = None
+        #: costs measured somewhere in the fleet, as last planned on
+        self._measured: dict[str, float] = {}
+        #: city -> why its planned move away from here waits
+        self.held_back: dict[str, str] = {}
+        self._session_started = time.monotonic()
+
+    def new_session(self) -> None:
+        """A new lease: cities taken in its first moments are the fleet forming."""
+        self._session_started = time.monotonic()
 
     # -- leadership as it comes and goes (the campaigns' callbacks) --------------------
 
@@ -92,17 +110,25 @@ class Ownership:
         wanted = self.plan.wanted_by(me)
         leaders = self._campaigns.leaders()
         handover = []
-        for city in leaders:
+        held_back = {}
+        # the costliest first: what the budget allows should fix the most imbalance
+        for city in sorted(leaders, key=lambda c: (-self.plan.costs.get(c, 0.0), c)):
             planned = self.plan.owner(city)
             if city not in enabled:
                 continue  # disabled or removed: leave below
             if planned != me and planned is not None and self._queued(city, planned):
-                # Graceful handover: the planned owner is queued, so resigning after the
-                # tick in flight hands the city over with no gap.
-                log.info("handing %s over to %s", city, planned)
-                handover.append(city)
-                continue
+                why = self._hold_back(city)
+                if why is None:
+                    # Graceful handover: the planned owner is queued, so resigning after
+                    # the tick in flight hands the city over with no gap.
+                    log.info("handing %s over to %s", city, planned)
+                    handover.append(city)
+                    continue
+                held_back[city] = why
             wanted.add(city)  # keep leading until someone can take over
+        for city in sorted(held_back.keys() - self.held_back.keys()):  # once, not per loop
+            log.info("moving %s to %s waits: %s", city, self.plan.owner(city), held_back[city])
+        self.held_back = held_back
         entered = self._campaigns.entered()
         self.hand_over(handover)
         self._leave(sorted(entered - wanted - set(handover)))
@@ -120,14 +146,28 @@ class Ownership:
         for city in set(leaders) & ticking:
             self._ticker.set_period(city, period_of(self._registry, city))
 
+    def _hold_back(self, city: str) -> str | None:
+        """Why a planned move of ``city`` away from here must wait (``None``: it may go
+        now, and is counted). A drained worker empties out outside the budget: an
+        operator asked for exactly these moves. Placing by count has no budget (the
+        behaviour before placement by cost, kept to compare the two)."""
+        if self._config.placement == "count" or \
+                self._config.worker_id in self._members.drained():
+            return None
+        fleet = sum(1 for m in self._members.members() if not m.drained)
+        return self.churn.take(city, fleet)
+
+    def _costs(self, needs: dict[str, CityNeeds]) -> tuple[dict[str, float], dict[str, str]]:
+        """Each planned city's cost (measured, else the prior from its settings) and its
+        current owner."""
+        owners = {c: w for c, w in self._campaigns.owners().items() if c in needs}
+        measured = merge_costs(self._loads.by_worker().values(), owners) \
+            if self._loads is not None else {}
+        self._measured = measured
+        return city_costs(self._registry.entries(), needs, measured), owners
+
     def _make_plan(self, registered: bool) -> Plan:
-        entries = self._registry.entries()
-        needs = {
-            city: CityNeeds(entry.require_labels, entry.prefer_labels)
-            if isinstance(entry, CityConfig) else CityNeeds()
-            for city, entry in entries.items()
-            if not isinstance(entry, CityConfig) or entry.enabled
-        }
+        needs = city_needs(self._registry.entries())
         members = self._members.members()
         me = self._config.worker_id
         if registered and not any(m.worker_id == me for m in members):
@@ -137,10 +177,18 @@ class Ownership:
         members.sort(key=lambda m: m.worker_id)
         # The control loop runs every half second; with a thousand cities the rendezvous
         # ranking is most of its cost, and its inputs rarely change.
-        inputs = (needs, members, self._config.standbys)
+        if self._config.placement == "count":
+            inputs: tuple[object, ...] = (needs, members, self._config.standbys)
+            if inputs != self._plan_inputs:
+                self._plan_inputs = inputs
+                return plan(needs, members, standbys=self._config.standbys)
+            return self.plan
+        costs, owners = self._costs(needs)
+        inputs = (needs, members, self._config.standbys, costs, owners)
         if inputs != self._plan_inputs:
             self._plan_inputs = inputs
-            return plan(needs, members, standbys=self._config.standbys)
+            return plan(needs, members, standbys=self._config.standbys, costs=costs,
+                        current=owners, tolerance=self._config.tolerance)
         return self.plan
 
     def _queued(self, city: str, worker_id: str) -> bool:
@@ -198,11 +246,21 @@ class Ownership:
             latest = self._store.latest(city)
         except (EtcdError, ValueError):
             latest = None
-        if latest is None:
+        measured = self._measured.get(city)
+        if measured is not None:
+            self._meter.seed(city, measured)
+        previous = latest[0] if latest is not None else None
+        if previous is not None and previous.worker_id != self._config.worker_id and \
+                time.time() - previous.decided_at.ToNanoseconds() / 1e9 < 2 * period:
+            # its owner was ticking it until just now: a move, not a failover
+            self.churn.arrived(city)
+        elif time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
+            self.churn.formed(city)
+        if previous is None:
             phase = zlib.crc32(city.encode()) / 2**32 * period
             self._ticker.add(city, period, then_at_phase=phase)
         else:
-            self._ticker.add(city, period, first_in=self._first_tick_in(city, latest[0]))
+            self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
 
     def _first_tick_in(self, city: str, latest: pb.Decision) -> float:
         decided = latest.decided_at.ToNanoseconds() / 1e9

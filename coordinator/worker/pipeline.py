@@ -32,6 +32,7 @@ from coordinator.sources.freshness import check_fresh
 from coordinator.worker.failures import FailurePolicy
 from coordinator.worker.gate import GATED_MAX_PAIRS, ComputeGate
 from coordinator.worker.health import HealthBook, Tick
+from coordinator.worker.load import LoadMeter
 from coordinator.worker.messages import decision, state_ref, validated
 from coordinator.worker.metrics import Metrics
 from coordinator.worker.runner import SolveResult, SolveRunner
@@ -59,7 +60,8 @@ class TickPipeline:
                  registry: CityRegistry, campaigns: Campaigns, plugins: PluginLoader,
                  runner: SolveRunner, gate: ComputeGate, store: DecisionStore,
                  metrics: Metrics, healths: HealthBook, failures: FailurePolicy,
-                 stopping: threading.Event, archive: StateArchive | None = None) -> None:
+                 stopping: threading.Event, archive: StateArchive | None = None,
+                 load: LoadMeter | None = None) -> None:
         self._worker_id = worker_id
         self._budget_fraction = budget_fraction
         self._hang_factor = hang_factor
@@ -74,6 +76,9 @@ class TickPipeline:
         self._failures = failures
         self._stopping = stopping
         self._archive = archive
+        self._load = load or LoadMeter()
+        #: city -> CPU its solve in flight used off the tick thread (``_book``)
+        self._solve_cpu: dict[str, float] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
 
     def close(self) -> None:
@@ -84,6 +89,13 @@ class TickPipeline:
 
     def tick(self, city: str, due: float) -> TickResult:
         """Tick one city on its own."""
+        cpu = time.thread_time()
+        try:
+            return self._tick(city, due)
+        finally:
+            self._book(city, time.thread_time() - cpu)
+
+    def _tick(self, city: str, due: float) -> TickResult:
         tick = self.begin(city, due)
         if tick is None:
             return None
@@ -109,8 +121,10 @@ class TickPipeline:
         ticks: list[Tick] = []
         commits: list[Commit] = []
         failed: list[tuple[int, Tick, Exception]] = []
+        cpu = dict.fromkeys((city for city, _ in items), 0.0)
         with self._gate.held(patient=True):
             for i, (city, due) in enumerate(items):
+                cpu[city] -= time.thread_time()
                 tick = self.begin(city, due)
                 if tick is None:
                     continue
@@ -119,6 +133,8 @@ class TickPipeline:
                 except Exception as exc:
                     failed.append((i, tick, exc))
                     continue
+                finally:
+                    cpu[city] += time.thread_time()
                 if isinstance(prepared, Commit):
                     at.append(i)
                     ticks.append(tick)
@@ -128,8 +144,14 @@ class TickPipeline:
         for i, tick, error in failed:
             results[i] = self._failures.after(tick, error)
         if commits:
+            started = time.thread_time()
             for i, result in zip(at, self.commit(ticks, commits), strict=True):
                 results[i] = result
+            for tick in ticks:  # the shared commit, shared evenly
+                cpu[tick.city] += (time.thread_time() - started) / len(ticks)
+        for (city, _), result in zip(items, results, strict=True):
+            if result is not ALONE:  # its tick is still to come, on its own
+                self._book(city, max(cpu[city], 0.0))
         return results
 
     # -- the steps ----------------------------------------------------------------------
@@ -176,6 +198,8 @@ class TickPipeline:
         shadows = [self._shadow_pool.submit(self._shadow, name, state, entry.params, budget)
                    for name in entry.shadow_solvers if name != entry.solver]
         result = None if inline else self._solve(entry, solver, state, budget)
+        if result is not None:
+            self._solve_cpu[city] = result.cpu
         small = state.n_orders * state.n_couriers <= GATED_MAX_PAIRS
         with gate.held((inline or small) and not grouped):
             if result is None:
@@ -222,6 +246,13 @@ class TickPipeline:
                                     "worker has no --archive-url (DISPATCH_ARCHIVE_URL)")
         wait = max(next_due - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
         return self._archive.keep(city, state, wait=wait)
+
+    def _book(self, city: str, cpu: float) -> None:
+        """Add a finished tick's CPU, here and elsewhere, to the city's measured cost."""
+        elsewhere = self._solve_cpu.pop(city, 0.0)
+        entry = self._registry.get(city)
+        if isinstance(entry, CityConfig) and self._campaigns.leader(city) is not None:
+            self._load.ticked(city, cpu + elsewhere, entry.period)
 
     def _solve(self, entry: CityConfig, solver: Solver, state: CityState,
                budget: float) -> SolveResult:

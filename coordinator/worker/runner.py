@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 class SolveResult:
     solution: Solution
     seconds: float
+    #: CPU seconds the solve used off the calling thread (a solve thread or a solver
+    #: process); 0 for an inline solve, whose CPU is the calling thread's own
+    cpu: float = 0.0
 
 
 def _describe(name: str, kind: str, message: str) -> str:
@@ -65,10 +68,10 @@ def _late(name: str, budget: float, deadline: float) -> SolverFailed:
                         f"(budget {budget:.2f}s); the solve was abandoned")
 
 
-def _checked(name: str, solution: object, seconds: float) -> SolveResult:
+def _checked(name: str, solution: object, seconds: float, cpu: float = 0.0) -> SolveResult:
     if not isinstance(solution, Solution):
         raise SolverFailed(f"solver {name!r} returned {type(solution).__name__}, not a Solution")
-    return SolveResult(solution, seconds)
+    return SolveResult(solution, seconds, cpu)
 
 
 class SolveRunner:
@@ -136,7 +139,7 @@ class ThreadSolveRunner(SolveRunner):
         if job.error is not None:
             raise SolverFailed(_describe(name, type(job.error).__name__, str(job.error))) \
                 from job.error
-        return _checked(name, job.solution, job.seconds)
+        return _checked(name, job.solution, job.seconds, job.cpu)
 
 
 @dataclass
@@ -148,6 +151,7 @@ class _Job:
     solution: object = None
     error: BaseException | None = None
     seconds: float = 0.0
+    cpu: float = 0.0
 
     def __post_init__(self) -> None:
         self.done = threading.Event()
@@ -161,13 +165,14 @@ class _SolveThread:
     def _run(self) -> None:
         while True:
             job = self.jobs.get()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 job.solution = job.solver.solve(job.state, job.params, job.budget)
             except BaseException as exc:
                 job.error = exc
             finally:
                 job.seconds = time.perf_counter() - started
+                job.cpu = time.thread_time() - cpu
                 job.done.set()
 
 
@@ -198,11 +203,12 @@ def _child_main(conn: multiprocessing.connection.Connection) -> None:
         if message is None:
             return
         name, state, params, budget = message
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             solver = loader.solver(name)
             solution = solver.solve(state.freeze(), params, budget)
-            reply: tuple[Any, ...] = ("ok", solution, time.perf_counter() - started)
+            reply: tuple[Any, ...] = ("ok", solution, time.perf_counter() - started,
+                                      time.process_time() - cpu)
         except BaseException as exc:
             reply = ("error", type(exc).__name__, str(exc))
         try:
@@ -340,7 +346,7 @@ class ProcessSolveRunner(SolveRunner):
             self._give_back(proc)
         if reply[0] == "error":
             raise SolverFailed(_describe(name, reply[1], reply[2]))
-        return _checked(name, reply[1], float(reply[2]))
+        return _checked(name, reply[1], float(reply[2]), float(reply[3]))
 
     def close(self) -> None:
         with self._lock:

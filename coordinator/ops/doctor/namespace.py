@@ -36,7 +36,7 @@ __all__ = [
     "read_namespace",
 ]
 
-_ROOTS = ("cities", "workers", "election", "decisions", "status", "state", "drain")
+_ROOTS = ("cities", "workers", "election", "decisions", "status", "state", "drain", "load")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""The churn budget's arithmetic: shares of the fleet's budget, cool-down, a forming
+fleet (pure; the budget against real workers: tests/test_cost_placement.py)."""
+
+from __future__ import annotations
+
+import time
+
+from coordinator.worker.churn import ChurnBudget
+
+
+def test_each_worker_spends_at_most_its_share_then_refills_at_its_rate() -> None:
+    budget = ChurnBudget(moves_per_minute=120, cooldown=0)
+    # 4 workers: 30 moves a minute each, at most 30 at once
+    assert [budget.take(f"c{i}", fleet=4) for i in range(30)] == [None] * 30
+    assert "churn budget" in (budget.take("c30", fleet=4) or "")
+    time.sleep(0.1)  # 30 a minute: one every 2 s, so none yet
+    assert budget.take("c30", fleet=4) is not None
+    assert budget.spent == 30
+
+
+def test_a_small_budget_still_allows_one_move() -> None:
+    budget = ChurnBudget(moves_per_minute=1, cooldown=0)
+    assert budget.take("a", fleet=10) is None
+    assert budget.take("b", fleet=10) is not None
+
+
+def test_a_city_that_just_arrived_waits_for_its_cool_down() -> None:
+    budget = ChurnBudget(moves_per_minute=600, cooldown=0.3)
+    budget.arrived("a")
+    assert "cool-down" in (budget.take("a", fleet=1) or "")
+    assert budget.take("b", fleet=1) is None
+    time.sleep(0.35)
+    assert budget.take("a", fleet=1) is None
+
+
+def test_a_city_taken_while_the_fleet_formed_moves_once_for_free() -> None:
+    budget = ChurnBudget(moves_per_minute=1, cooldown=60)
+    budget.take("spend-the-only-token", fleet=1)
+    budget.formed("a")
+    assert budget.take("a", fleet=1) is None  # free, despite the empty budget
+    assert budget.take("a", fleet=1) is not None  # but only once
+    assert budget.spent == 1
