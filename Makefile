@@ -83,6 +83,7 @@ bench: setup
 	$(PY) -m bench.leaselock $(BENCH_ARGS)
 	$(PY) -m bench.scale $(BENCH_ARGS)
 	$(PY) -m bench.relay $(BENCH_ARGS)
+	$(PY) -m bench.fleet $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # docs/benchmarks.md from bench/results/*.json, without running anything (standard library)
