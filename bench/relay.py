@@ -18,10 +18,12 @@ first committed batch.
 
 (a) **throughput** — ``--decisions`` decisions preloaded under one namespace; each
     repeat drains them into a fresh database twice, alternating: the relay, then the
-    baseline, raw psycopg from this process writing the same rows (the conditional
-    upserts, the audit rows, the cursor, one transaction per batch, rows built before
-    the clock starts) in the very batches the relay made just before (read back from the
-    database: rows of one transaction share its ``xmin``). Both rates count the decisions
+    baseline, raw psycopg from this process writing the same rows with the sink's own
+    statements (the conditional upserts, each adding its audit rows server-side from the
+    decision's JSON if it wrote, and the cursor, one transaction and one round trip per
+    batch, parameters built before the clock starts) in the very batches the relay made
+    just before (read back from the database: rows of one transaction share its
+    ``xmin``). Both rates count the decisions
     after the first batch, from its commit to the last one's; both databases must then
     hold the same rows. Target: relay ≥ 0.8 × raw.
 (b) **latency** — for each of ``--rates``, a relay follows a fresh namespace while this
@@ -39,7 +41,9 @@ first committed batch.
     keeps up.
 (c) **CPU** — the relay process's CPU (``psutil``) ÷ decisions applied, while draining
     and at the paced rate; beside it the raw baseline's client CPU and the server's
-    (the watch's backend taken out).
+    (the watch's backend taken out), and at the paced rate etcd's, the load generator's
+    (this process's writer threads, the watch's thread taken out) and how many cores the
+    whole machine kept busy (every process, anyone's): what the latency had to share.
 """
 
 from __future__ import annotations
@@ -276,6 +280,7 @@ def measure_live(cluster: EtcdCluster, pg: LocalPostgres, values: dict[str, byte
                            writers)
                 meter = etcd.EtcdMeter(cluster.members[0].client_url)
                 cpu0, pg0, cost0 = relay.cpu(), server_cpu(pg), watch.cost()
+                load0, busy0 = time.process_time(), host.busy_cpu_seconds()
                 t0 = time.perf_counter()
                 puts = paced_puts(client, decision_keys, payloads, 1 + int(rate * warmup),
                                   int(rate * seconds), rate, writers)
@@ -283,6 +288,7 @@ def measure_live(cluster: EtcdCluster, pg: LocalPostgres, values: dict[str, byte
                 last = int(max(puts["revisions"]))
                 watch.wait_for(last, timeout=120 + rate * seconds / 50)
                 cpu1, pg1, cost1 = relay.cpu(), server_cpu(pg), watch.cost()
+                load1, busy1 = time.process_time(), host.busy_cpu_seconds()
                 spent = meter.delta()
         finally:
             watch.stop()
@@ -309,6 +315,8 @@ def measure_live(cluster: EtcdCluster, pg: LocalPostgres, values: dict[str, byte
         "relay_cores": (cpu1 - cpu0) / drained,
         "postgres_cpu_us_per_decision": (pg1 - pg0 - backend_cpu) / n * 1e6,
         "etcd_cpu_us_per_decision": spent.cpu_seconds / n * 1e6,
+        "load_cpu_us_per_decision": (load1 - load0 - watch_cpu) / n * 1e6,
+        "machine_busy_cores": (busy1 - busy0) / drained,
         "watch": {"notifications_per_second": notes / drained,
                   "client_cpu_us_per_notification": watch_cpu / max(notes, 1) * 1e6,
                   "backend_cpu_us_per_notification": backend_cpu / max(notes, 1) * 1e6,
@@ -368,6 +376,12 @@ def show(results: dict[str, Any]) -> None:
           r["etcd_cpu_us_per_decision"], r["put_rtt_p50_ms"],
           (f"p99≤{TARGET_P99_MS:g} " + ("met" if r["target_met"] else "MISSED"))
           if r["rate_asked"] == TARGET_RATE else "-"] for r in runs]))
+    for r in runs:
+        parts = {k: r[f"{k}_cpu_us_per_decision"] * r["rate_achieved"] / 1e6
+                 for k in ("relay", "postgres", "etcd", "load")}
+        print(f"cores at {r['rate_achieved']:,.0f}/s: " + " + ".join(
+            f"{k} {v:.2f}" for k, v in parts.items()) + f" = {sum(parts.values()):.2f}; the "
+            f"machine was {r['machine_busy_cores']:.2f} cores busy (everything on it)")
     for r in runs:
         w = r["watch"]
         print(f"the watch at {r['rate_asked']:,.0f}/s: {w['notifications_per_second']:,.0f} "

@@ -182,6 +182,11 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
               r.get("postgres_cpu_us_per_decision"), "") for r in runs]
     rows += [(f"etcd, at {number(r.get('rate_achieved'), ',.0f')}/s (put and watch)",
               r.get("etcd_cpu_us_per_decision"), "") for r in runs]
+    rows += [(f"the load generator (the benchmark's writer threads), at "
+              f"{number(r.get('rate_achieved'), ',.0f')}/s", r.get("load_cpu_us_per_decision"),
+              f"the machine was {number(r.get('machine_busy_cores'), '.2f')} cores busy "
+              "(everything on it)" if num(r.get("machine_busy_cores")) is not None else "")
+             for r in runs]
     body = [[what, number(us, ",.0f"), note or DASH] for what, us, note in rows
             if num(us) is not None]
     if not body:

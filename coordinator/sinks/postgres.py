@@ -16,13 +16,9 @@ psycopg's errors stop here: connection trouble becomes
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg.errors
@@ -31,9 +27,8 @@ from psycopg.conninfo import conninfo_to_dict
 from coordinator.codec import encode
 from coordinator.errors import ConfigError, SinkError, SinkUnavailable
 from coordinator.sinks.contract import Applied, Delivery, Sink
-from protos import dispatch_pb2 as pb
 
-__all__ = ["SCHEMA", "PostgresSink", "audit_params"]
+__all__ = ["SCHEMA", "PostgresSink"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dispatch_decisions (
@@ -54,27 +49,45 @@ CREATE TABLE IF NOT EXISTS dispatch_sink_cursor (
   namespace text PRIMARY KEY, revision bigint NOT NULL);
 """
 
+#: One round of a batch (at most one delivery per city), in one statement: the
+#: conditional upserts, and the audit rows of each delivery whose upsert wrote, expanded
+#: by the server from the decision's JSON (its details, else its bare assignments with no
+#: ETA; protobuf's canonical JSON leaves a field at its default out, hence the
+#: COALESCEs). Parameters: arrays of cities, tokens, revisions, and the decisions' JSON
+#: in the worker's form (a ``decidedAt`` of 9 fractional digits is cut to the
+#: microsecond, as protobuf's ``ToDatetime`` cuts it), in binary: a text array's text
+#: form escapes every quote of every decision on the client. Returns how many wrote.
 _UPSERT = """
-INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at, decision)
-VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
-ON CONFLICT (city) DO UPDATE SET
-  token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
-  solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
-WHERE dispatch_decisions.revision < EXCLUDED.revision
-RETURNING revision
-"""
-
-_AUDIT = """
-WITH written AS (
-  SELECT d.e->>0 AS city, (d.e->>1)::bigint AS revision, (d.e->>2)::bigint AS token,
-         d.e->>3 AS worker_id, d.e->>4 AS solver, (d.e->>5)::timestamptz AS decided_at,
-         d.e->6 AS assignments
-  FROM jsonb_array_elements(%(decisions)s::jsonb) AS d(e))
-INSERT INTO dispatch_assignments (revision, city, token, order_id, courier_id,
-                                  pickup_eta_seconds, decided_at, worker_id, solver)
-SELECT w.revision, w.city, w.token, a.e->>0, a.e->>1, (a.e->>2)::double precision,
-       w.decided_at, w.worker_id, w.solver
-FROM written w CROSS JOIN LATERAL jsonb_array_elements(w.assignments) AS a(e)
+WITH d AS (
+  SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[])
+    WITH ORDINALITY AS d(city, token, revision, decision, n)),
+written AS (
+  INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at,
+                                  decision)
+  SELECT city, token, revision, coalesce(j->>'workerId', ''), coalesce(j->>'solver', ''),
+         coalesce((CASE WHEN length(j->>'decidedAt') = 30 THEN left(j->>'decidedAt', 26)
+                        ELSE j->>'decidedAt' END)::timestamptz, 'epoch'), j
+  FROM (SELECT d.*, d.decision::jsonb AS j FROM d) AS e
+  ORDER BY n
+  ON CONFLICT (city) DO UPDATE SET
+    token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
+    solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
+  WHERE dispatch_decisions.revision < EXCLUDED.revision
+  RETURNING revision, city, token, decided_at, worker_id, solver, decision),
+audit AS (
+  INSERT INTO dispatch_assignments (revision, city, token, order_id, courier_id,
+                                    pickup_eta_seconds, decided_at, worker_id, solver)
+  SELECT w.revision, w.city, w.token, a.order_id, a.courier_id, a.eta, w.decided_at,
+         w.worker_id, w.solver
+  FROM written w CROSS JOIN LATERAL (
+    SELECT coalesce(x.e->>'orderId', ''), coalesce(x.e->>'courierId', ''),
+           coalesce((x.e->>'pickupEtaSeconds')::double precision, 0)
+    FROM jsonb_array_elements(w.decision->'details') AS x(e)
+    UNION ALL
+    SELECT y.o, y.c, NULL FROM jsonb_each_text(w.decision->'assignments') AS y(o, c)
+    WHERE coalesce(jsonb_array_length(w.decision->'details'), 0) = 0
+  ) AS a(order_id, courier_id, eta))
+SELECT count(*) FROM written
 """
 
 _ADVANCE = """
@@ -96,12 +109,10 @@ class PostgresSink(Sink):
     """Decisions into PostgreSQL over one connection, reopened after a failure."""
 
     name = "postgres"
-    #: the fenced statements; the test suite's deliberately broken sink replaces them
+    #: the fenced statements (the raw psycopg baseline of ``bench/relay.py`` writes them
+    #: too, with :meth:`row`); the test suite's deliberately broken sink replaces them
     upsert_sql = _UPSERT
     advance_sql = _ADVANCE
-    #: the audit rows, from :func:`audit_params` (the raw psycopg baseline of
-    #: ``bench/relay.py`` uses it too)
-    audit_sql = _AUDIT
 
     def __init__(self, url: str, *, namespace: str) -> None:
         self._params = _parse(url)
@@ -122,36 +133,51 @@ class PostgresSink(Sink):
         return int(row[0]) if row else 0
 
     def prepare(self, delivery: Delivery) -> Delivery:
-        """The delivery's upsert row and its audit JSON, built on the follower's thread."""
-        return replace(delivery, prepared=_Rows(_row(delivery), _audit_json(delivery)))
+        """The delivery's upsert parameters, built on the follower's thread."""
+        return delivery.with_prepared(self.row(delivery))
+
+    @staticmethod
+    def row(d: Delivery) -> _Row:
+        """A delivery's part of ``upsert_sql``'s parameters: the stored JSON as it is, if
+        the follower checked it is in the worker's form (the server reads its fields),
+        else the message's."""
+        return _Row(d.city, d.token, d.revision,
+                    (d.value if d.stored else encode(d.decision)).decode())
+
+    @staticmethod
+    def rounds(rows: Sequence[tuple[Any, ...]]) -> list[tuple[list[Any], ...]]:
+        """``upsert_sql``'s parameters for a batch's rows (sorted by city): one set per
+        round, round k holding the k-th delivery of each city, so that no statement
+        touches a row twice and each city's deliveries still go in the order given."""
+        rounds: list[list[tuple[Any, ...]]] = []
+        seen: dict[str, int] = {}
+        for row in rows:  # (city, token, revision, decision): see :meth:`row`
+            k = seen[row[0]] = seen.get(row[0], -1) + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(row)
+        return [tuple(list(column) for column in zip(*part, strict=True))
+                for part in rounds]
 
     def apply(self, batch: Sequence[Delivery]) -> Applied:
-        """One transaction: the conditional upserts, the audit rows of those that wrote,
-        the cursor. Upserts go city by city (each city's deliveries in the order given):
-        two relays' transactions then lock rows in the same order and cannot deadlock.
-
-        Pipelined, in two round trips: the upserts (which of them wrote decides the audit
-        rows), then the audit rows, the cursor and the commit. The audit rows travel as
-        one JSON parameter that the server expands, not row by row.
-        """
+        """One transaction: the conditional upserts (each adding its audit rows if it
+        wrote), the cursor. Upserts go city by city (each city's deliveries in the order
+        given, one round per repeat of a city): two relays' transactions then lock rows
+        in the same order and cannot deadlock. Pipelined, in one round trip."""
         if not batch:
             return Applied(applied=0, refused=0, cursor=self.cursor())
-        ordered = [d if isinstance(d.prepared, _Rows) else self.prepare(d)
-                   for d in sorted(batch, key=lambda d: d.city)]  # stable: keeps order
+        rows = [d.prepared if isinstance(d.prepared, _Row) else self.row(d)
+                for d in sorted(batch, key=lambda d: d.city)]  # stable: keeps order
         with self._boundary("apply a batch") as conn, conn.pipeline(), \
-                conn.cursor() as cur:
+                conn.cursor() as upserts, conn.cursor() as cursor:
             with conn.transaction():
-                cur.executemany(self.upsert_sql, [d.prepared.upsert for d in ordered],
-                                returning=True)
-                written = [d for d, result in zip(ordered, cur.results(), strict=True)
-                           if result.fetchone() is not None]
-                if written:
-                    cur.execute(self.audit_sql, audit_params(written))
-                cur.execute(self.advance_sql,
-                            (self.namespace, max(d.revision for d in batch)))
-            advanced = cur.fetchone()
+                upserts.executemany(self.upsert_sql, self.rounds(rows), returning=True)
+                cursor.execute(self.advance_sql,
+                               (self.namespace, max(d.revision for d in batch)))
+            written = sum(_count(result.fetchone()) for result in upserts.results())
+            advanced = cursor.fetchone()
         assert advanced is not None  # an upsert with RETURNING returns its row
-        return Applied(applied=len(written), refused=len(batch) - len(written),
+        return Applied(applied=written, refused=len(batch) - written,
                        cursor=int(advanced[0]))
 
     def close(self) -> None:
@@ -201,51 +227,18 @@ class PostgresSink(Sink):
 # ---------------------------------------------------------------------- rows
 
 
-def _row(d: Delivery) -> tuple[object, ...]:
-    decision = d.decision
-    return (d.city, d.token, d.revision, decision.worker_id, decision.solver,
-            _decided_at(decision), (d.value or encode(decision)).decode())
+def _count(row: tuple[Any, ...] | None) -> int:
+    return int(row[0]) if row else 0
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """A delivery as the sink writes it (``Delivery.prepared``)."""
+class _Row(NamedTuple):
+    """A delivery as the sink writes it (``Delivery.prepared``): ``upsert_sql``'s
+    parameters."""
 
-    upsert: tuple[object, ...]
-    #: the decision's columns and its audit rows, one JSON array (see ``_AUDIT``)
-    audit: str
-
-
-def _audit_json(d: Delivery) -> str:
-    """``[city, revision, token, worker, solver, decided_at, [[order, courier, eta],
-    ...]]``: its details, else its bare assignments with no ETA. JSON floats round-trip
-    exactly; the rare non-finite ETA goes as the text PostgreSQL reads it."""
-    decision = d.decision
-    if decision.details:
-        rows: list[tuple[str, str, float | str | None]] = [
-            (a.order_id, a.courier_id, a.pickup_eta_seconds) for a in decision.details]
-    else:
-        rows = [(order, courier, None) for order, courier in decision.assignments.items()]
-    head = (d.city, d.revision, d.token, decision.worker_id, decision.solver,
-            _decided_at(decision).isoformat())
-    try:
-        return json.dumps((*head, rows), allow_nan=False)
-    except ValueError:
-        rows = [r if not isinstance(r[2], float) or math.isfinite(r[2])
-                else (r[0], r[1], str(r[2])) for r in rows]
-        return json.dumps((*head, rows))
-
-
-def audit_params(written: Sequence[Delivery]) -> dict[str, str]:
-    """The parameters of ``audit_sql`` for the deliveries that wrote (prepared or not)."""
-    return {"decisions": "[" + ",".join(
-        d.prepared.audit if isinstance(d.prepared, _Rows) else _audit_json(d)
-        for d in written) + "]"}
-
-
-def _decided_at(decision: pb.Decision) -> datetime:
-    at: datetime = decision.decided_at.ToDatetime(tzinfo=UTC)
-    return at
+    city: str
+    token: int
+    revision: int
+    decision: str
 
 
 # ---------------------------------------------------------------------- the URL
