@@ -6,9 +6,10 @@ The baseline is what the postgres sink promises, written by hand with psycopg an
 else: per batch one transaction holding the conditional upserts of ``dispatch_decisions``
 (each adding its audit rows, which the server expands from the decision's JSON, if it
 wrote) and the cursor moved with ``GREATEST``, the sink's own statements and parameters
-(``PostgresSink.upsert_sql``, ``PostgresSink.row``), pipelined as the sink pipelines them
-(one round trip). Its parameters are built before the clock starts, so it measures the
-database's share of the work alone: no etcd, no protobuf, no JSON.
+(``PostgresSink.round_sql``, ``PostgresSink.row``), run as the sink runs them
+(``run_rounds``: one statement, or one per round pipelined, in one round trip). Its
+parameters are built before the clock starts, so it measures the database's share of the
+work alone: no etcd, no protobuf, no JSON.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import psycopg
 from bench import processes, samples
 from coordinator.codec import decode
 from coordinator.sinks.contract import Delivery
-from coordinator.sinks.postgres import PostgresSink
+from coordinator.sinks.postgres import PostgresSink, run_rounds
 from protos import dispatch_pb2 as pb
 
 #: the postgres sink's own statements: the baseline writes what the sink writes
-UPSERT = PostgresSink.upsert_sql
-ADVANCE = PostgresSink.advance_sql
+STATEMENT = PostgresSink("postgresql://", namespace="").round_sql
 CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
 
 
@@ -82,10 +82,9 @@ class Prepared:
 class Batch:
     """One transaction's parameters, built before the clock starts."""
 
-    #: ``upsert_sql``'s parameters, a set per round (``PostgresSink.rounds``)
-    rounds: list[tuple[list[Any], ...]]
+    #: ``round_sql``'s parameters, a set per round (``PostgresSink.statements``)
+    params: list[tuple[Any, ...]]
     decisions: int
-    top: int
 
 
 def prepare(written: Sequence[Written]) -> list[Prepared]:
@@ -102,15 +101,15 @@ def prepare(written: Sequence[Written]) -> list[Prepared]:
     return out
 
 
-def split(items: Sequence[Prepared], sizes: Sequence[int]) -> list[Batch]:
+def split(items: Sequence[Prepared], sizes: Sequence[int], namespace: str) -> list[Batch]:
     """``items`` cut into consecutive batches of ``sizes``, each with its parameters
     (the upserts sorted by city, as the sink sends them; every decision writes, into a
     fresh database)."""
     out, at = [], 0
     for size in sizes:
         part = sorted(items[at:at + size], key=lambda p: p.city)
-        out.append(Batch(PostgresSink.rounds([p.upsert for p in part]), len(part),
-                         max(p.revision for p in part)))
+        out.append(Batch(PostgresSink.statements([p.upsert for p in part], namespace,
+                                                 max(p.revision for p in part)), len(part)))
         at += size
     return out
 
@@ -119,19 +118,15 @@ def split(items: Sequence[Prepared], sizes: Sequence[int]) -> list[Batch]:
 
 def write_raw(url: str, namespace: str, batches: Sequence[Batch],
               pg_cpu: Any) -> dict[str, float]:
-    """Write the batches in order, one transaction each, pipelined as the sink does, and
+    """Write the batches in order, one transaction each, as the sink does, and
     time them from the commit of the first to the commit of the last (connecting and the
     first batch left out, as the relay arm leaves out its start). ``pg_cpu()``: the
     server's CPU seconds so far."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")  # as the sink does
         t0 = cpu0 = pg0 = 0.0
         for i, batch in enumerate(batches):
-            with conn.pipeline(), conn.cursor() as cur, conn.cursor() as advance:
-                with conn.transaction():
-                    cur.executemany(UPSERT, batch.rounds, returning=True)
-                    advance.execute(ADVANCE, (namespace, batch.top))
-                wrote = sum(int((result.fetchone() or [0])[0]) for result in cur.results())
-                advance.fetchone()
+            wrote, _ = run_rounds(conn, STATEMENT, batch.params)
             assert wrote == batch.decisions, "a fresh database takes every decision"
             if i == 0:
                 cpu0, pg0 = time.process_time(), pg_cpu()

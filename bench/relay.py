@@ -225,7 +225,7 @@ def drain_raw(pg: LocalPostgres, prepared: Sequence[rawpg.Prepared], sizes: Sequ
     if not same:
         sizes = [batch_max] * (len(prepared) // batch_max) + [len(prepared) % batch_max]
     with database(pg, f"raw_{index}", DRAIN) as url:
-        batches = rawpg.split(prepared, [size for size in sizes if size])
+        batches = rawpg.split(prepared, [size for size in sizes if size], DRAIN)
         run: dict[str, Any] = rawpg.write_raw(url, DRAIN, batches, lambda: server_cpu(pg))
         run["contents"] = rawpg.contents(url, DRAIN)
     run["mean_batch"] = len(prepared) / max(run["batches"], 1)

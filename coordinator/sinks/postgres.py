@@ -28,7 +28,7 @@ from coordinator.codec import encode
 from coordinator.errors import ConfigError, SinkError, SinkUnavailable
 from coordinator.sinks.contract import Applied, Delivery, Sink
 
-__all__ = ["SCHEMA", "PostgresSink"]
+__all__ = ["SCHEMA", "PostgresSink", "run_rounds"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dispatch_decisions (
@@ -49,16 +49,16 @@ CREATE TABLE IF NOT EXISTS dispatch_sink_cursor (
   namespace text PRIMARY KEY, revision bigint NOT NULL);
 """
 
-#: One round of a batch (at most one delivery per city), in one statement: the
-#: conditional upserts, and the audit rows of each delivery whose upsert wrote, expanded
-#: by the server from the decision's JSON (its details, else its bare assignments with no
-#: ETA; protobuf's canonical JSON leaves a field at its default out, hence the
-#: COALESCEs). Parameters: arrays of cities, tokens, revisions, and the decisions' JSON
-#: in the worker's form (a ``decidedAt`` of 9 fractional digits is cut to the
-#: microsecond, as protobuf's ``ToDatetime`` cuts it), in binary: a text array's text
-#: form escapes every quote of every decision on the client. Returns how many wrote.
+#: One round of a batch (at most one delivery per city): the conditional upserts, and
+#: the audit rows of each delivery whose upsert wrote, expanded by the server from the
+#: decision's JSON (its details, else its bare assignments with no ETA; protobuf's
+#: canonical JSON leaves a field at its default out, hence the COALESCEs). Parameters:
+#: arrays of cities, tokens, revisions, and the decisions' JSON in the worker's form (a
+#: ``decidedAt`` of 9 fractional digits is cut to the microsecond, as protobuf's
+#: ``ToDatetime`` cuts it), in binary: a text array's text form escapes every quote of
+#: every decision on the client. The CTEs ``written`` and ``audit``; see ``_ROUND``.
 _UPSERT = """
-WITH d AS (
+d AS (
   SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[])
     WITH ORDINALITY AS d(city, token, revision, decision, n)),
 written AS (
@@ -87,7 +87,6 @@ audit AS (
     SELECT y.o, y.c, NULL FROM jsonb_each_text(w.decision->'assignments') AS y(o, c)
     WHERE coalesce(jsonb_array_length(w.decision->'details'), 0) = 0
   ) AS a(order_id, courier_id, eta))
-SELECT count(*) FROM written
 """
 
 _ADVANCE = """
@@ -95,6 +94,14 @@ INSERT INTO dispatch_sink_cursor (namespace, revision) VALUES (%s, %s)
 ON CONFLICT (namespace) DO UPDATE
 SET revision = GREATEST(dispatch_sink_cursor.revision, EXCLUDED.revision)
 RETURNING revision
+"""
+
+#: A round and the cursor in one statement (one statement is one transaction): how many
+#: deliveries wrote, and the cursor after it. Parameters: the round's, namespace, revision.
+_ROUND = """
+WITH {upsert},
+advanced AS ({advance})
+SELECT (SELECT count(*) FROM written), (SELECT revision FROM advanced)
 """
 
 _CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
@@ -163,22 +170,28 @@ class PostgresSink(Sink):
         """One transaction: the conditional upserts (each adding its audit rows if it
         wrote), the cursor. Upserts go city by city (each city's deliveries in the order
         given, one round per repeat of a city): two relays' transactions then lock rows
-        in the same order and cannot deadlock. Pipelined, in one round trip."""
+        in the same order and cannot deadlock. One statement, or with repeats one
+        statement per round, pipelined: one round trip."""
         if not batch:
             return Applied(applied=0, refused=0, cursor=self.cursor())
         rows = [d.prepared if isinstance(d.prepared, _Row) else self.row(d)
                 for d in sorted(batch, key=lambda d: d.city)]  # stable: keeps order
-        with self._boundary("apply a batch") as conn, conn.pipeline(), \
-                conn.cursor() as upserts, conn.cursor() as cursor:
-            with conn.transaction():
-                upserts.executemany(self.upsert_sql, self.rounds(rows), returning=True)
-                cursor.execute(self.advance_sql,
-                               (self.namespace, max(d.revision for d in batch)))
-            written = sum(_count(result.fetchone()) for result in upserts.results())
-            advanced = cursor.fetchone()
-        assert advanced is not None  # an upsert with RETURNING returns its row
-        return Applied(applied=written, refused=len(batch) - written,
-                       cursor=int(advanced[0]))
+        params = self.statements(rows, self.namespace, max(d.revision for d in batch))
+        with self._boundary("apply a batch") as conn:
+            written, cursor = run_rounds(conn, self.round_sql, params)
+        return Applied(applied=written, refused=len(batch) - written, cursor=cursor)
+
+    @property
+    def round_sql(self) -> str:
+        """The statement of one round: ``upsert_sql`` and ``advance_sql`` together."""
+        return _ROUND.format(upsert=self.upsert_sql.strip(), advance=self.advance_sql.strip())
+
+    @classmethod
+    def statements(cls, rows: Sequence[tuple[Any, ...]], namespace: str,
+                   revision: int) -> list[tuple[Any, ...]]:
+        """``round_sql``'s parameters for a batch's rows: a set per round, each moving
+        the cursor to ``revision``."""
+        return [(*columns, namespace, revision) for columns in cls.rounds(rows)]
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -213,7 +226,11 @@ class PostgresSink(Sink):
             extra: dict[str, Any] = {"connect_timeout": 5, "application_name": "dispatch-relay"}
             for given in self._params.keys() & extra.keys():  # the URL's own win
                 del extra[given]
-            self._conn = psycopg.connect(self._url, autocommit=True, **extra)
+            conn = psycopg.connect(self._url, autocommit=True, **extra)
+            # A round's plan does not depend on its arrays: planning it afresh for every
+            # batch (PostgreSQL's choice here) doubled the server's CPU for a batch of one.
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            self._conn = conn
         return self._conn
 
     def _forget(self) -> None:
@@ -227,8 +244,20 @@ class PostgresSink(Sink):
 # ---------------------------------------------------------------------- rows
 
 
-def _count(row: tuple[Any, ...] | None) -> int:
-    return int(row[0]) if row else 0
+def run_rounds(conn: psycopg.Connection[Any], statement: str,
+               params: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+    """Run a batch's rounds in one transaction, in one round trip (autocommit: a lone
+    round is a transaction of its own); how many deliveries wrote, and the cursor."""
+    if len(params) == 1:
+        results = [conn.execute(statement, params[0]).fetchone()]
+    else:
+        with conn.pipeline(), conn.cursor() as cur:
+            with conn.transaction():
+                cur.executemany(statement, params, returning=True)
+            results = [result.fetchone() for result in cur.results()]
+    counts = [row for row in results if row is not None]
+    assert len(counts) == len(params)  # each round answers one row
+    return sum(int(row[0]) for row in counts), max(int(row[1]) for row in counts)
 
 
 class _Row(NamedTuple):
