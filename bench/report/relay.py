@@ -71,8 +71,10 @@ def _throughput(s: Section, d: dict[str, Any]) -> None:
     s.lines += [
         "### Draining into PostgreSQL against raw psycopg", "",
         f"{what} preloaded into etcd are drained into a fresh database{runs}. The baseline "
-        "writes the same rows (the conditional upserts, the audit rows, the cursor, one "
-        "transaction per batch) with psycopg directly, rows built before its clock starts, "
+        "writes the same rows with the sink's own statements (the conditional upserts, "
+        "each adding its audit rows, which the server expands from the decision's JSON, "
+        "and the cursor, one transaction per batch) with psycopg directly, parameters "
+        "built before its clock starts, "
         "in the very batches the relay made in the run before it (read back from the "
         "database by transaction id). Both rates count the decisions after the first batch, "
         "from its commit to the last one's. Target: relay ≥ 0.8 × raw.", ""]
