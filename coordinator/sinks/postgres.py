@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import psycopg
@@ -181,7 +182,7 @@ class PostgresSink(Sink):
             written, cursor = run_rounds(conn, self.round_sql, params)
         return Applied(applied=written, refused=len(batch) - written, cursor=cursor)
 
-    @property
+    @cached_property
     def round_sql(self) -> str:
         """The statement of one round: ``upsert_sql`` and ``advance_sql`` together."""
         return _ROUND.format(upsert=self.upsert_sql.strip(), advance=self.advance_sql.strip())
