@@ -8,6 +8,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -253,7 +254,10 @@ def test_the_server_reads_a_stored_decision_as_the_message_says(
     made = [(detailed.city, detailed.decision), ("b", bare)]
     held = []
     for name, stored in (("message", False), ("stored", True)):
-        url = postgres_server.create_database(f"stored_{name}_{uuid.uuid4().hex[:8]}")
+        database = f"stored_{name}_{uuid.uuid4().hex[:8]}"
+        url = postgres_server.create_database(database)
+        with psycopg.connect(url, autocommit=True) as conn:  # a server not on UTC
+            conn.execute(f"ALTER DATABASE {database} SET timezone TO 'America/New_York'")
         sink = PostgresSink(url, namespace="/ns")
         sink.init_schema()
         sink.apply([Delivery.of_stored(c, 10 + i, 5, encode(d)) if stored
@@ -269,3 +273,6 @@ def test_the_server_reads_a_stored_decision_as_the_message_says(
         (a.order_id, a.pickup_eta_seconds) for a in detailed.decision.details}
     assert [(r[0], r[3], r[4]) for r in decisions] == [("a", "w-5", "greedy"),
                                                        ("b", "w2", "")]
+    at = detailed.decision.decided_at.ToDatetime(tzinfo=UTC)  # to the microsecond
+    assert [r[5] for r in decisions] == [at, datetime.fromtimestamp(0, UTC)]
+    assert {r[6] for r in audit if r[1] == "a"} == {at}

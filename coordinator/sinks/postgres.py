@@ -66,7 +66,8 @@ written AS (
   INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at,
                                   decision)
   SELECT city, token, revision, coalesce(j->>'workerId', ''), coalesce(j->>'solver', ''),
-         coalesce((CASE WHEN length(j->>'decidedAt') = 30 THEN left(j->>'decidedAt', 26)
+         coalesce((CASE WHEN length(j->>'decidedAt') = 30
+                        THEN left(j->>'decidedAt', 26) || 'Z'
                         ELSE j->>'decidedAt' END)::timestamptz, 'epoch'), j
   FROM (SELECT d.*, d.decision::jsonb AS j FROM d) AS e
   ORDER BY n
