@@ -64,7 +64,6 @@ class Written:
     value: bytes
 
 
-Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Prepared:
 
     revision: int
     city: str
-    upsert: Row
+    upsert: Any  # PostgresSink.row
     #: its audit rows (as the sink writes them)
     rows: int
 

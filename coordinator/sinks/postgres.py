@@ -16,6 +16,7 @@ psycopg's errors stop here: connection trouble becomes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import cached_property
@@ -53,15 +54,15 @@ CREATE TABLE IF NOT EXISTS dispatch_sink_cursor (
 #: One round of a batch (at most one delivery per city): the conditional upserts, and
 #: the audit rows of each delivery whose upsert wrote, expanded by the server from the
 #: decision's JSON (its details, else its bare assignments with no ETA; protobuf's
-#: canonical JSON leaves a field at its default out, hence the COALESCEs). Parameters:
-#: arrays of cities, tokens, revisions, and the decisions' JSON in the worker's form (a
-#: ``decidedAt`` of 9 fractional digits is cut to the microsecond, as protobuf's
-#: ``ToDatetime`` cuts it), in binary: a text array's text form escapes every quote of
-#: every decision on the client. The CTEs ``written`` and ``audit``; see ``_ROUND``.
+#: canonical JSON leaves a field at its default out, hence the COALESCEs). Parameter: one
+#: JSON array of ``[city, token, revision, decision]``, the decision in the worker's form
+#: as etcd holds it (a ``decidedAt`` of 9 fractional digits is cut to the microsecond,
+#: as protobuf's ``ToDatetime`` cuts it): the client only joins text, adapting nothing.
+#: The CTEs ``written`` and ``audit``; see ``_ROUND``.
 _UPSERT = """
 d AS (
-  SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[])
-    WITH ORDINALITY AS d(city, token, revision, decision, n)),
+  SELECT e->>0 AS city, (e->>1)::bigint AS token, (e->>2)::bigint AS revision, e->3 AS j, n
+  FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS d(e, n)),
 written AS (
   INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at,
                                   decision)
@@ -69,7 +70,7 @@ written AS (
          coalesce((CASE WHEN length(j->>'decidedAt') = 30
                         THEN left(j->>'decidedAt', 26) || 'Z'
                         ELSE j->>'decidedAt' END)::timestamptz, 'epoch'), j
-  FROM (SELECT d.*, d.decision::jsonb AS j FROM d) AS e
+  FROM d
   ORDER BY n
   ON CONFLICT (city) DO UPDATE SET
     token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
@@ -147,26 +148,25 @@ class PostgresSink(Sink):
 
     @staticmethod
     def row(d: Delivery) -> _Row:
-        """A delivery's part of ``upsert_sql``'s parameters: the stored JSON as it is, if
-        the follower checked it is in the worker's form (the server reads its fields),
+        """A delivery's element of ``upsert_sql``'s JSON array: the stored JSON as it is,
+        if the follower checked it is in the worker's form (the server reads its fields),
         else the message's."""
-        return _Row(d.city, d.token, d.revision,
-                    (d.value if d.stored else encode(d.decision)).decode())
+        decision = (d.value if d.stored else encode(d.decision)).decode()
+        return _Row(d.city, f"[{json.dumps(d.city)},{d.token},{d.revision},{decision}]")
 
     @staticmethod
-    def rounds(rows: Sequence[tuple[Any, ...]]) -> list[tuple[list[Any], ...]]:
-        """``upsert_sql``'s parameters for a batch's rows (sorted by city): one set per
-        round, round k holding the k-th delivery of each city, so that no statement
-        touches a row twice and each city's deliveries still go in the order given."""
-        rounds: list[list[tuple[Any, ...]]] = []
+    def rounds(rows: Sequence[_Row]) -> list[str]:
+        """``upsert_sql``'s parameter for a batch's rows (sorted by city): one per round,
+        round k holding the k-th delivery of each city, so that no statement touches a
+        row twice and each city's deliveries still go in the order given."""
+        rounds: list[list[str]] = []
         seen: dict[str, int] = {}
-        for row in rows:  # (city, token, revision, decision): see :meth:`row`
-            k = seen[row[0]] = seen.get(row[0], -1) + 1
+        for row in rows:
+            k = seen[row.city] = seen.get(row.city, -1) + 1
             if k == len(rounds):
                 rounds.append([])
-            rounds[k].append(row)
-        return [tuple(list(column) for column in zip(*part, strict=True))
-                for part in rounds]
+            rounds[k].append(row.element)
+        return ["[" + ",".join(part) + "]" for part in rounds]
 
     def apply(self, batch: Sequence[Delivery]) -> Applied:
         """One transaction: the conditional upserts (each adding its audit rows if it
@@ -189,11 +189,11 @@ class PostgresSink(Sink):
         return _ROUND.format(upsert=self.upsert_sql.strip(), advance=self.advance_sql.strip())
 
     @classmethod
-    def statements(cls, rows: Sequence[tuple[Any, ...]], namespace: str,
+    def statements(cls, rows: Sequence[_Row], namespace: str,
                    revision: int) -> list[tuple[Any, ...]]:
         """``round_sql``'s parameters for a batch's rows: a set per round, each moving
         the cursor to ``revision``."""
-        return [(*columns, namespace, revision) for columns in cls.rounds(rows)]
+        return [(elements, namespace, revision) for elements in cls.rounds(rows)]
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -263,13 +263,11 @@ def run_rounds(conn: psycopg.Connection[Any], statement: str,
 
 
 class _Row(NamedTuple):
-    """A delivery as the sink writes it (``Delivery.prepared``): ``upsert_sql``'s
-    parameters."""
+    """A delivery as the sink writes it (``Delivery.prepared``)."""
 
     city: str
-    token: int
-    revision: int
-    decision: str
+    #: ``[city, token, revision, decision]``, JSON (see ``_UPSERT``)
+    element: str
 
 
 # ---------------------------------------------------------------------- the URL
