@@ -177,6 +177,9 @@ def _stamp(value: Any) -> tuple[int, int]:
     return days * 86400 + hh * 3600 + mm * 60 + ss, int(fraction.ljust(9, "0")) if fraction else 0
 
 
+_ONLY_STR = frozenset({str})
+
+
 def _check_decision(obj: Any) -> None:
     """``ValueError`` unless ``obj`` is a decision in the exact form :func:`_decision`
     writes (what :func:`_build_decision` may then read without a second look)."""
@@ -192,20 +195,22 @@ def _check_decision(obj: Any) -> None:
         elif key in _TIMESTAMPS:
             _stamp(value)
         elif key == "assignments":
-            if type(value) is not dict or not all(type(v) is str for v in value.values()):
+            if type(value) is not dict or not _ONLY_STR.issuperset(map(type, value.values())):
                 raise ValueError(_UNUSUAL)
         elif key == "unassigned":
-            if type(value) is not list or not all(type(v) is str for v in value):
+            if type(value) is not list or not _ONLY_STR.issuperset(map(type, value)):
                 raise ValueError(_UNUSUAL)
-        elif key == "details":
+        elif key == "details":  # the bulk of a decision: checked inline
             if type(value) is not list:
                 raise ValueError(_UNUSUAL)
             for item in value:
-                if type(item) is not dict or not _ASSIGNMENT.issuperset(item):
+                if (type(item) is not dict or not _ASSIGNMENT.issuperset(item)
+                        or type(item.get("orderId", "")) is not str
+                        or type(item.get("courierId", "")) is not str):
                     raise ValueError(_UNUSUAL)
-                _str(item.get("orderId", ""))
-                _str(item.get("courierId", ""))
-                _float(item.get("pickupEtaSeconds", 0.0))
+                eta = item.get("pickupEtaSeconds", 0.0)
+                if type(eta) is not float or not math.isfinite(eta):
+                    _float(eta)
         elif key == "shadows":
             if type(value) is not list:
                 raise ValueError(_UNUSUAL)
