@@ -23,9 +23,9 @@ first committed batch.
     decision's JSON if it wrote, and the cursor, one transaction and one round trip per
     batch, parameters built before the clock starts) in the very batches the relay made
     just before (read back from the database: rows of one transaction share its
-    ``xmin``). Both rates count the decisions
-    after the first batch, from its commit to the last one's; both databases must then
-    hold the same rows. Target: relay ≥ 0.8 × raw.
+    ``xmin``). Both rates count the decisions after the first batch, from its commit to
+    the last one's; both databases must then hold the same rows. Target: relay ≥ 0.8 ×
+    raw.
 (b) **latency** — for each of ``--rates``, a relay follows a fresh namespace while this
     process puts decisions at that rate, paced, cycling over the cities, from
     ``--writers`` threads (one thread alone is held to one put per round trip, an fsync
