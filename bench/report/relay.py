@@ -197,6 +197,19 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
                 "The relay process's CPU (all its threads, gRPC's included) ÷ decisions "
                 "applied, beside the baseline's client and the servers'. No target.", ""]
     s.lines += markdown_table(["where", "µs CPU per decision", "note"], body)
+    for r in runs:
+        rate = num(r.get("rate_achieved"))
+        parts = {what: num(r.get(f"{key}_cpu_us_per_decision")) for what, key in (
+            ("the relay", "relay"), ("PostgreSQL", "postgres"), ("etcd", "etcd"),
+            ("the load generator", "load"))}
+        if rate is None or any(v is None for v in parts.values()):
+            continue
+        cores = {what: (us or 0.0) * rate / 1e6 for what, us in parts.items()}
+        s.lines += [f"At {rate:,.0f}/s: " + " + ".join(
+            f"{what} {c:.2f}" for what, c in cores.items()) +
+            f" = {sum(cores.values()):.2f} cores of the machine's "
+            f"{count(mapping(d.get('machine')).get('cores'))}, which was "
+            f"{number(r.get('machine_busy_cores'), '.2f')} cores busy in all.", ""]
     relay_cpu = num(t.get("relay_cpu_us_per_decision"))
     paced = [f"{number(r.get('relay_cpu_us_per_decision'), ',.0f')} µs at "
              f"{number(r.get('rate_achieved'), ',.0f')}/s" for r in runs
