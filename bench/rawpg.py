@@ -64,8 +64,6 @@ class Written:
     value: bytes
 
 
-
-
 @dataclass(frozen=True)
 class Prepared:
     """One decision's parameters (the upsert, from which the server adds its audit rows)."""
