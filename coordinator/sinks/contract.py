@@ -123,7 +123,8 @@ class Sink(abc.ABC):
     def prepare(self, delivery: Delivery) -> Delivery:
         """Per-decision work done ahead of :meth:`apply`, on the follower's thread as
         decisions arrive, so that it overlaps the previous batch's write (rows, encoding);
-        return the delivery with ``prepared`` set. It must not touch the sink's store.
+        return the delivery with ``prepared`` set (:meth:`Delivery.with_prepared`, which
+        leaves an undecoded ``decision`` undecoded). It must not touch the sink's store.
         The default does nothing."""
         return delivery
 
