@@ -61,3 +61,16 @@ def describe() -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, ours or not) since
+    boot, from ``/proc/stat``; 0 where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")

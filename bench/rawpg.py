@@ -3,11 +3,13 @@ baseline that writes the same rows, the relay's batches read back from the datab
 a watch that sees when a revision becomes visible.
 
 The baseline is what the postgres sink promises, written by hand with psycopg and nothing
-else: per batch one transaction holding the conditional upserts of ``dispatch_decisions``,
-the audit rows of the upserts that wrote, and the cursor moved with ``GREATEST``, the
-sink's own statements, pipelined as the sink pipelines them. Its parameters are built
-before the clock starts, so it measures the database's share of the work alone: no etcd,
-no protobuf, no JSON.
+else: per batch one transaction holding the conditional upserts of ``dispatch_decisions``
+(each adding its audit rows, which the server expands from the decision's JSON, if it
+wrote) and the cursor moved with ``GREATEST``, the sink's own statements and parameters
+(``PostgresSink.round_sql``, ``PostgresSink.row``), run as the sink runs them
+(``run_rounds``: one statement, or one per round pipelined, in one round trip). Its
+parameters are built before the clock starts, so it measures the database's share of the
+work alone: no etcd, no protobuf, no JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
 import psycopg
@@ -25,13 +26,11 @@ import psycopg
 from bench import processes, samples
 from coordinator.codec import decode
 from coordinator.sinks.contract import Delivery
-from coordinator.sinks.postgres import PostgresSink, audit_params
+from coordinator.sinks.postgres import PostgresSink, run_rounds
 from protos import dispatch_pb2 as pb
 
 #: the postgres sink's own statements: the baseline writes what the sink writes
-UPSERT = PostgresSink.upsert_sql
-AUDIT = PostgresSink.audit_sql
-ADVANCE = PostgresSink.advance_sql
+STATEMENT = PostgresSink("postgresql://", namespace="").round_sql
 CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
 
 
@@ -65,16 +64,13 @@ class Written:
     value: bytes
 
 
-Row = tuple[Any, ...]
-
-
 @dataclass(frozen=True)
 class Prepared:
-    """One decision's rows: its upsert, and the delivery its audit rows come from."""
+    """One decision's parameters (the upsert, from which the server adds its audit rows)."""
 
     revision: int
-    upsert: Row
-    delivery: Delivery
+    city: str
+    upsert: Any  # PostgresSink.row
     #: its audit rows (as the sink writes them)
     rows: int
 
@@ -83,9 +79,9 @@ class Prepared:
 class Batch:
     """One transaction's parameters, built before the clock starts."""
 
-    upserts: list[Row]
-    audit: dict[str, str]
-    top: int
+    #: ``round_sql``'s parameters, a set per round (``PostgresSink.statements``)
+    params: list[tuple[Any, ...]]
+    decisions: int
 
 
 def prepare(written: Sequence[Written]) -> list[Prepared]:
@@ -96,23 +92,21 @@ def prepare(written: Sequence[Written]) -> list[Prepared]:
         d = parsed.get(w.value)
         if d is None:
             d = parsed[w.value] = decode(pb.Decision, w.value, what="decision")
-        at = d.decided_at.ToDatetime(tzinfo=UTC)
-        delivery = Delivery(w.city, w.revision, d.token, d, w.value)
-        out.append(Prepared(w.revision, (w.city, d.token, w.revision, d.worker_id, d.solver,
-                                         at, w.value.decode()),
-                            delivery, len(d.details) or len(d.assignments)))
+        delivery = Delivery(w.city, w.revision, d.token, d, w.value, stored=True)
+        out.append(Prepared(w.revision, w.city, PostgresSink.row(delivery),
+                            len(d.details) or len(d.assignments)))
     return out
 
 
-def split(items: Sequence[Prepared], sizes: Sequence[int]) -> list[Batch]:
+def split(items: Sequence[Prepared], sizes: Sequence[int], namespace: str) -> list[Batch]:
     """``items`` cut into consecutive batches of ``sizes``, each with its parameters
     (the upserts sorted by city, as the sink sends them; every decision writes, into a
     fresh database)."""
     out, at = [], 0
     for size in sizes:
-        part = sorted(items[at:at + size], key=lambda p: p.delivery.city)
-        out.append(Batch([p.upsert for p in part], audit_params([p.delivery for p in part]),
-                         max(p.revision for p in part)))
+        part = sorted(items[at:at + size], key=lambda p: p.city)
+        out.append(Batch(PostgresSink.statements([p.upsert for p in part], namespace,
+                                                 max(p.revision for p in part)), len(part)))
         at += size
     return out
 
@@ -121,27 +115,22 @@ def split(items: Sequence[Prepared], sizes: Sequence[int]) -> list[Batch]:
 
 def write_raw(url: str, namespace: str, batches: Sequence[Batch],
               pg_cpu: Any) -> dict[str, float]:
-    """Write the batches in order, one transaction each, pipelined as the sink does, and
+    """Write the batches in order, one transaction each, as the sink does, and
     time them from the commit of the first to the commit of the last (connecting and the
     first batch left out, as the relay arm leaves out its start). ``pg_cpu()``: the
     server's CPU seconds so far."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")  # as the sink does
         t0 = cpu0 = pg0 = 0.0
         for i, batch in enumerate(batches):
-            with conn.pipeline(), conn.cursor() as cur:
-                with conn.transaction():
-                    cur.executemany(UPSERT, batch.upserts, returning=True)
-                    wrote = sum(result.fetchone() is not None for result in cur.results())
-                    cur.execute(AUDIT, batch.audit)
-                    cur.execute(ADVANCE, (namespace, batch.top))
-                cur.fetchone()
-            assert wrote == len(batch.upserts), "a fresh database takes every decision"
+            wrote, _ = run_rounds(conn, STATEMENT, batch.params)
+            assert wrote == batch.decisions, "a fresh database takes every decision"
             if i == 0:
                 cpu0, pg0 = time.process_time(), pg_cpu()
                 t0 = time.perf_counter()
         elapsed = time.perf_counter() - t0
         cpu, pg = time.process_time() - cpu0, pg_cpu() - pg0
-    n = sum(len(b.upserts) for b in batches[1:])
+    n = sum(b.decisions for b in batches[1:])
     return {"decisions": n, "seconds": elapsed, "rate": n / elapsed, "batches": len(batches),
             "client_cpu_us_per_decision": cpu / n * 1e6,
             "postgres_cpu_us_per_decision": pg / n * 1e6}

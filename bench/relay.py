@@ -18,12 +18,14 @@ first committed batch.
 
 (a) **throughput** — ``--decisions`` decisions preloaded under one namespace; each
     repeat drains them into a fresh database twice, alternating: the relay, then the
-    baseline, raw psycopg from this process writing the same rows (the conditional
-    upserts, the audit rows, the cursor, one transaction per batch, rows built before
-    the clock starts) in the very batches the relay made just before (read back from the
-    database: rows of one transaction share its ``xmin``). Both rates count the decisions
-    after the first batch, from its commit to the last one's; both databases must then
-    hold the same rows. Target: relay ≥ 0.8 × raw.
+    baseline, raw psycopg from this process writing the same rows with the sink's own
+    statements (the conditional upserts, each adding its audit rows server-side from the
+    decision's JSON if it wrote, and the cursor, one transaction and one round trip per
+    batch, parameters built before the clock starts) in the very batches the relay made
+    just before (read back from the database: rows of one transaction share its
+    ``xmin``). Both rates count the decisions after the first batch, from its commit to
+    the last one's; both databases must then hold the same rows. Target: relay ≥ 0.8 ×
+    raw.
 (b) **latency** — for each of ``--rates``, a relay follows a fresh namespace while this
     process puts decisions at that rate, paced, cycling over the cities, from
     ``--writers`` threads (one thread alone is held to one put per round trip, an fsync
@@ -38,8 +40,12 @@ first committed batch.
     p99 ≤ 50 ms at 1,000/s; the second, lower rate shows the latency when the relay
     keeps up.
 (c) **CPU** — the relay process's CPU (``psutil``) ÷ decisions applied, while draining
-    and at the paced rate; beside it the raw baseline's client CPU and the server's
-    (the watch's backend taken out).
+    (from the moment it waits, started, on a lock the benchmark holds on the sink's
+    cursor table, so that its read-ahead before the first commit counts too) and at the
+    paced rate; beside it the raw baseline's client CPU and the server's
+    (the watch's backend taken out), and at the paced rate etcd's, the load generator's
+    (this process's writer threads, the watch's thread taken out) and how many cores the
+    whole machine kept busy (every process, anyone's): what the latency had to share.
 """
 
 from __future__ import annotations
@@ -191,26 +197,48 @@ def preload(client: EtcdClient, keys: Keys, values: dict[str, bytes], n: int,
 
 def drain_relay(endpoints: str, pg: LocalPostgres, written: Sequence[Written],
                 batch_max: int, index: int, logs: Path) -> dict[str, Any]:
-    """The relay drains the preloaded decisions into a fresh database."""
+    """The relay drains the preloaded decisions into a fresh database.
+
+    It starts with the sink's cursor table locked, so that it waits, its start done, on
+    its first read of the cursor: its CPU is taken from there (every decision's reading
+    and writing, the read-ahead before the first commit included) to the end."""
     last = written[-1].revision
     with database(pg, f"relay_{index}", DRAIN) as url:
         watch = CursorWatch(url).start()
+        hold = psycopg.connect(url)
         try:
+            hold.execute("LOCK TABLE dispatch_sink_cursor IN ACCESS EXCLUSIVE MODE")
             with relay_running(endpoints, DRAIN, url, logs, batch_max) as relay:
+                started = settled_cpu(relay)
+                hold.rollback()
                 t0, first = watch.wait_for(1, timeout=120)
-                cpu0, pg0, (_, _, watch0) = relay.cpu(), server_cpu(pg), watch.cost()
+                pg0, (_, _, watch0) = server_cpu(pg), watch.cost()
                 t1, _ = watch.wait_for(last, timeout=120 + len(written) / 100)
                 cpu1, pg1, (_, _, watch1) = relay.cpu(), server_cpu(pg), watch.cost()
         finally:
+            hold.close()
             watch.stop()
         n = sum(1 for w in written if w.revision > first)
         sizes = rawpg.batch_sizes(url)
         held = rawpg.contents(url, DRAIN)
     return {"decisions": n, "seconds": t1 - t0, "rate": n / (t1 - t0), "batches": len(sizes),
             "mean_batch": sum(sizes) / max(len(sizes), 1), "batch_sizes": sizes,
-            "relay_cpu_us_per_decision": (cpu1 - cpu0) / n * 1e6,
+            "relay_cpu_us_per_decision": (cpu1 - started) / len(written) * 1e6,
             "postgres_cpu_us_per_decision": (pg1 - pg0 - (watch1 - watch0)) / n * 1e6,
             "contents": held}
+
+
+def settled_cpu(relay: RelayProcess, timeout: float = 60.0) -> float:
+    """The relay's CPU seconds once they stop growing (it has started and waits)."""
+    deadline = time.monotonic() + timeout
+    before = relay.cpu()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = relay.cpu()
+        if now - before < 0.01:
+            return now
+        before = now
+    raise RuntimeError(f"the relay kept using CPU for {timeout:.0f}s while it should wait")
 
 
 def drain_raw(pg: LocalPostgres, prepared: Sequence[rawpg.Prepared], sizes: Sequence[int],
@@ -221,7 +249,7 @@ def drain_raw(pg: LocalPostgres, prepared: Sequence[rawpg.Prepared], sizes: Sequ
     if not same:
         sizes = [batch_max] * (len(prepared) // batch_max) + [len(prepared) % batch_max]
     with database(pg, f"raw_{index}", DRAIN) as url:
-        batches = rawpg.split(prepared, [size for size in sizes if size])
+        batches = rawpg.split(prepared, [size for size in sizes if size], DRAIN)
         run: dict[str, Any] = rawpg.write_raw(url, DRAIN, batches, lambda: server_cpu(pg))
         run["contents"] = rawpg.contents(url, DRAIN)
     run["mean_batch"] = len(prepared) / max(run["batches"], 1)
@@ -276,6 +304,7 @@ def measure_live(cluster: EtcdCluster, pg: LocalPostgres, values: dict[str, byte
                            writers)
                 meter = etcd.EtcdMeter(cluster.members[0].client_url)
                 cpu0, pg0, cost0 = relay.cpu(), server_cpu(pg), watch.cost()
+                load0, busy0 = time.process_time(), host.busy_cpu_seconds()
                 t0 = time.perf_counter()
                 puts = paced_puts(client, decision_keys, payloads, 1 + int(rate * warmup),
                                   int(rate * seconds), rate, writers)
@@ -283,6 +312,7 @@ def measure_live(cluster: EtcdCluster, pg: LocalPostgres, values: dict[str, byte
                 last = int(max(puts["revisions"]))
                 watch.wait_for(last, timeout=120 + rate * seconds / 50)
                 cpu1, pg1, cost1 = relay.cpu(), server_cpu(pg), watch.cost()
+                load1, busy1 = time.process_time(), host.busy_cpu_seconds()
                 spent = meter.delta()
         finally:
             watch.stop()
@@ -309,6 +339,8 @@ def measure_live(cluster: EtcdCluster, pg: LocalPostgres, values: dict[str, byte
         "relay_cores": (cpu1 - cpu0) / drained,
         "postgres_cpu_us_per_decision": (pg1 - pg0 - backend_cpu) / n * 1e6,
         "etcd_cpu_us_per_decision": spent.cpu_seconds / n * 1e6,
+        "load_cpu_us_per_decision": (load1 - load0 - watch_cpu) / n * 1e6,
+        "machine_busy_cores": (busy1 - busy0) / drained,
         "watch": {"notifications_per_second": notes / drained,
                   "client_cpu_us_per_notification": watch_cpu / max(notes, 1) * 1e6,
                   "backend_cpu_us_per_notification": backend_cpu / max(notes, 1) * 1e6,
@@ -368,6 +400,12 @@ def show(results: dict[str, Any]) -> None:
           r["etcd_cpu_us_per_decision"], r["put_rtt_p50_ms"],
           (f"p99≤{TARGET_P99_MS:g} " + ("met" if r["target_met"] else "MISSED"))
           if r["rate_asked"] == TARGET_RATE else "-"] for r in runs]))
+    for r in runs:
+        parts = {k: r[f"{k}_cpu_us_per_decision"] * r["rate_achieved"] / 1e6
+                 for k in ("relay", "postgres", "etcd", "load")}
+        print(f"cores at {r['rate_achieved']:,.0f}/s: " + " + ".join(
+            f"{k} {v:.2f}" for k, v in parts.items()) + f" = {sum(parts.values()):.2f}; the "
+            f"machine was {r['machine_busy_cores']:.2f} cores busy (everything on it)")
     for r in runs:
         w = r["watch"]
         print(f"the watch at {r['rate_asked']:,.0f}/s: {w['notifications_per_second']:,.0f} "

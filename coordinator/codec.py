@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from protos import dispatch_pb2 as pb
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "encode", "stored_decision"]
 
 M = TypeVar("M", bound=Message)
 
@@ -174,7 +174,9 @@ def _int64(value: Any) -> int:
 
 
 def _float(value: Any) -> float:
-    if type(value) is float or (type(value) is int and abs(value) < 2**53):
+    # a bare NaN or 1e400 (inf) is Python's JSON: json_format refuses it, PostgreSQL too
+    if (type(value) is float and math.isfinite(value)) or (
+            type(value) is int and abs(value) < 2**53):
         return float(value)
     raise ValueError(_UNUSUAL)
 
@@ -185,9 +187,10 @@ _STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{3}|\d{6
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
-def _fill_timestamp(target: Any, value: Any) -> None:
-    """``Timestamp.FromJsonString`` for the form it writes, without ``strptime``; a date
-    that is not one (``date`` refuses it) or any other form is a ``ValueError``."""
+def _stamp(value: Any) -> tuple[int, int]:
+    """``Timestamp.FromJsonString`` for the form it writes, without ``strptime``: seconds
+    and nanos; a date that is not one (``date`` refuses it) or any other form is a
+    ``ValueError``."""
     match = _STAMP.fullmatch(_str(value))
     if match is None:
         raise ValueError(_UNUSUAL)
@@ -196,50 +199,52 @@ def _fill_timestamp(target: Any, value: Any) -> None:
     if hh > 23 or mm > 59 or ss > 59:
         raise ValueError(_UNUSUAL)
     days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
-    target.seconds = days * 86400 + hh * 3600 + mm * 60 + ss
-    target.nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    return days * 86400 + hh * 3600 + mm * 60 + ss, int(fraction.ljust(9, "0")) if fraction else 0
 
 
-def _fast_decision(obj: Any) -> pb.Decision:
+_ONLY_STR = frozenset({str})
+
+
+def _check_decision(obj: Any) -> None:
+    """``ValueError`` unless ``obj`` is a decision in the exact form :func:`_decision`
+    writes (what :func:`_build_decision` may then read without a second look)."""
     if type(obj) is not dict:
         raise ValueError(_UNUSUAL)
-    d = pb.Decision()
     for key, value in obj.items():
         if key in _STRINGS:
-            setattr(d, _STRINGS[key], _str(value))
+            _str(value)
         elif key in _INT64S:
-            setattr(d, _INT64S[key], _int64(value))
+            _int64(value)
         elif key in _DOUBLES:
-            setattr(d, _DOUBLES[key], _float(value))
+            _float(value)
         elif key in _TIMESTAMPS:
-            _fill_timestamp(getattr(d, _TIMESTAMPS[key]), value)
+            _stamp(value)
         elif key == "assignments":
-            if type(value) is not dict or not all(type(v) is str for v in value.values()):
+            if type(value) is not dict or not _ONLY_STR.issuperset(map(type, value.values())):
                 raise ValueError(_UNUSUAL)
-            d.assignments.update(value)
         elif key == "unassigned":
-            if type(value) is not list or not all(type(v) is str for v in value):
+            if type(value) is not list or not _ONLY_STR.issuperset(map(type, value)):
                 raise ValueError(_UNUSUAL)
-            d.unassigned.extend(value)
-        elif key == "details":
+        elif key == "details":  # the bulk of a decision: checked inline
             if type(value) is not list:
                 raise ValueError(_UNUSUAL)
             for item in value:
-                if type(item) is not dict or not _ASSIGNMENT.issuperset(item):
+                if (type(item) is not dict or not _ASSIGNMENT.issuperset(item)
+                        or type(item.get("orderId", "")) is not str
+                        or type(item.get("courierId", "")) is not str):
                     raise ValueError(_UNUSUAL)
-                d.details.add(order_id=_str(item.get("orderId", "")),
-                              courier_id=_str(item.get("courierId", "")),
-                              pickup_eta_seconds=_float(item.get("pickupEtaSeconds", 0.0)))
+                eta = item.get("pickupEtaSeconds", 0.0)
+                if type(eta) is not float or not math.isfinite(eta):
+                    _float(eta)
         elif key == "shadows":
             if type(value) is not list:
                 raise ValueError(_UNUSUAL)
             for item in value:
-                _fast_shadow(d.shadows.add(), item)
+                _check_shadow(item)
         elif key == "stateRef":
-            _fast_state_ref(d.state_ref, value)
+            _check_state_ref(value)
         else:
             raise ValueError(_UNUSUAL)
-    return d
 
 
 def _int32(value: Any) -> int:
@@ -248,35 +253,98 @@ def _int32(value: Any) -> int:
     return value
 
 
-def _fast_state_ref(r: pb.StateRef, obj: Any) -> None:
+def _check_state_ref(obj: Any) -> None:
     if type(obj) is not dict:
         raise ValueError(_UNUSUAL)
-    r.SetInParent()  # present even when every field is at its default ({})
     for key, value in obj.items():
         if key in ("source", "archiveId"):
-            setattr(r, "source" if key == "source" else "archive_id", _str(value))
+            _str(value)
         elif key in _REF_INT64S:
-            setattr(r, _REF_INT64S[key], _int64(value))
+            _int64(value)
         elif key in _REF_INT32S:
-            setattr(r, _REF_INT32S[key], _int32(value))
+            _int32(value)
         elif key == "budgetSeconds":
-            r.budget_seconds = _float(value)
+            _float(value)
         else:
             raise ValueError(_UNUSUAL)
 
 
-def _fast_shadow(r: pb.ShadowResult, obj: Any) -> None:
+def _build_state_ref(r: pb.StateRef, obj: dict[str, Any]) -> None:
+    """A state reference that passed :func:`_check_state_ref`."""
+    r.SetInParent()  # present even when every field is at its default ({})
+    for key, value in obj.items():
+        if key == "source":
+            r.source = value
+        elif key == "archiveId":
+            r.archive_id = value
+        elif key in _REF_INT64S:
+            setattr(r, _REF_INT64S[key], int(value))
+        elif key in _REF_INT32S:
+            setattr(r, _REF_INT32S[key], value)
+        else:  # "budgetSeconds"
+            r.budget_seconds = float(value)
+
+
+def _check_shadow(obj: Any) -> None:
     if type(obj) is not dict:
         raise ValueError(_UNUSUAL)
     for key, value in obj.items():
         if key in _SHADOW_STRINGS:
-            setattr(r, _SHADOW_STRINGS[key], _str(value))
+            _str(value)
         elif key in _SHADOW_DOUBLES:
-            setattr(r, _SHADOW_DOUBLES[key], _float(value))
+            _float(value)
         elif key in _SHADOW_INT32S:
-            setattr(r, _SHADOW_INT32S[key], _int32(value))
+            _int32(value)
         else:
             raise ValueError(_UNUSUAL)
+
+
+#: a shadow result's JSON names and fields (all checked by ``_check_shadow``)
+_SHADOW_FIELDS = {**_SHADOW_STRINGS, **_SHADOW_DOUBLES, **_SHADOW_INT32S}
+
+
+def _build_decision(obj: dict[str, Any]) -> pb.Decision:
+    """The message of a decision that passed :func:`_check_decision`."""
+    d = pb.Decision()
+    for key, value in obj.items():
+        if key in _STRINGS:
+            setattr(d, _STRINGS[key], value)
+        elif key in _INT64S:
+            setattr(d, _INT64S[key], int(value))
+        elif key in _DOUBLES:
+            setattr(d, _DOUBLES[key], float(value))
+        elif key in _TIMESTAMPS:
+            stamp = getattr(d, _TIMESTAMPS[key])
+            stamp.seconds, stamp.nanos = _stamp(value)
+        elif key == "assignments":
+            d.assignments.update(value)
+        elif key == "unassigned":
+            d.unassigned.extend(value)
+        elif key == "details":
+            for item in value:
+                d.details.add(order_id=item.get("orderId", ""),
+                              courier_id=item.get("courierId", ""),
+                              pickup_eta_seconds=float(item.get("pickupEtaSeconds", 0.0)))
+        elif key == "stateRef":
+            _build_state_ref(d.state_ref, value)
+        else:  # "shadows"
+            for item in value:
+                d.shadows.add(**{_SHADOW_FIELDS[k]: v for k, v in item.items()})
+    return d
+
+
+def stored_decision(data: bytes) -> dict[str, Any] | None:
+    """The JSON object of a decision stored in the exact form :func:`encode` writes, or
+    None for anything else (not UTF-8, not JSON, another form, another type): a reader
+    that needs only the decision's JSON (a sink that stores it) checks it this way, at a
+    fraction of the cost of :func:`decode`, and decodes only what returns None."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+        _check_decision(obj)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
+        return None
+    checked: dict[str, Any] = obj
+    return checked
 
 
 def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
@@ -289,10 +357,12 @@ def decode(cls: type[M], data: bytes, *, what: str = "value") -> M:
         raise ValueError(f"{what} is empty")
     if cls is pb.Decision:
         try:
-            fast: M = _fast_decision(json.loads(text))
+            obj = json.loads(text)
+            _check_decision(obj)
         except (ValueError, RecursionError):  # not in the stored form: protobuf decides
             pass
         else:
+            fast: M = _build_decision(obj)
             return fast
     message = cls()
     try:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.codec import decode, encode
+from coordinator.codec import decode, encode, stored_decision
 from protos import dispatch_pb2 as pb
 
 text = st.text(max_size=12)
@@ -168,3 +169,32 @@ def test_a_decision_in_the_stored_form_is_read_without_protobufs_parser(
 
     monkeypatch.setattr(json_format, "Parse", parse)
     assert decode(pb.Decision, data) == d
+
+
+@settings(max_examples=150, deadline=None)
+@given(decisions() | usual_decisions)
+def test_a_stored_decision_has_finite_numbers_and_decodes_as_protobuf_would(
+        d: pb.Decision) -> None:
+    """A sink may hand a stored decision to any JSON reader as it is: a non-finite double
+    is written as a string, which ``stored_decision`` refuses (protobuf then decides)."""
+    data = encode(d)
+    numbers = [d.solve_seconds, d.cost, *(a.pickup_eta_seconds for a in d.details),
+               *(x for r in d.shadows for x in (r.cost, r.solve_seconds))]
+    checked = stored_decision(data)
+    if checked is not None:
+        assert all(math.isfinite(x) for x in numbers)
+        assert checked == json.loads(data)
+        assert _same_message(decode(pb.Decision, data), _parsed(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(usual_decisions)
+def test_a_decision_as_workers_write_it_is_a_stored_decision(d: pb.Decision) -> None:
+    assert stored_decision(encode(d)) == json.loads(encode(d))
+
+
+@pytest.mark.parametrize("data", [
+    b'{"cost": 1e400}', b'{"cost": NaN}', b'{"cost": -Infinity}', b'{"cost": "NaN"}',
+    b'{"worker_id": "w1"}', b'{"token": 7}', b'["city"]', b'\xff', b'', b'{"details": [1]}'])
+def test_anything_else_is_not_a_stored_decision(data: bytes) -> None:
+    assert stored_decision(data) is None

@@ -3,13 +3,16 @@ revision, deletes and malformed values, compaction (a Gap), member loss, prompt 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import pytest
+
 from coordinator.codec import encode
-from coordinator.etcd import EtcdClient, EtcdConfig
+from coordinator.etcd import EtcdClient, EtcdConfig, KeyValue
 from coordinator.keys import Keys
-from coordinator.recipes.follow import DecisionFollower, Gap, Malformed
+from coordinator.recipes.follow import DecisionFollower, Gap, Malformed, to_delivery
 from coordinator.sinks import Delivery
 from devtools.localetcd import EtcdCluster
 from protos import dispatch_pb2 as pb
@@ -144,3 +147,24 @@ def test_stop_ends_an_idle_iteration_promptly(client: EtcdClient, keys: Keys) ->
     follower.stop()
     assert ended.wait(2)
     assert time.monotonic() - started < 2
+
+
+def test_a_stored_decision_is_decoded_only_when_read() -> None:
+    """The follower checks a value in the worker's form and leaves its message undecoded
+    (a sink that stores the JSON never reads it); read, it is the message; a value in
+    another form protobuf reads is decoded at once."""
+    keys = Keys("/lazy")
+    d = pb.Decision(city="paris", token=9, worker_id="w", solver="greedy",
+                    assignments={"o1": "c1"})
+    lazy = to_delivery(keys, KeyValue(keys.decision("paris"), encode(d), 3, 5, 1, 0))
+    assert lazy.stored and lazy.token == 9 and "decision" not in vars(lazy)
+    prepared = lazy.with_prepared("rows")
+    assert prepared.prepared == "rows" and "decision" not in vars(prepared)
+    assert lazy == Delivery("paris", 5, 9, d, encode(d), stored=True)  # decodes it
+    assert vars(lazy)["decision"] == d and prepared.decision == d
+    other = json.dumps({"city": "paris", "token": "9", "worker_id": "w"}).encode()
+    eager = to_delivery(keys, KeyValue(keys.decision("paris"), other, 3, 6, 2, 0))
+    assert not eager.stored and vars(eager)["decision"].worker_id == "w"
+    with pytest.raises(ValueError, match="names city 'oslo'"):
+        to_delivery(keys, KeyValue(keys.decision("paris"),
+                                   encode(pb.Decision(city="oslo")), 3, 7, 3, 0))

@@ -8,6 +8,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from coordinator.codec import encode
 from coordinator.errors import ConfigError, SinkError, SinkUnavailable
 from coordinator.sinks.conformance import delivery
-from coordinator.sinks.contract import Applied
+from coordinator.sinks.contract import Applied, Delivery
 from coordinator.sinks.postgres import PostgresSink
 from devtools.localpg import LocalPostgres
 from protos import dispatch_pb2 as pb
@@ -239,3 +240,39 @@ def test_server_gone_between_batches_then_recovery(own_server: LocalPostgres, ow
     assert set(counts) == {10, 11, 12, 13}
     assert counts[12] == len(second[1].decision.details)
     sink.close()
+
+
+def test_the_server_reads_a_stored_decision_as_the_message_says(
+        postgres_server: LocalPostgres) -> None:
+    """The audit rows and the decision's columns come from its JSON, expanded by the
+    server: a delivery of the stored value as it is (what the relay hands over) writes
+    the same rows as one of the decoded message, details or bare assignments alike."""
+    detailed = delivery("a", 10, 5)
+    detailed.decision.decided_at.FromNanoseconds(1_800_000_000_123_456_789)
+    detailed.decision.details[1].pickup_eta_seconds = 0.0  # left out of the JSON
+    bare = pb.Decision(city="b", token=5, worker_id="w2", assignments={"o1": "c1", "o2": "c2"})
+    made = [(detailed.city, detailed.decision), ("b", bare)]
+    held = []
+    for name, stored in (("message", False), ("stored", True)):
+        database = f"stored_{name}_{uuid.uuid4().hex[:8]}"
+        url = postgres_server.create_database(database)
+        with psycopg.connect(url, autocommit=True) as conn:  # a server not on UTC
+            conn.execute(f"ALTER DATABASE {database} SET timezone TO 'America/New_York'")
+        sink = PostgresSink(url, namespace="/ns")
+        sink.init_schema()
+        sink.apply([Delivery.of_stored(c, 10 + i, 5, encode(d)) if stored
+                    else Delivery(c, 10 + i, 5, d) for i, (c, d) in enumerate(made)])
+        sink.close()
+        held.append((rows(url, "SELECT * FROM dispatch_assignments ORDER BY 1, 2, 4"),
+                     rows(url, "SELECT * FROM dispatch_decisions ORDER BY 1")))
+    assert held[0] == held[1]
+    audit, decisions = held[0]
+    assert [(r[1], r[3], r[4], r[5]) for r in audit if r[1] == "b"] == [
+        ("b", "o1", "c1", None), ("b", "o2", "c2", None)]
+    assert {(r[3], r[5]) for r in audit if r[1] == "a"} == {
+        (a.order_id, a.pickup_eta_seconds) for a in detailed.decision.details}
+    assert [(r[0], r[3], r[4]) for r in decisions] == [("a", "w-5", "greedy"),
+                                                       ("b", "w2", "")]
+    at = detailed.decision.decided_at.ToDatetime(tzinfo=UTC)  # to the microsecond
+    assert [r[5] for r in decisions] == [at, datetime.fromtimestamp(0, UTC)]
+    assert {r[6] for r in audit if r[1] == "a"} == {at}

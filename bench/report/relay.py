@@ -71,8 +71,10 @@ def _throughput(s: Section, d: dict[str, Any]) -> None:
     s.lines += [
         "### Draining into PostgreSQL against raw psycopg", "",
         f"{what} preloaded into etcd are drained into a fresh database{runs}. The baseline "
-        "writes the same rows (the conditional upserts, the audit rows, the cursor, one "
-        "transaction per batch) with psycopg directly, rows built before its clock starts, "
+        "writes the same rows with the sink's own statements (the conditional upserts, "
+        "each adding its audit rows, which the server expands from the decision's JSON, "
+        "and the cursor, one transaction per batch) with psycopg directly, parameters "
+        "built before its clock starts, "
         "in the very batches the relay made in the run before it (read back from the "
         "database by transaction id). Both rates count the decisions after the first batch, "
         "from its commit to the last one's. Target: relay ≥ 0.8 × raw.", ""]
@@ -182,6 +184,11 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
               r.get("postgres_cpu_us_per_decision"), "") for r in runs]
     rows += [(f"etcd, at {number(r.get('rate_achieved'), ',.0f')}/s (put and watch)",
               r.get("etcd_cpu_us_per_decision"), "") for r in runs]
+    rows += [(f"the load generator (the benchmark's writer threads), at "
+              f"{number(r.get('rate_achieved'), ',.0f')}/s", r.get("load_cpu_us_per_decision"),
+              f"the machine was {number(r.get('machine_busy_cores'), '.2f')} cores busy "
+              "(everything on it)" if num(r.get("machine_busy_cores")) is not None else "")
+             for r in runs]
     body = [[what, number(us, ",.0f"), note or DASH] for what, us, note in rows
             if num(us) is not None]
     if not body:
@@ -190,6 +197,19 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
                 "The relay process's CPU (all its threads, gRPC's included) ÷ decisions "
                 "applied, beside the baseline's client and the servers'. No target.", ""]
     s.lines += markdown_table(["where", "µs CPU per decision", "note"], body)
+    for r in runs:
+        rate = num(r.get("rate_achieved"))
+        parts = {what: num(r.get(f"{key}_cpu_us_per_decision")) for what, key in (
+            ("the relay", "relay"), ("PostgreSQL", "postgres"), ("etcd", "etcd"),
+            ("the load generator", "load"))}
+        if rate is None or any(v is None for v in parts.values()):
+            continue
+        cores = {what: (us or 0.0) * rate / 1e6 for what, us in parts.items()}
+        s.lines += [f"At {rate:,.0f}/s: " + " + ".join(
+            f"{what} {c:.2f}" for what, c in cores.items()) +
+            f" = {sum(cores.values()):.2f} cores of the machine's "
+            f"{count(mapping(d.get('machine')).get('cores'))}, which was "
+            f"{number(r.get('machine_busy_cores'), '.2f')} cores busy in all.", ""]
     relay_cpu = num(t.get("relay_cpu_us_per_decision"))
     paced = [f"{number(r.get('relay_cpu_us_per_decision'), ',.0f')} µs at "
              f"{number(r.get('rate_achieved'), ',.0f')}/s" for r in runs

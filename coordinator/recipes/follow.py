@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from coordinator.backoff import Backoff
-from coordinator.codec import decode
+from coordinator.codec import decode, stored_decision
 from coordinator.errors import ConfigError, DispatchError, EtcdCompacted
 from coordinator.etcd import EtcdClient, KeyValue, WatchEvent, WatchStream
 from coordinator.keys import Keys, check_city_name
@@ -92,6 +92,13 @@ def to_delivery(keys: Keys, kv: KeyValue) -> Delivery:
         check_city_name(city)
     except ConfigError as exc:
         raise ValueError(f"not a city's decision key: {exc}") from None
+    stored = stored_decision(kv.value)
+    if stored is not None:  # the worker's own form: the message is decoded if ever read
+        named = stored.get("city")
+        if named and named != city:
+            raise ValueError(f"decision names city {named!r}, not {city!r}")
+        return Delivery.of_stored(city, kv.mod_revision, int(stored.get("token", 0)),
+                                  kv.value)
     decision = decode(pb.Decision, kv.value, what="decision")
     if decision.city and decision.city != city:
         raise ValueError(f"decision names city {decision.city!r}, not {city!r}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.codec import decode
 from protos import dispatch_pb2 as pb
 
 __all__ = ["SINKS_NAMESPACE", "Applied", "Delivery", "Sink"]
@@ -37,6 +38,36 @@ class Delivery:
     value: bytes = b""
     #: what the sink's :meth:`Sink.prepare` made of it ahead of ``apply`` (its own use)
     prepared: Any = field(default=None, compare=False, repr=False)
+    #: ``value`` is a decision in the exact form the worker writes (checked by
+    #: :func:`coordinator.codec.stored_decision`): a sink may read or store it as it is
+    stored: bool = field(default=False, compare=False)
+
+    @classmethod
+    def of_stored(cls, city: str, revision: int, token: int, value: bytes) -> Delivery:
+        """A delivery of a checked stored ``value`` whose ``decision`` is decoded only
+        when first read: a sink that stores the JSON never pays for the message."""
+        delivery = object.__new__(cls)
+        for name, given in (("city", city), ("revision", revision), ("token", token),
+                            ("value", value), ("prepared", None), ("stored", True)):
+            object.__setattr__(delivery, name, given)
+        return delivery
+
+    def __getattr__(self, name: str) -> pb.Decision:
+        """Only an attribute not yet set comes here: a delivery made by :meth:`of_stored`
+        decodes its ``decision`` on first use (the value was checked: it decodes)."""
+        if name != "decision" or "value" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        decision = decode(pb.Decision, self.value, what="decision")
+        object.__setattr__(self, "decision", decision)
+        return decision
+
+    def with_prepared(self, prepared: Any) -> Delivery:
+        """A copy with ``prepared`` set (``dataclasses.replace`` would decode a lazy
+        ``decision``)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "prepared", prepared)
+        return copy
 
 
 @dataclass(frozen=True)
@@ -92,7 +123,8 @@ class Sink(abc.ABC):
     def prepare(self, delivery: Delivery) -> Delivery:
         """Per-decision work done ahead of :meth:`apply`, on the follower's thread as
         decisions arrive, so that it overlaps the previous batch's write (rows, encoding);
-        return the delivery with ``prepared`` set. It must not touch the sink's store.
+        return the delivery with ``prepared`` set (:meth:`Delivery.with_prepared`, which
+        leaves an undecoded ``decision`` undecoded). It must not touch the sink's store.
         The default does nothing."""
         return delivery
 

@@ -25,14 +25,17 @@ __all__ = ["PgConnection"]
 
 class PgConnection:
     """A lazily opened connection to ``url`` (autocommit), for ``role`` (``"postgres
-    sink"``, ``"state archive"``: how messages name it) as ``application_name``."""
+    sink"``, ``"state archive"``: how messages name it) as ``application_name``; each new
+    connection first runs the ``setup`` statements."""
 
     def __init__(self, url: str, *, role: str, application_name: str,
-                 option: str = "--sink-url") -> None:
+                 option: str = "--sink-url", setup: tuple[str, ...] = ()) -> None:
         self.role = role
         self._url = url
         self._params = _parse(url, role, option)
         self._application_name = application_name
+        #: statements every new connection runs first (session settings)
+        self._setup = setup
         self.where = describe(self._params)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -68,7 +71,10 @@ class PgConnection:
                                      "application_name": self._application_name}
             for given in self._params.keys() & extra.keys():  # the URL's own win
                 del extra[given]
-            self._conn = psycopg.connect(self._url, autocommit=True, **extra)
+            conn = psycopg.connect(self._url, autocommit=True, **extra)
+            for statement in self._setup:
+                conn.execute(statement)
+            self._conn = conn
         return self._conn
 
     def _forget(self) -> None:

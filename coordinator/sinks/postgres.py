@@ -22,17 +22,17 @@ reads them back.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import psycopg
 
 from coordinator.codec import encode
 from coordinator.sinks.contract import Applied, Delivery, Sink
 from coordinator.sinks.pgconn import PgConnection
-from protos import dispatch_pb2 as pb
 
-__all__ = ["SCHEMA", "PostgresSink", "audit_params"]
+__all__ = ["SCHEMA", "PostgresSink", "run_rounds"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dispatch_decisions (
@@ -59,27 +59,45 @@ CREATE TABLE IF NOT EXISTS dispatch_states (
 CREATE INDEX IF NOT EXISTS dispatch_states_by_city ON dispatch_states (city, taken_at);
 """
 
+#: One round of a batch (at most one delivery per city): the conditional upserts, and
+#: the audit rows of each delivery whose upsert wrote, expanded by the server from the
+#: decision's JSON (its details, else its bare assignments with no ETA; protobuf's
+#: canonical JSON leaves a field at its default out, hence the COALESCEs). Parameter: one
+#: JSON array of ``[city, token, revision, decision]``, the decision in the worker's form
+#: as etcd holds it (a ``decidedAt`` of 9 fractional digits is cut to the microsecond,
+#: as protobuf's ``ToDatetime`` cuts it): the client only joins text, adapting nothing.
+#: The CTEs ``written`` and ``audit``; see ``_ROUND``.
 _UPSERT = """
-INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at, decision)
-VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
-ON CONFLICT (city) DO UPDATE SET
-  token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
-  solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
-WHERE dispatch_decisions.revision < EXCLUDED.revision
-RETURNING revision
-"""
-
-_AUDIT = """
-WITH written AS (
-  SELECT d.e->>0 AS city, (d.e->>1)::bigint AS revision, (d.e->>2)::bigint AS token,
-         d.e->>3 AS worker_id, d.e->>4 AS solver, (d.e->>5)::timestamptz AS decided_at,
-         d.e->6 AS assignments
-  FROM jsonb_array_elements(%(decisions)s::jsonb) AS d(e))
-INSERT INTO dispatch_assignments (revision, city, token, order_id, courier_id,
-                                  pickup_eta_seconds, decided_at, worker_id, solver)
-SELECT w.revision, w.city, w.token, a.e->>0, a.e->>1, (a.e->>2)::double precision,
-       w.decided_at, w.worker_id, w.solver
-FROM written w CROSS JOIN LATERAL jsonb_array_elements(w.assignments) AS a(e)
+d AS (
+  SELECT e->>0 AS city, (e->>1)::bigint AS token, (e->>2)::bigint AS revision, e->3 AS j, n
+  FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS d(e, n)),
+written AS (
+  INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at,
+                                  decision)
+  SELECT city, token, revision, coalesce(j->>'workerId', ''), coalesce(j->>'solver', ''),
+         coalesce((CASE WHEN length(j->>'decidedAt') = 30
+                        THEN left(j->>'decidedAt', 26) || 'Z'
+                        ELSE j->>'decidedAt' END)::timestamptz, 'epoch'), j
+  FROM d
+  ORDER BY n
+  ON CONFLICT (city) DO UPDATE SET
+    token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
+    solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
+  WHERE dispatch_decisions.revision < EXCLUDED.revision
+  RETURNING revision, city, token, decided_at, worker_id, solver, decision),
+audit AS (
+  INSERT INTO dispatch_assignments (revision, city, token, order_id, courier_id,
+                                    pickup_eta_seconds, decided_at, worker_id, solver)
+  SELECT w.revision, w.city, w.token, a.order_id, a.courier_id, a.eta, w.decided_at,
+         w.worker_id, w.solver
+  FROM written w CROSS JOIN LATERAL (
+    SELECT coalesce(x.e->>'orderId', ''), coalesce(x.e->>'courierId', ''),
+           coalesce((x.e->>'pickupEtaSeconds')::double precision, 0)
+    FROM jsonb_array_elements(w.decision->'details') AS x(e)
+    UNION ALL
+    SELECT y.o, y.c, NULL FROM jsonb_each_text(w.decision->'assignments') AS y(o, c)
+    WHERE coalesce(jsonb_array_length(w.decision->'details'), 0) = 0
+  ) AS a(order_id, courier_id, eta))
 """
 
 _ADVANCE = """
@@ -89,21 +107,30 @@ SET revision = GREATEST(dispatch_sink_cursor.revision, EXCLUDED.revision)
 RETURNING revision
 """
 
+#: A round and the cursor in one statement (one statement is one transaction): how many
+#: deliveries wrote, and the cursor after it. Parameters: the round's, namespace, revision.
+_ROUND = """
+WITH {upsert},
+advanced AS ({advance})
+SELECT (SELECT count(*) FROM written), (SELECT revision FROM advanced)
+"""
+
 _CURSOR = "SELECT revision FROM dispatch_sink_cursor WHERE namespace = %s"
 
 class PostgresSink(Sink):
     """Decisions into PostgreSQL over one connection, reopened after a failure."""
 
     name = "postgres"
-    #: the fenced statements; the test suite's deliberately broken sink replaces them
+    #: the fenced statements (the raw psycopg baseline of ``bench/relay.py`` writes them
+    #: too, with :meth:`row`); the test suite's deliberately broken sink replaces them
     upsert_sql = _UPSERT
     advance_sql = _ADVANCE
-    #: the audit rows, from :func:`audit_params` (the raw psycopg baseline of
-    #: ``bench/relay.py`` uses it too)
-    audit_sql = _AUDIT
 
     def __init__(self, url: str, *, namespace: str) -> None:
-        self._pg = PgConnection(url, role="postgres sink", application_name="dispatch-relay")
+        # A round's plan does not depend on its arrays: planning it afresh for every batch
+        # (PostgreSQL's choice here) doubled the server's CPU for a batch of one.
+        self._pg = PgConnection(url, role="postgres sink", application_name="dispatch-relay",
+                                setup=("SET plan_cache_mode = force_generic_plan",))
         self.namespace = namespace
         self.where = self._pg.where
         self._boundary = self._pg.boundary
@@ -120,86 +147,85 @@ class PostgresSink(Sink):
         return int(row[0]) if row else 0
 
     def prepare(self, delivery: Delivery) -> Delivery:
-        """The delivery's upsert row and its audit JSON, built on the follower's thread."""
-        return replace(delivery, prepared=_Rows(_row(delivery), _audit_json(delivery)))
+        """The delivery's upsert parameters, built on the follower's thread."""
+        return delivery.with_prepared(self.row(delivery))
+
+    @staticmethod
+    def row(d: Delivery) -> _Row:
+        """A delivery's element of ``upsert_sql``'s JSON array: the stored JSON as it is,
+        if the follower checked it is in the worker's form (the server reads its fields),
+        else the message's."""
+        decision = (d.value if d.stored else encode(d.decision)).decode()
+        return _Row(d.city, f"[{json.dumps(d.city)},{d.token},{d.revision},{decision}]")
+
+    @staticmethod
+    def rounds(rows: Sequence[_Row]) -> list[str]:
+        """``upsert_sql``'s parameter for a batch's rows (sorted by city): one per round,
+        round k holding the k-th delivery of each city, so that no statement touches a
+        row twice and each city's deliveries still go in the order given."""
+        rounds: list[list[str]] = []
+        seen: dict[str, int] = {}
+        for row in rows:
+            k = seen[row.city] = seen.get(row.city, -1) + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(row.element)
+        return ["[" + ",".join(part) + "]" for part in rounds]
 
     def apply(self, batch: Sequence[Delivery]) -> Applied:
-        """One transaction: the conditional upserts, the audit rows of those that wrote,
-        the cursor. Upserts go city by city (each city's deliveries in the order given):
-        two relays' transactions then lock rows in the same order and cannot deadlock.
-
-        Pipelined, in two round trips: the upserts (which of them wrote decides the audit
-        rows), then the audit rows, the cursor and the commit. The audit rows travel as
-        one JSON parameter that the server expands, not row by row.
-        """
+        """One transaction: the conditional upserts (each adding its audit rows if it
+        wrote), the cursor. Upserts go city by city (each city's deliveries in the order
+        given, one round per repeat of a city): two relays' transactions then lock rows
+        in the same order and cannot deadlock. One statement, or with repeats one
+        statement per round, pipelined: one round trip."""
         if not batch:
             return Applied(applied=0, refused=0, cursor=self.cursor())
-        ordered = [d if isinstance(d.prepared, _Rows) else self.prepare(d)
-                   for d in sorted(batch, key=lambda d: d.city)]  # stable: keeps order
-        with self._boundary("apply a batch") as conn, conn.pipeline(), \
-                conn.cursor() as cur:
-            with conn.transaction():
-                cur.executemany(self.upsert_sql, [d.prepared.upsert for d in ordered],
-                                returning=True)
-                written = [d for d, result in zip(ordered, cur.results(), strict=True)
-                           if result.fetchone() is not None]
-                if written:
-                    cur.execute(self.audit_sql, audit_params(written))
-                cur.execute(self.advance_sql,
-                            (self.namespace, max(d.revision for d in batch)))
-            advanced = cur.fetchone()
-        assert advanced is not None  # an upsert with RETURNING returns its row
-        return Applied(applied=len(written), refused=len(batch) - len(written),
-                       cursor=int(advanced[0]))
+        rows = [d.prepared if isinstance(d.prepared, _Row) else self.row(d)
+                for d in sorted(batch, key=lambda d: d.city)]  # stable: keeps order
+        params = self.statements(rows, self.namespace, max(d.revision for d in batch))
+        with self._boundary("apply a batch") as conn:
+            written, cursor = run_rounds(conn, self.round_sql, params)
+        return Applied(applied=written, refused=len(batch) - written, cursor=cursor)
+
+    @cached_property
+    def round_sql(self) -> str:
+        """The statement of one round: ``upsert_sql`` and ``advance_sql`` together."""
+        return _ROUND.format(upsert=self.upsert_sql.strip(), advance=self.advance_sql.strip())
+
+    @classmethod
+    def statements(cls, rows: Sequence[_Row], namespace: str,
+                   revision: int) -> list[tuple[Any, ...]]:
+        """``round_sql``'s parameters for a batch's rows: a set per round, each moving
+        the cursor to ``revision``."""
+        return [(elements, namespace, revision) for elements in cls.rounds(rows)]
 
     def close(self) -> None:
         self._pg.close()
 
+
 # ---------------------------------------------------------------------- rows
 
 
-def _row(d: Delivery) -> tuple[object, ...]:
-    decision = d.decision
-    return (d.city, d.token, d.revision, decision.worker_id, decision.solver,
-            _decided_at(decision), (d.value or encode(decision)).decode())
+def run_rounds(conn: psycopg.Connection[Any], statement: str,
+               params: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+    """Run a batch's rounds in one transaction, in one round trip (autocommit: a lone
+    round is a transaction of its own); how many deliveries wrote, and the cursor."""
+    if len(params) == 1:
+        results = [conn.execute(statement, params[0]).fetchone()]
+    else:
+        with conn.pipeline(), conn.cursor() as cur:
+            with conn.transaction():
+                cur.executemany(statement, params, returning=True)
+            results = [result.fetchone() for result in cur.results()]
+    counts = [row for row in results if row is not None]
+    assert len(counts) == len(params)  # each round answers one row
+    return sum(int(row[0]) for row in counts), max(int(row[1]) for row in counts)
 
 
-@dataclass(frozen=True)
-class _Rows:
+class _Row(NamedTuple):
     """A delivery as the sink writes it (``Delivery.prepared``)."""
 
-    upsert: tuple[object, ...]
-    #: the decision's columns and its audit rows, one JSON array (see ``_AUDIT``)
-    audit: str
+    city: str
+    #: ``[city, token, revision, decision]``, JSON (see ``_UPSERT``)
+    element: str
 
-
-def _audit_json(d: Delivery) -> str:
-    """``[city, revision, token, worker, solver, decided_at, [[order, courier, eta],
-    ...]]``: its details, else its bare assignments with no ETA. JSON floats round-trip
-    exactly; the rare non-finite ETA goes as the text PostgreSQL reads it."""
-    decision = d.decision
-    if decision.details:
-        rows: list[tuple[str, str, float | str | None]] = [
-            (a.order_id, a.courier_id, a.pickup_eta_seconds) for a in decision.details]
-    else:
-        rows = [(order, courier, None) for order, courier in decision.assignments.items()]
-    head = (d.city, d.revision, d.token, decision.worker_id, decision.solver,
-            _decided_at(decision).isoformat())
-    try:
-        return json.dumps((*head, rows), allow_nan=False)
-    except ValueError:
-        rows = [r if not isinstance(r[2], float) or math.isfinite(r[2])
-                else (r[0], r[1], str(r[2])) for r in rows]
-        return json.dumps((*head, rows))
-
-
-def audit_params(written: Sequence[Delivery]) -> dict[str, str]:
-    """The parameters of ``audit_sql`` for the deliveries that wrote (prepared or not)."""
-    return {"decisions": "[" + ",".join(
-        d.prepared.audit if isinstance(d.prepared, _Rows) else _audit_json(d)
-        for d in written) + "]"}
-
-
-def _decided_at(decision: pb.Decision) -> datetime:
-    at: datetime = decision.decided_at.ToDatetime(tzinfo=UTC)
-    return at

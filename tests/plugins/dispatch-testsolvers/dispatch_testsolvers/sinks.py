@@ -13,14 +13,9 @@ class UnconditionalSink(PostgresSink):
     """Writes every delivery over what it holds and moves the cursor to the last batch."""
 
     name = "test-unconditional"
-    upsert_sql = """
-INSERT INTO dispatch_decisions (city, token, revision, worker_id, solver, decided_at, decision)
-VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
-ON CONFLICT (city) DO UPDATE SET
-  token = EXCLUDED.token, revision = EXCLUDED.revision, worker_id = EXCLUDED.worker_id,
-  solver = EXCLUDED.solver, decided_at = EXCLUDED.decided_at, decision = EXCLUDED.decision
-RETURNING revision
-"""
+    upsert_sql = PostgresSink.upsert_sql.replace(
+        "  WHERE dispatch_decisions.revision < EXCLUDED.revision\n", "")
+    assert upsert_sql != PostgresSink.upsert_sql, "the fence to take out has moved"
     advance_sql = """
 INSERT INTO dispatch_sink_cursor (namespace, revision) VALUES (%s, %s)
 ON CONFLICT (namespace) DO UPDATE SET revision = EXCLUDED.revision
