@@ -399,6 +399,7 @@ SNAPSHOT_BREAKAGES: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "duplicate courier ids": lambda s: json.dumps(_dup(s, "couriers")).encode(),
     "empty order id": lambda s: json.dumps(_order(s, id="")).encode(),
     "empty courier id": lambda s: json.dumps(_courier(s, id="")).encode(),
+    "NUL in an order id": lambda s: json.dumps(_order(s, id="o\x00-1")).encode(),
     "unknown field": lambda s: json.dumps({**s, "weather": "rain"}).encode(),
     "orders is an object": lambda s: json.dumps({**s, "orders": {"id": "o1"}}).encode(),
     "speed is text": lambda s: json.dumps(_courier(s, speed="fast")).encode(),
@@ -417,7 +418,8 @@ SNAPSHOT_NAMES: dict[str, str] = {
     "fractional size": "size", "negative capacity": "capacity", "zero speed": "speed",
     "negative speed": "speed", "NaN speed": "speed", "duplicate order ids": "more than once",
     "duplicate courier ids": "more than once", "empty order id": "empty id",
-    "empty courier id": "empty id", "unknown field": "weather", "orders is an object": "orders",
+    "empty courier id": "empty id", "NUL in an order id": "NUL character",
+    "unknown field": "weather", "orders is an object": "orders",
     "speed is text": "speed", "bad timestamp": "takenAt", "truncated": "malformed",
     "not UTF-8": "UTF-8", "empty value": "empty", "a JSON number": "malformed",
 }

@@ -35,6 +35,11 @@ def state_from_snapshot(city: str, snapshot: pb.StateSnapshot, taken_at: float) 
         if any(not i for i in ids):
             raise StateError(f"an {kind} has an empty id" if kind == "order"
                              else f"a {kind} has an empty id")
+        bad = next((i for i in ids if "\x00" in i), None)
+        if bad is not None:
+            # PostgreSQL's text refuses NUL: a decision carrying it could never reach the
+            # sink, so it must not be decided on
+            raise StateError(f"{kind} id {bad!r} contains a NUL character")
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise StateError(f"{kind} id {dup!r} appears more than once")
