@@ -84,6 +84,7 @@ bench: setup
 	$(PY) -m bench.scale $(BENCH_ARGS)
 	$(PY) -m bench.relay $(BENCH_ARGS)
 	$(PY) -m bench.fleet $(BENCH_ARGS)
+	$(PY) -m bench.decisionsize $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # docs/benchmarks.md from bench/results/*.json, without running anything (standard library)

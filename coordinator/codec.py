@@ -18,9 +18,18 @@ from google.protobuf.message import Message
 
 from protos import dispatch_pb2 as pb
 
-__all__ = ["decode", "encode", "stored_decision"]
+__all__ = ["assigned", "decode", "encode", "stored_decision"]
 
 M = TypeVar("M", bound=Message)
+
+
+def assigned(decision: pb.Decision) -> dict[str, str]:
+    """Order id -> courier id of a decision, whichever version wrote it: the pairs of
+    its ``details``, or, for a decision written before the pairs stopped being repeated
+    there, its ``assignments`` map."""
+    if decision.details:
+        return {a.order_id: a.courier_id for a in decision.details}
+    return dict(decision.assignments)
 
 
 def encode(message: Message) -> bytes:

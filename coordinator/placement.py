@@ -9,9 +9,10 @@ cities in proportion to its capacity, over the workers the heavy cities leave; i
 *bound* is ``(1 + tolerance)`` × its share, its *floor* ``(1 - tolerance)`` × its share.
 
 When every city's current owner is still eligible, every city heavy by a margin (more
-than ``1 + tolerance`` times a fair share) is alone on its worker and every other worker
-is between its floor and its bound, the current placement stands: nothing moves,
-however the costs wobble (the hysteresis). Otherwise the plan is rebuilt, aiming at
+than ``1 + tolerance`` times a fair share) is alone on its worker and no other worker
+is over its bound, the current placement stands: nothing moves, however the costs
+wobble (the hysteresis). A worker under its floor alone moves nothing: it only has room
+to spare, and a worker that joins (empty) leaves the others over their bounds. Otherwise the plan is rebuilt, aiming at
 *half* the tolerance so that it comes to rest well inside the band:
 
 1. Walk the cities heaviest first (then by name): each stays with its current owner
@@ -115,12 +116,11 @@ def _alone(owners: Mapping[str, str], heavy: set[str]) -> set[str]:
 def _steady(owners: Mapping[str, str], heavy: set[str], loads: dict[str, float],
             shares: dict[str, float], tolerance: float) -> bool:
     """Whether the current placement stands: every heavy city alone on its worker, and
-    every other worker within the tolerance of its share (the hysteresis)."""
+    no other worker over its bound (the hysteresis)."""
     alone = _alone(owners, heavy)
     if len(alone) < len(heavy):
         return False
-    return all((1 - tolerance) * shares[w] - 1e-12 <= loads[w]
-               <= (1 + tolerance) * shares[w] + 1e-12
+    return all(loads[w] <= (1 + tolerance) * shares[w] + 1e-12
                for w in shares if w not in alone)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.ops.overview import read_overview
+from coordinator.ops.replay import past_decisions
 from coordinator.ops.verify import verify
 from coordinator.settings import CityConfig
 from tests.conftest import WorkerProcess, wait_until
@@ -93,6 +94,45 @@ def test_a_drained_worker_hands_everything_over_and_gets_work_back(
     wait_until(lambda: balanced(client, keys, 12, ["w1", "w2", "w3"]), timeout=20,
                message="w2 to take its share again")
     assert verify(client, keys).ok
+
+
+def test_each_city_moves_once_to_its_planned_owner(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, spawn_worker: Spawn) -> None:
+    """An undrained worker takes its share back, each city straight from its owner: every
+    city already has a standby queued, ahead of the worker it is planned for, and that
+    standby steps back. Were it to stay ahead, the owner's resignation would hand it the
+    city, and the city would move again."""
+    add_cities(client, keys, 24)
+    workers = ["w1", "w2", "w3", "w4"]
+    client.put(keys.drain("w2"), "1")
+    for w in workers:  # by cost: a move goes to the idlest worker, often not the standby
+        spawn_worker(w, "--solve-isolation", "thread", "--placement", "cost")
+    rest = ["w1", "w3", "w4"]
+    wait_until(lambda: set(owners(client, keys).values()) == set(rest) and
+               len(owners(client, keys)) == 24, timeout=30, message="w2 to own nothing")
+    wait_until(lambda: queued(client, keys) == 24, timeout=20, message="every standby queued")
+    before = owners(client, keys)
+    client.delete(keys.drain("w2"))
+    _, undrained_at = client.range(keys.drain("w2"))
+    wait_until(lambda: sum(w == "w2" for w in owners(client, keys).values()) >= 4,
+               timeout=30, message="w2 to take its share")
+    time.sleep(3.0)  # any second move would have started by now
+    moved = [c for c, w in owners(client, keys).items() if w != before[c]]
+    assert moved
+    for city in moved:
+        writers = [r.decision.worker_id for r in past_decisions(client, keys.decision(city))
+                   if r.revision > undrained_at]
+        hops = [before[city]] + [w for w, _ in itertools.groupby(reversed(writers))
+                                 if w != before[city]]
+        assert len(hops) == 2, f"{city} went {' -> '.join(hops)}"
+    assert verify(client, keys).ok
+
+
+def queued(client: EtcdClient, keys: Keys) -> int:
+    """How many cities have a standby queued behind their leader."""
+    kvs, _ = client.get_prefix(keys.elections)
+    per_city = Counter(keys.candidate(kv.key)[0] for kv in kvs)  # type: ignore[index]
+    return sum(1 for n in per_city.values() if n >= 2)
 
 
 def test_affinity_is_respected_and_an_unownable_city_is_reported(

@@ -14,6 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from coordinator.codec import assigned
 from coordinator.errors import CitySettingsError, StaleState
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
@@ -61,7 +62,7 @@ def own_server() -> Iterator[LocalPostgres]:
 
 def assignments(client: EtcdClient, keys: Keys, city: str) -> dict[str, str]:
     d = decision(client, keys, city)
-    return {} if d is None else dict(d.assignments)
+    return {} if d is None else assigned(d)
 
 
 def ticks(client: EtcdClient, keys: Keys, city: str) -> int:

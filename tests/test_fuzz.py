@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coordinator.codec import decode
+from coordinator.codec import assigned, decode
 from coordinator.errors import CitySettingsError
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
@@ -460,7 +460,7 @@ def test_every_snapshot_breakage_at_once(fleet: Fleet) -> None:
     for breakage, city in cities.items():
         status = fleet.expect_failing(city)
         assert SNAPSHOT_NAMES[breakage] in status.last_error, (breakage, status.last_error)
-    assert dict(fleet.expect_decision(fine).assignments) == {"o1": "c1"}
+    assert assigned(fleet.expect_decision(fine)) == {"o1": "c1"}
     fleet.assert_healthy()
     for city in [*cities.values(), fine]:
         fleet.remove(city)
@@ -475,12 +475,12 @@ def test_valid_state_snapshots_are_decided_within_the_state(
     orders = {o["id"]: o.get("size") or 1 for o in snapshot["orders"]}
     capacity = {c["id"]: c.get("capacity", 0) for c in snapshot["couriers"]}
     load: dict[str, int] = {}
-    for order, courier in d.assignments.items():
+    for order, courier in assigned(d).items():
         assert order in orders and courier in capacity
         load[courier] = load.get(courier, 0) + orders[order]
     assert all(load[c] <= capacity[c] for c in load), (load, capacity)
-    assert set(d.unassigned) | set(d.assignments) == set(orders)
-    assert not set(d.unassigned) & set(d.assignments)
+    assert set(d.unassigned) | set(assigned(d)) == set(orders)
+    assert not set(d.unassigned) & set(assigned(d))
     fleet.assert_healthy()
     fleet.remove(city)
 

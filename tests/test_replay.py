@@ -30,7 +30,7 @@ from google.protobuf import json_format
 
 from coordinator.cli.common import run_cli
 from coordinator.cli.ctl import cli
-from coordinator.codec import encode
+from coordinator.codec import assigned, encode
 from coordinator.errors import EtcdCompacted
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
@@ -162,7 +162,7 @@ def test_a_decision_on_etcd_state_replays_identically_after_the_state_moved_on(
     assert state_kv is not None and state_kv.version > 5
     assert state_kv.mod_revision > ref.revision  # the state key was rewritten since
     latest = decision(d.client, d.keys, "kiev")
-    assert latest is not None and dict(latest.assignments) != dict(early.assignments)
+    assert latest is not None and assigned(latest) != assigned(early)
 
     result = d.ctl("kiev", "--revision", str(revision), "--solver", "hungarian")
     assert result.returncode == 0, result.stderr
@@ -170,7 +170,7 @@ def test_a_decision_on_etcd_state_replays_identically_after_the_state_moved_on(
     assert lines[0].startswith(f"kiev: decision at revision {revision} (")
     assert lines[1].startswith(f"state: source etcd, etcd revision {ref.revision}; "
                                "25 orders x 15 couriers")
-    assert lines[2] == (f"replay of greedy: identical ({len(early.assignments)} "
+    assert lines[2] == (f"replay of greedy: identical ({len(assigned(early))} "
                         f"assignments, {len(early.unassigned)} unassigned)")
     assert [line.split()[0] for line in lines[3:]] == ["SOLVER", "recorded", "greedy",
                                                         "hungarian"]

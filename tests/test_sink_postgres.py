@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from coordinator.codec import encode
+from coordinator.codec import assigned, encode
 from coordinator.errors import ConfigError, SinkError, SinkUnavailable
 from coordinator.sinks.conformance import delivery
 from coordinator.sinks.contract import Applied, Delivery
@@ -85,7 +85,8 @@ def test_audit_rows_once_per_applied_decision(sink: PostgresSink, postgres_url: 
 
 def test_decision_without_details_is_audited_from_its_assignments(
         sink: PostgresSink, postgres_url: str) -> None:
-    d = delivery("a", 10, 5)
+    d = delivery("a", 10, 5)  # as decisions were written before details alone held them
+    d.decision.assignments.update(assigned(d.decision))
     del d.decision.details[:]
     sink.apply([d])
     audit = rows(postgres_url, "SELECT order_id, courier_id, pickup_eta_seconds"

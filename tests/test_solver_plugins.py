@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.codec import assigned
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.plugins import SOLVERS, installed
@@ -56,7 +57,7 @@ def test_a_running_city_switches_to_the_third_party_plugin(etcd: EtcdCluster,
         d = wait_until(lambda: (x := decision(client, keys, "paris")) and
                        x.solver == "ortools-flow" and x, timeout=10,
                        message="a decision by the plugin")
-        assert d.assignments  # type: ignore[union-attr]
+        assert d is not None and assigned(d)
 
 
 PLUGIN = textwrap.dedent('''

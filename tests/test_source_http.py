@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.codec import assigned
 from coordinator.errors import StateError, StateUnavailable
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
@@ -223,7 +224,7 @@ def test_a_worker_decides_from_http_and_names_a_stale_or_missing_state(
 
     def decided() -> dict[str, str]:
         d = decision(client, keys, "lyon")
-        return {} if d is None else dict(d.assignments)
+        return {} if d is None else assigned(d)
 
     serve(served, "/lyon", snapshot("c-1", time.time()))
     client.put(keys.city("lyon"), CityConfig("lyon", "greedy", 0.2, state_source="http",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from coordinator.codec import assigned
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.settings import CityConfig
@@ -54,7 +55,7 @@ def test_a_city_that_outgrows_inline_solving_leaves_its_group_and_is_still_decid
         client.put(keys.city("g1"), CityConfig(
             "g1", "greedy", 0.2, params={"orders": 100, "couriers": 50}).encode())
         # (the default 50 x 30 city assigns at most 30 orders)
-        wait_until(lambda: (d := decision(client, keys, "g1")) and len(d.assignments) > 30,
+        wait_until(lambda: (d := decision(client, keys, "g1")) and len(assigned(d)) > 30,
                    message="g1 decided at its new size")
         with lock:
             calls.clear()

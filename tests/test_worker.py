@@ -6,6 +6,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from coordinator.codec import assigned
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.ops.verify import verify
@@ -61,7 +62,7 @@ def test_the_leader_decides_with_its_token_and_etcdctl_shows_it(
     d = wait_until(lambda: decision(client, keys, "paris"), message="a decision")
     kvs, _ = client.get_prefix(keys.election("paris") + "/")
     assert d.worker_id == "w1" and d.token == kvs[0].create_revision  # type: ignore[union-attr]
-    assert d.assignments and d.solver == "greedy"  # type: ignore[union-attr]
+    assert d is not None and assigned(d) and d.solver == "greedy"
     assert owner(etcd, keys, "paris") == "w1"
     assert verify(client, keys).ok
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.report import (
     coordination,
+    decisionsize,
     failover,
     fleet,
     leaselock,
@@ -31,7 +32,7 @@ from bench.report.parts import Context, Section
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
 ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
-         "fleet")
+         "fleet", "decisionsize")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -52,19 +53,23 @@ COMMANDS = {
     "fleet": ("a heavy-tailed mix of cities over 4 workers placed by measured cost: busiest "
               "worker's CPU ÷ mean, on time per size class, moves per hour, etcd bytes "
               "written", "placement by count, same run"),
+    "decisionsize": ("bytes of one stored decision against the city's size (10 × 5 to "
+                     "1,500 × 1,000), fixed part and per pair",
+                     "the same decision in the form written before the trim"),
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
-    "solvers": solvers.render, "fleet": fleet.render,
+    "solvers": solvers.render, "fleet": fleet.render, "decisionsize": decisionsize.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
           "scale": "Scale",
           "failover": "Failover and handover",
           "leaselock": "Comparison with client-go's LeaseLock",
           "relay": "Decisions out: the relay", "solvers": "Solvers",
-          "fleet": "Placement by cost: a realistic fleet"}
+          "fleet": "Placement by cost: a realistic fleet",
+          "decisionsize": "What a decision costs"}
 
 
 def load_results(directory: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from coordinator.cli.context import CONTEXT, Ctl, pass_ctl
 from coordinator.cli.render import print_json, print_table
-from coordinator.codec import decode
+from coordinator.codec import assigned, decode
 from coordinator.errors import ConfigError, EtcdCompacted
 from coordinator.keys import check_city_name
 from coordinator.ops.replay import past_decisions
@@ -40,7 +40,7 @@ def history(ctl: Ctl, /, city_name: str, limit: int, as_json: bool) -> None:
     decisions, compacted = _recent_decisions(ctl, city_name, limit)
     rows: list[dict[str, Any]] = [
         {"revision": revision, "decidedAt": d.decided_at.ToJsonString(), "token": d.token,
-         "workerId": d.worker_id, "solver": d.solver, "assignments": len(d.assignments),
+         "workerId": d.worker_id, "solver": d.solver, "assignments": len(assigned(d)),
          "unassigned": len(d.unassigned), "cost": round(d.cost, 1)}
         for revision, d in decisions
     ]

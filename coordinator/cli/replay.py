@@ -20,6 +20,7 @@ from coordinator.cli.audit import parse_since
 from coordinator.cli.context import CONTEXT, Ctl, pass_ctl
 from coordinator.cli.plot import write_plot
 from coordinator.cli.render import print_json, print_table
+from coordinator.codec import assigned
 from coordinator.errors import ConfigError
 from coordinator.keys import check_city_name
 from coordinator.ops.replay import (
@@ -161,7 +162,7 @@ def _print_one(city: str, result: Replay, show: int, as_json: bool) -> None:
     click.echo(f"state: {describe_ref(d.state_ref)}; {result.state.n_orders} orders x "
                f"{result.state.n_couriers} couriers")
     if result.identical:
-        click.echo(f"replay of {d.solver}: identical ({len(d.assignments)} assignments, "
+        click.echo(f"replay of {d.solver}: identical ({len(assigned(d))} assignments, "
                    f"{len(d.unassigned)} unassigned)")
     else:
         click.echo(f"replay of {d.solver}: DIFFERS in {len(result.differences)} orders")

@@ -73,8 +73,8 @@ log = logging.getLogger("coordinator.cli.worker")
 @click.option("--tolerance", envvar="DISPATCH_TOLERANCE", default=0.10, show_default=True,
               type=click.FloatRange(0.0, 1.0),
               help="Placing by cost: a worker carries at most (1 + tolerance) x its share "
-                   "of the fleet's load, and no city moves while every worker is within "
-                   "(1 ± tolerance) x its share.")
+                   "of the fleet's load, and no city moves while none is over that "
+                   "bound.")
 @click.option("--moves-per-minute", envvar="DISPATCH_MOVES_PER_MINUTE", default=60.0,
               show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Churn budget: planned moves (graceful handovers) per minute across the "
@@ -83,6 +83,12 @@ log = logging.getLogger("coordinator.cli.worker")
 @click.option("--move-cooldown", envvar="DISPATCH_MOVE_COOLDOWN", default=15.0,
               show_default=True, type=click.FloatRange(min=0.0), metavar="SECONDS",
               help="A city taken over is not handed over again for this long.")
+@click.option("--rebalance-delay", envvar="DISPATCH_REBALANCE_DELAY", default=30.0,
+              show_default=True, type=click.FloatRange(min=0.0), metavar="SECONDS",
+              help="Placing by cost: how long a worker must stay beyond the tolerance "
+                   "before cities move to correct it, so that a passing wobble of the "
+                   "measured costs moves nothing. A worker joining, leaving or drained "
+                   "is planned for at once.")
 @click.option("--metrics-port", envvar="DISPATCH_METRICS_PORT", default=None,
               type=click.IntRange(0, 65535), metavar="PORT",
               help="Serve Prometheus metrics on this port (off when not given).")
@@ -145,6 +151,7 @@ def command(**options: Any) -> None:
         tolerance=options["tolerance"],
         moves_per_minute=options["moves_per_minute"],
         move_cooldown=options["move_cooldown"],
+        rebalance_delay=options["rebalance_delay"],
     )
     client = connect(options)
     try:

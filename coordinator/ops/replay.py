@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.codec import decode
+from coordinator.codec import assigned, decode
 from coordinator.errors import (
     CitySettingsError,
     ConfigError,
@@ -101,14 +101,14 @@ class Outcome:
 def recorded_outcome(decision: pb.Decision) -> Outcome:
     """The decision's own figures, as an :class:`Outcome` (its solve time as measured
     by the worker)."""
-    return Outcome(decision.solver, dict(decision.assignments), len(decision.unassigned),
+    return Outcome(decision.solver, assigned(decision), len(decision.unassigned),
                    decision.cost, decision.solve_seconds)
 
 
 def differences(decision: pb.Decision, state: CityState, replayed: Outcome) -> list[str]:
     """How ``replayed`` differs from the recorded ``decision``, one line per order (first
     whether the state's orders are the decision's at all); empty when identical."""
-    recorded = dict(decision.assignments)
+    recorded = assigned(decision)
     orders = set(state.order_ids.tolist())
     decided = set(recorded) | set(decision.unassigned)
     if orders != decided:
@@ -297,7 +297,7 @@ class Replayer:
 
 def identical_to(decision: pb.Decision, outcome: Outcome) -> bool:
     """Whether ``outcome`` gives exactly the decision's assignments (its solver's)."""
-    return not outcome.error and outcome.assignments == dict(decision.assignments)
+    return not outcome.error and outcome.assignments == assigned(decision)
 
 
 def mean(values: Sequence[float]) -> float:

@@ -84,7 +84,6 @@ def delivery(city: str, revision: int, token: int) -> Delivery:
     decided_at.FromSeconds(1_800_000_000 + revision)
     decision = pb.Decision(
         city=city, token=token, worker_id=f"w-{token}", solver="greedy",
-        assignments=dict(zip(orders, couriers, strict=True)),
         unassigned=sorted(set(state.order_ids.tolist()) - set(orders)),
         decided_at=decided_at, tick=revision - token,
         details=[pb.Assignment(order_id=o, courier_id=c, pickup_eta_seconds=e)

@@ -52,12 +52,15 @@ class WorkerConfig:
     #: every worker the same number of cities (kept to compare the two)
     placement: str = "cost"
     #: placing by cost, a worker may carry up to (1 + tolerance) x its share, and no
-    #: city moves while every worker is within (1 ± tolerance) x its share
+    #: city moves while none is over that bound
     tolerance: float = 0.10
     #: planned moves (graceful handovers) per minute across the fleet; a city whose
     #: owner died is taken at once, outside this budget
     moves_per_minute: float = 60.0
     #: a city that moved is not moved again for this many seconds
     move_cooldown: float = 15.0
+    #: placing by cost, seconds an imbalance beyond the tolerance must last before
+    #: cities move to correct it (a worker joining, leaving or draining moves at once)
+    rebalance_delay: float = 30.0
     #: how often the measured costs are published at most (seconds)
     load_interval: float = 5.0

@@ -6,6 +6,11 @@ elsewhere (a solve thread or a solver process reports its own). Divided by the c
 period it is a rate, CPU seconds per second, comparable across cities of any period;
 an exponentially weighted mean over ticks smooths it.
 
+The rest of the process's CPU (gRPC's threads sending commits and receiving watch
+events, the control loop) belongs to no tick but grows with ticks: it is measured over
+windows and spread over the cities by their tick rates. Without it a worker of many
+small cities costs more than its cities add up to, and placement overloads it.
+
 A city with no measurement yet is planned on a prior (``coordinator.plan_inputs``).
 """
 
@@ -13,12 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 __all__ = ["LoadMeter", "LoadReport"]
 
 class LoadMeter:
-    """Per-city smoothed cost of the ticks run here; thread-safe (tick threads write,
-    the control loop reads)."""
+    """Per-city smoothed cost of the ticks run here, the process's unbooked CPU shared
+    out; thread-safe (tick threads write, the control loop reads)."""
 
     #: weight of the newest tick in the mean (about the last twenty ticks count: a solve's
     #: time varies from tick to tick with the shape of the state, and placement must not)
@@ -26,34 +32,77 @@ class LoadMeter:
     #: a city no longer ticked here is still reported this long (seconds), so that the
     #: fleet keeps its measurement while the new owner's own builds up
     KEEP = 30.0
+    #: weight of each new window in the mean of the unbooked CPU
+    WINDOW_ALPHA = 0.3
 
-    def __init__(self) -> None:
+    def __init__(self, *, window: float = 5.0,
+                 process_cpu: Callable[[], float] = time.process_time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``window``: seconds over which the unbooked CPU is measured; ``process_cpu``
+        and ``clock``: this process's CPU seconds and the time (tests pass their own)."""
         self._lock = threading.Lock()
+        self._clock = clock
+        self._window_seconds = window
         self._cost: dict[str, float] = {}
         self._seen: dict[str, float] = {}
+        self._rate: dict[str, float] = {}   # ticks per second
+        self._process_cpu = process_cpu
+        self._booked = 0.0                   # CPU of this process booked to ticks, in all
+        self._window: tuple[float, float, float] | None = None  # (when, process, booked)
+        self._unbooked: float | None = None  # smoothed, in cores
 
     def seed(self, city: str, cost: float) -> None:
         """Start a city's mean from a cost measured elsewhere (a city taken over)."""
         with self._lock:
             self._cost.setdefault(city, cost)
-            self._seen.setdefault(city, time.monotonic())
+            self._seen.setdefault(city, self._clock())
 
-    def ticked(self, city: str, cpu_seconds: float, period: float) -> None:
-        """Book one tick of ``city`` that used ``cpu_seconds`` in all."""
+    def ticked(self, city: str, cpu_seconds: float, period: float, *,
+               here: float | None = None) -> None:
+        """Book one tick of ``city`` that used ``cpu_seconds`` in all, ``here`` of them
+        (default all) on this process's threads rather than in a solver process."""
         sample = max(cpu_seconds, 0.0) / max(period, 0.01)
         with self._lock:
             old = self._cost.get(city)
             self._cost[city] = sample if old is None else old + self.ALPHA * (sample - old)
-            self._seen[city] = time.monotonic()
+            self._seen[city] = self._clock()
+            self._rate[city] = 1.0 / max(period, 0.01)
+            self._booked += max(cpu_seconds if here is None else here, 0.0)
 
     def costs(self) -> dict[str, float]:
-        """The cities ticked here recently, each with its smoothed cost."""
-        now = time.monotonic()
+        """The cities ticked here recently, each with its smoothed cost and its share of
+        the unbooked CPU."""
+        now = self._clock()
         with self._lock:
             for city in [c for c, seen in self._seen.items() if now - seen > self.KEEP]:
                 del self._seen[city]
                 self._cost.pop(city, None)
-            return dict(self._cost)
+                self._rate.pop(city, None)
+            self._measure_unbooked(now)
+            rates = {c: self._rate.get(c, 0.0) for c in self._cost}
+            total = sum(rates.values())
+            if not self._unbooked or not total:
+                return dict(self._cost)
+            share = self._unbooked / total
+            return {c: cost + share * rates[c] for c, cost in self._cost.items()}
+
+    def unbooked(self) -> float:
+        """The process's CPU no tick booked, smoothed, in cores (0 before a window)."""
+        with self._lock:
+            return self._unbooked or 0.0
+
+    def _measure_unbooked(self, now: float) -> None:
+        cpu = self._process_cpu()
+        if self._window is None:
+            self._window = (now, cpu, self._booked)
+            return
+        since, cpu0, booked0 = self._window
+        if now - since < self._window_seconds:
+            return
+        sample = max((cpu - cpu0) - (self._booked - booked0), 0.0) / (now - since)
+        old = self._unbooked
+        self._unbooked = sample if old is None else old + self.WINDOW_ALPHA * (sample - old)
+        self._window = (now, cpu, self._booked)
 
 
 class LoadReport:

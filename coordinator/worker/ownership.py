@@ -11,9 +11,11 @@ won (:meth:`Ownership.elected`) until it is lost, left or handed over.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import zlib
+from collections.abc import Mapping
 
 from coordinator.balancer import CityNeeds, Member, Plan, plan
 from coordinator.errors import DispatchError, EtcdError
@@ -32,6 +34,9 @@ from coordinator.worker.health import HealthBook
 from coordinator.worker.load import LoadMeter
 from coordinator.worker.ticker import Ticker
 from protos import dispatch_pb2 as pb
+
+#: a tolerance no wobble of the costs leaves: the plan that keeps every current owner
+HOLD = 1e9
 
 __all__ = ["Ownership", "period_of"]
 
@@ -70,6 +75,11 @@ class Ownership:
         #: the latest plan reconciled to
         self.plan = Plan({}, [])
         self._plan_inputs: tuple[object, ...] | None = None
+        #: placing by cost: the balanced plan and the one keeping every current owner,
+        #: for the inputs above; since when they differ; the members they were made for
+        self._balanced = self._holding = self.plan
+        self._unbalanced_since: float | None = None
+        self._planned_members: list[Member] | None = None
         #: costs measured somewhere in the fleet, as last planned on
         self._measured: dict[str, float] = {}
         #: city -> why its planned move away from here waits
@@ -116,7 +126,7 @@ class Ownership:
             planned = self.plan.owner(city)
             if city not in enabled:
                 continue  # disabled or removed: leave below
-            if planned != me and planned is not None and self._queued(city, planned):
+            if planned != me and planned is not None and self._next(city, planned):
                 why = self._hold_back(city)
                 if why is None:
                     # Graceful handover: the planned owner is queued, so resigning after
@@ -135,6 +145,11 @@ class Ownership:
         for city in sorted(wanted - entered):
             self._campaigns.enter(city)
         for city in sorted(wanted & entered):
+            if self._behind_owner(city, leaders):
+                # a standby queued before the planned owner would win the handover
+                # instead of it, and the city would have to move again: step back
+                self._campaigns.leave(city)
+                self._campaigns.enter(city)
             self._campaigns.evaluate(city)
         # ticking first: a city won in between (``elected``) must not look stale
         ticking = self._ticker.cities()
@@ -187,13 +202,51 @@ class Ownership:
         inputs = (needs, members, self._config.standbys, costs, owners)
         if inputs != self._plan_inputs:
             self._plan_inputs = inputs
-            return plan(needs, members, standbys=self._config.standbys, costs=costs,
-                        current=owners, tolerance=self._config.tolerance)
-        return self.plan
+            self._balanced = plan(needs, members, standbys=self._config.standbys,
+                                  costs=costs, current=owners,
+                                  tolerance=self._config.tolerance)
+            self._holding = plan(needs, members, standbys=self._config.standbys,
+                                 costs=costs, current=owners, tolerance=HOLD)
+        return self._settled(owners, members)
 
-    def _queued(self, city: str, worker_id: str) -> bool:
-        return any(kv.value.decode(errors="replace") == worker_id
-                   for kv in self._campaigns.queue(city)[1:])
+    def _settled(self, owners: Mapping[str, str], members: list[Member]) -> Plan:
+        """The balanced plan, once the imbalance it corrects has lasted the rebalance
+        delay; until then the plan that keeps every city where it is. Only a wobble of
+        the costs waits: a city with no eligible owner (a worker gone or drained, a new
+        city) or a change of members is planned at once."""
+        balanced, holding = self._balanced, self._holding
+        now = time.monotonic()
+        if members != self._planned_members:  # rebalance now, and until balanced
+            self._planned_members = members
+            self._unbalanced_since = -math.inf
+        if _owners(balanced) == _owners(holding):
+            self._unbalanced_since = None
+            return balanced
+        if not all(holding.owner(c) == owners.get(c) for c in holding.ranking):
+            return balanced
+        if self._unbalanced_since is None:
+            self._unbalanced_since = now
+            log.info("placement out of balance: rebalancing in %.0fs unless it passes",
+                     self._config.rebalance_delay)
+        if now - self._unbalanced_since >= self._config.rebalance_delay:
+            return balanced
+        return holding
+
+    def _next(self, city: str, worker_id: str) -> bool:
+        """Whether ``worker_id`` is next in line for ``city``: whom resigning hands it to."""
+        queue = self._campaigns.queue(city)
+        return len(queue) > 1 and queue[1].value.decode(errors="replace") == worker_id
+
+    def _behind_owner(self, city: str, leaders: Mapping[str, LeaderKey]) -> bool:
+        """Whether we stand for ``city`` only as its standby, yet queue before the worker
+        the plan gives it to (who does not lead it yet)."""
+        planned = self.plan.owner(city)
+        if city in leaders or planned is None or planned == self._config.worker_id:
+            return False
+        order = [kv.value.decode(errors="replace") for kv in self._campaigns.queue(city)]
+        me = self._campaigns.position(city)
+        return me is not None and me > 0 and planned in order[1:] and \
+            order.index(planned, 1) > me
 
     # -- letting go ---------------------------------------------------------------------
 
@@ -267,3 +320,7 @@ class Ownership:
         self._healths.of(city).took_over(decided)
         period = period_of(self._registry, city)
         return float(max(0.0, min(decided + period - time.time(), period)))
+
+
+def _owners(p: Plan) -> dict[str, str | None]:
+    return {city: p.owner(city) for city in p.ranking}

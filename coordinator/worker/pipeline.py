@@ -77,8 +77,9 @@ class TickPipeline:
         self._stopping = stopping
         self._archive = archive
         self._load = load or LoadMeter()
-        #: city -> CPU its solve in flight used off the tick thread (``_book``)
-        self._solve_cpu: dict[str, float] = {}
+        #: city -> CPU its solve in flight used off the tick thread, and whether in this
+        #: process (a solve thread) rather than a solver process (``_book``)
+        self._solve_cpu: dict[str, tuple[float, bool]] = {}
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
 
     def close(self) -> None:
@@ -199,7 +200,7 @@ class TickPipeline:
                    for name in entry.shadow_solvers if name != entry.solver]
         result = None if inline else self._solve(entry, solver, state, budget)
         if result is not None:
-            self._solve_cpu[city] = result.cpu
+            self._solve_cpu[city] = (result.cpu, result.in_process)
         small = state.n_orders * state.n_couriers <= GATED_MAX_PAIRS
         with gate.held((inline or small) and not grouped):
             if result is None:
@@ -249,10 +250,11 @@ class TickPipeline:
 
     def _book(self, city: str, cpu: float) -> None:
         """Add a finished tick's CPU, here and elsewhere, to the city's measured cost."""
-        elsewhere = self._solve_cpu.pop(city, 0.0)
+        elsewhere, in_process = self._solve_cpu.pop(city, (0.0, True))
         entry = self._registry.get(city)
         if isinstance(entry, CityConfig) and self._campaigns.leader(city) is not None:
-            self._load.ticked(city, cpu + elsewhere, entry.period)
+            self._load.ticked(city, cpu + elsewhere, entry.period,
+                              here=cpu + elsewhere if in_process else cpu)
 
     def _solve(self, entry: CityConfig, solver: Solver, state: CityState,
                budget: float) -> SolveResult:

@@ -56,6 +56,8 @@ class SolveResult:
     #: CPU seconds the solve used off the calling thread (a solve thread or a solver
     #: process); 0 for an inline solve, whose CPU is the calling thread's own
     cpu: float = 0.0
+    #: whether ``cpu`` was spent in this process (a solve thread), not a solver process
+    in_process: bool = True
 
 
 def _describe(name: str, kind: str, message: str) -> str:
@@ -68,10 +70,11 @@ def _late(name: str, budget: float, deadline: float) -> SolverFailed:
                         f"(budget {budget:.2f}s); the solve was abandoned")
 
 
-def _checked(name: str, solution: object, seconds: float, cpu: float = 0.0) -> SolveResult:
+def _checked(name: str, solution: object, seconds: float, cpu: float = 0.0,
+             in_process: bool = True) -> SolveResult:
     if not isinstance(solution, Solution):
         raise SolverFailed(f"solver {name!r} returned {type(solution).__name__}, not a Solution")
-    return SolveResult(solution, seconds, cpu)
+    return SolveResult(solution, seconds, cpu, in_process)
 
 
 class SolveRunner:
@@ -346,7 +349,7 @@ class ProcessSolveRunner(SolveRunner):
             self._give_back(proc)
         if reply[0] == "error":
             raise SolverFailed(_describe(name, reply[1], reply[2]))
-        return _checked(name, reply[1], float(reply[2]), float(reply[3]))
+        return _checked(name, reply[1], float(reply[2]), float(reply[3]), in_process=False)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,69 @@
+"""What a city is measured to cost: its ticks, and its share of the process's CPU that
+no tick booked (gRPC's threads, the control loop), which grows with ticks."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.worker.load import LoadMeter
+
+
+class Clocks:
+    """A process CPU counter and a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self.now = 100.0
+
+    def meter(self) -> LoadMeter:
+        return LoadMeter(window=5.0, process_cpu=lambda: self.cpu, clock=lambda: self.now)
+
+
+def test_a_city_costs_its_ticks_cpu_over_its_period() -> None:
+    clocks = Clocks()
+    meter = clocks.meter()
+    meter.ticked("a", 0.02, period=2.0)
+    assert meter.costs() == {"a": pytest.approx(0.01)}
+
+
+def test_cpu_no_tick_booked_is_shared_out_by_tick_rate() -> None:
+    clocks = Clocks()
+    meter = clocks.meter()
+    meter.ticked("village", 0.001, period=0.5)   # 2 ticks a second
+    meter.ticked("capital", 0.200, period=2.0)   # 0.5 ticks a second
+    clocks.cpu += 0.201
+    meter.costs()                                # the first window opens
+    meter.ticked("village", 0.001, period=0.5)
+    meter.ticked("capital", 0.200, period=2.0)
+    clocks.cpu += 0.201 + 1.0                    # 1 CPU second booked to no tick
+    clocks.now += 10.0                           # over 10 s: 0.1 cores
+    costs = meter.costs()
+    assert meter.unbooked() == pytest.approx(0.1)
+    assert costs["village"] == pytest.approx(0.002 + 0.08)   # 2 of 2.5 ticks a second
+    assert costs["capital"] == pytest.approx(0.1 + 0.02)
+    assert sum(costs.values()) == pytest.approx(0.102 + 0.1)  # nothing lost, none twice
+
+
+def test_a_solve_in_a_solver_process_is_not_taken_from_this_process() -> None:
+    clocks = Clocks()
+    meter = clocks.meter()
+    meter.costs()
+    # 0.9 s of the tick ran in a solver process: this process spent 0.1 on it, and 0.5
+    # on no tick
+    meter.ticked("capital", 1.0, period=1.0, here=0.1)
+    clocks.cpu += 0.1 + 0.5
+    clocks.now += 10.0
+    assert meter.costs() == {"capital": pytest.approx(1.0 + 0.05)}
+    assert meter.unbooked() == pytest.approx(0.05)
+
+
+def test_the_unbooked_cpu_is_measured_over_whole_windows() -> None:
+    clocks = Clocks()
+    meter = clocks.meter()
+    meter.ticked("a", 0.01, period=1.0)
+    meter.costs()
+    clocks.cpu += 0.5
+    clocks.now += 1.0                            # too short a window to judge
+    assert meter.costs() == {"a": pytest.approx(0.01)}
+    clocks.now += 4.0
+    assert meter.costs()["a"] == pytest.approx(0.01 + 0.1)
