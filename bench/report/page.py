@@ -22,6 +22,7 @@ from bench.report import (
     relay,
     scale,
     solvers,
+    steady,
     tickcost,
 )
 from bench.report.format import DASH, markdown_table, slug, verdict
@@ -31,7 +32,7 @@ from bench.report.parts import Context, Section
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
 ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
-         "fleet")
+         "fleet", "steady")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -52,19 +53,23 @@ COMMANDS = {
     "fleet": ("a heavy-tailed mix of cities over 4 workers placed by measured cost: busiest "
               "worker's CPU ÷ mean, on time per size class, moves per hour, etcd bytes "
               "written", "placement by count, same run"),
+    "steady": ("an hour of 1,000 cities at 1 s over 4 workers with revision compaction: "
+               "etcd database in use, worker RSS and threads, on time, history readable, "
+               "against time", "minute 10 of the same run"),
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
-    "solvers": solvers.render, "fleet": fleet.render,
+    "solvers": solvers.render, "fleet": fleet.render, "steady": steady.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
           "scale": "Scale",
           "failover": "Failover and handover",
           "leaselock": "Comparison with client-go's LeaseLock",
           "relay": "Decisions out: the relay", "solvers": "Solvers",
-          "fleet": "Placement by cost: a realistic fleet"}
+          "fleet": "Placement by cost: a realistic fleet",
+          "steady": "An hour of steady work"}
 
 
 def load_results(directory: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
