@@ -14,7 +14,7 @@ changed writer for 5 s) it samples, every ``--sample-seconds``:
   100 ms, as a share of the interval's gaps, and decisions delivered ÷ due. A streaming
   tally keeps only each city's last decision time, never the hour's decisions;
 * **workers**: RSS (with solver processes), threads (``/proc/<pid>/status``), CPU;
-* **etcd**: database size and size in use (``Status``), current and compacted revision,
+* **etcd**: database size and size in use, current and oldest readable revision,
   RSS; whether a decision key is readable at the oldest revision of the retention window;
 * the benchmark's own CPU.
 
@@ -124,9 +124,9 @@ def threads_of(pid: int) -> int:
     return 0
 
 
-def compacted_revision(client: EtcdClient, key: str, current: int) -> int:
-    """The newest compacted revision (the oldest readable is one more), by bisecting
-    count-only reads at a revision (about 20 cheap calls)."""
+def oldest_readable(client: EtcdClient, key: str, current: int) -> int:
+    """The oldest revision a read may ask for (etcd's compaction point, or 1), by
+    bisecting count-only reads at a revision (about 20 cheap calls)."""
     low, high = 0, current  # low: compacted (or 0); high: readable
     while high - low > 1:
         mid = (low + high) // 2
@@ -135,7 +135,7 @@ def compacted_revision(client: EtcdClient, key: str, current: int) -> int:
             high = mid
         except EtcdCompacted:
             low = mid
-    return low
+    return high
 
 
 def readable(client: EtcdClient, key: str, revision: int) -> bool:
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 cpu_self = time.process_time()
                 db_size, in_use = db_sizes(client, cluster.members[0].client_url)
                 _, current = client.get_prefix(keys.decisions, count_only=True)
-                compact = compacted_revision(client, keys.decisions, current)
+                oldest = oldest_readable(client, keys.decisions, current)
                 edge = max(1, current - args.retention_revisions + 1)
                 city = random.choice(names)
                 window = now - last
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                                          for w in ids},
                     "bench_cpu_cores": (cpu_self - self_cpu) / window,
                     "db_size": db_size, "db_size_in_use": in_use,
-                    "revision": current, "compacted_revision": compact,
+                    "revision": current, "oldest_readable_revision": oldest,
                     "etcd_rss_mib": processes.process_tree_usage(etcd_pid)[2],
                     "history_edge_revision": edge,
                     "history_readable": readable(client, keys.decision(city), edge),
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                     f"{db_size / 2**20:.1f}, RSS "
                     f"{sum(sample['worker_rss_mib'].values()):.0f} MiB, threads "
                     f"{sum(sample['worker_threads'].values())}, rev {current} "
-                    f"(compacted {compact})")
+                    f"(oldest readable {oldest})")
                 if not baseline_defrag_done and sample["minute"] >= args.baseline_minute:
                     baseline_defrag_done = True
                     defrags.append(_defrag(cluster.endpoints, client, tally, period))
