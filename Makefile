@@ -16,7 +16,7 @@ export DISPATCH_TEST_ETCD := $(ETCD)
 FAST_TESTS ?= tests/test_election.py tests/test_fencing.py tests/test_cluster.py \
 	tests/test_worker.py tests/test_nospace.py tests/test_partition.py
 
-.PHONY: setup etcd etcd35 postgres venv test test-fast lint typecheck protos demo bench bench-report chaos clean
+.PHONY: setup etcd etcd35 postgres venv test test-fast lint typecheck protos demo bench bench-steady bench-report chaos clean
 
 setup: etcd postgres venv
 
@@ -85,6 +85,12 @@ bench: setup
 	$(PY) -m bench.relay $(BENCH_ARGS)
 	$(PY) -m bench.fleet $(BENCH_ARGS)
 	$(PY) -m bench.decisionsize $(BENCH_ARGS)
+	$(PY) -m bench.report
+
+# an hour of steady work (not in `make bench`: it alone takes an hour); --quick: 5 minutes
+bench-steady: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.steady $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # docs/benchmarks.md from bench/results/*.json, without running anything (standard library)

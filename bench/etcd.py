@@ -42,15 +42,16 @@ if threading.current_thread() is threading.main_thread():
             signal.signal(_signum, _exit_on_signal)
 
 
-def start(members: int = 1) -> EtcdCluster:
-    """A started etcd cluster on loopback with the benchmarks' settings; close it."""
-    return EtcdCluster(members, extra_args=ETCD_ARGS).start()
+def start(members: int = 1, args: Sequence[str] = ETCD_ARGS) -> EtcdCluster:
+    """A started etcd cluster on loopback with the benchmarks' settings (or ``args``
+    instead); close it."""
+    return EtcdCluster(members, extra_args=list(args)).start()
 
 
 @contextlib.contextmanager
-def cluster(members: int = 1) -> Iterator[EtcdCluster]:
+def cluster(members: int = 1, args: Sequence[str] = ETCD_ARGS) -> Iterator[EtcdCluster]:
     """:func:`start`, closed on the way out."""
-    started = start(members)
+    started = start(members, args)
     try:
         yield started
     finally:

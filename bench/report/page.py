@@ -23,6 +23,7 @@ from bench.report import (
     relay,
     scale,
     solvers,
+    steady,
     tickcost,
 )
 from bench.report.format import DASH, markdown_table, slug, verdict
@@ -32,7 +33,7 @@ from bench.report.parts import Context, Section
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
 ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
-         "fleet", "decisionsize")
+         "fleet", "steady", "decisionsize")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -53,6 +54,9 @@ COMMANDS = {
     "fleet": ("a heavy-tailed mix of cities over 4 workers placed by measured cost: busiest "
               "worker's CPU ÷ mean, on time per size class, moves per hour, etcd bytes "
               "written", "placement by count, same run"),
+    "steady": ("an hour of 1,000 cities at 1 s over 4 workers with revision compaction: "
+               "etcd database in use, worker RSS and threads, on time, history readable, "
+               "against time", "minute 10 of the same run"),
     "decisionsize": ("bytes of one stored decision against the city's size (10 × 5 to "
                      "1,500 × 1,000), fixed part and per pair",
                      "the same decision in the form written before the trim"),
@@ -61,7 +65,8 @@ COMMANDS = {
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
-    "solvers": solvers.render, "fleet": fleet.render, "decisionsize": decisionsize.render,
+    "solvers": solvers.render, "fleet": fleet.render, "steady": steady.render,
+    "decisionsize": decisionsize.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
           "scale": "Scale",
@@ -69,6 +74,7 @@ TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in
           "leaselock": "Comparison with client-go's LeaseLock",
           "relay": "Decisions out: the relay", "solvers": "Solvers",
           "fleet": "Placement by cost: a realistic fleet",
+          "steady": "An hour of steady work",
           "decisionsize": "What a decision costs"}
 
 

@@ -1,0 +1,104 @@
+"""The steady benchmark's section: an hour of 1,000 cities at 1 s, sampled against time —
+etcd's database size, worker memory and threads, on time, history readable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report.format import (
+    DASH,
+    count,
+    flag,
+    mapping,
+    markdown_table,
+    num,
+    number,
+    numbers,
+    pct,
+    records,
+)
+from bench.report.parts import Check, Context, Section, machine_lines
+
+GROWTH_TARGET = 0.10
+ON_TIME_TARGET = 0.995
+
+
+def _growth_check(s: Section, target: str, value: Any, compared: str) -> None:
+    x = num(value)
+    if x is not None:
+        s.checks.append(Check(target, f"{x:+.1%} ({compared})", x <= GROWTH_TARGET))
+
+
+def render(d: dict[str, Any], ctx: Context) -> Section:
+    s = Section("steady", "An hour of steady work")
+    s.lines += machine_lines(d)
+    s.lines += [f"{count(d.get('cities'))} cities at {number(d.get('period'), 'g')} s "
+                f"({d.get('solver', DASH)}, simulated state) over {count(d.get('workers'))} "
+                f"workers ({d.get('isolation', DASH)} solves) for "
+                f"{number(d.get('minutes'), 'g')} minutes after the warm-up, one etcd member "
+                "with `--auto-compaction-mode=revision --auto-compaction-retention="
+                f"{count(d.get('retention_revisions'))}`; a sample every "
+                f"{number(d.get('sample_seconds'), 'g')} s. The in-use size (`dbSizeInUse`) "
+                "is what a defragmentation would leave; a real defrag runs at minute "
+                f"{number(d.get('baseline_minute'), 'g')} and at the end, and gaps ending "
+                "during it (+ 2 periods) are left out of on time.", ""]
+    s.lines += ctx.image("steady", "steady work: on time, etcd database size, worker RSS "
+                         "and threads against the minute")
+    samples = records(d.get("samples"))
+    width = num(d.get("window_minutes")) or 5.0
+    body = []
+    start = 0.0
+    while samples and start < max(num(x.get("minute")) or 0 for x in samples):
+        rows = [x for x in samples if start < (num(x.get("minute")) or 0) <= start + width]
+        if rows:
+            gaps = sum(num(x.get("gaps")) or 0 for x in rows)
+            on = sum(num(x.get("on_time")) or 0 for x in rows)
+            last = rows[-1]
+            body.append([f"{start:g}–{start + width:g}",
+                         pct(on / gaps if gaps else None, 2),
+                         pct(min(num(x.get("on_time_share")) or 0 for x in rows), 2),
+                         number(max(num(x.get("db_size_in_use")) or 0 for x in rows) / 2**20,
+                                ".1f"),
+                         number((num(last.get("db_size")) or 0) / 2**20, ".1f"),
+                         number(sum(numbers(mapping(last.get("worker_rss_mib")).values())), ".0f"),
+                         count(sum(numbers(mapping(last.get("worker_threads")).values()))),
+                         "yes" if all(flag(x.get("history_readable")) for x in rows)
+                         else "no"])
+        start += width
+    if body:
+        s.lines += markdown_table(["minutes", "on time", "worst sample", "peak in use MiB",
+                                   "dbSize MiB", "workers RSS MiB", "threads",
+                                   "history readable"], body)
+        s.lines += [""]
+    for d_ in records(d.get("defrags")):
+        s.lines += [f"- defrag at minute {number(d_.get('minute'), '.1f')}: "
+                    f"{number(d_.get('seconds'), '.1f')} s, dbSize "
+                    f"{number((num(d_.get('db_size_before')) or 0) / 2**20, '.1f')} → "
+                    f"{number((num(d_.get('db_size_after')) or 0) / 2**20, '.1f')} MiB"]
+    summary = mapping(d.get("summary"))
+    compared = str(summary.get("compared", ""))
+    if summary:
+        s.lines += ["", "Growth compares peaks: the in-use size climbs between etcd's "
+                    "5-minute compactions and drops after each, so the peak of a "
+                    "compaction cycle early on is set against the peak of the last one. "
+                    f"Bytes per decision value: {number(summary.get('bytes_per_decision'), '.0f')}"
+                    f"; the benchmark's own CPU: "
+                    f"{number(summary.get('bench_cpu_cores_mean'), '.2f')} cores.", ""]
+    _growth_check(s, "etcd database in use after defragmentation: growth ≤ 10 %",
+                  summary.get("db_in_use_growth"), compared)
+    _growth_check(s, "worker RSS: growth ≤ 10 %", summary.get("worker_rss_growth"), compared)
+    _growth_check(s, "worker threads: growth ≤ 10 %", summary.get("worker_threads_growth"),
+                  compared)
+    worst = num(summary.get("on_time_min"))
+    if worst is not None:
+        s.checks.append(Check("on time ≥ 99.5 % in every sample interval",
+                              f"worst {worst:.2%}, overall "
+                              f"{pct(summary.get('on_time_overall'), 2)}",
+                              worst >= ON_TIME_TARGET))
+    history = flag(summary.get("history_readable"))
+    if history is not None:
+        s.checks.append(Check("history readable for the whole retention window",
+                              "yes" if history else "no", history))
+    if not samples:
+        s.lines += ["No samples in this file.", ""]
+    return s

@@ -1,0 +1,431 @@
+"""An hour of steady work: 1,000 cities at 1 s over 4 workers on one etcd member with the
+compaction settings docs/operations.md recommends, sampled against time.
+
+    python -m bench.steady            # full: 1,000 cities, 60 minutes, a sample every 30 s
+    python -m bench.steady --quick    # 200 cities, 4 minutes, a sample every 10 s
+
+etcd runs with ``--auto-compaction-mode=revision --auto-compaction-retention=N``
+(``--retention-revisions``; etcd compacts every 5 minutes to N revisions behind) and an
+8 GiB quota. Cities use the ``simulated`` state source (30 orders × 20 couriers) and the
+``greedy`` solver, as in ``bench.scale``. After a warm-up (every city has decided, no city
+changed writer for 5 s) it samples, every ``--sample-seconds``:
+
+* **on time**: gaps between a city's consecutive decisions (``decidedAt``) ≤ period +
+  100 ms, as a share of the interval's gaps, and decisions delivered ÷ due. A streaming
+  tally keeps only each city's last decision time, never the hour's decisions;
+* **workers**: RSS (with solver processes), threads (``/proc/<pid>/status``), CPU;
+* **etcd**: database size and size in use, current and oldest readable revision,
+  RSS; whether a decision key is readable at the oldest revision of the retention window;
+* the benchmark's own CPU.
+
+``dbSizeInUse`` is what a defragmentation would leave; a real ``etcdctl defrag`` (which
+blocks the one member) runs only at the baseline minute and at the end, and gaps ending
+while it runs (plus two periods) are left out of on time and counted apart. Plot:
+``docs/img/steady.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import IMAGES, ROOT, decisionlog, etcd, host, output, processes
+from bench.output import log
+from coordinator.errors import EtcdCompacted
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+
+NAMESPACE = "/steady"
+PARAMS = {"orders": 30, "couriers": 20}
+ON_TIME_SLACK = 0.1
+ON_TIME_TARGET = 0.995
+GROWTH_TARGET = 0.10
+#: etcd's revision compactor runs this often (etcd 3.4, revision mode)
+COMPACTION_CADENCE_MIN = 5.0
+
+
+class Tally:
+    """On-time counts per interval from one watch on ``<ns>/decisions/``: per city only
+    the last ``decidedAt``; gaps ending inside an excluded time span are counted apart."""
+
+    def __init__(self, client: EtcdClient, keys: Keys, period: float) -> None:
+        self.period = period
+        self.root = keys.decisions
+        self.last: dict[str, float] = {}
+        self.exclude = (math.inf, math.inf)
+        self._lock = threading.Lock()
+        self._reset()
+        _, revision = client.get_prefix(self.root, count_only=True)
+        self._stream = client.watch_stream(self.root, revision + 1)
+        self._thread = threading.Thread(target=self._run, name="tally", daemon=True)
+        self._thread.start()
+
+    def _reset(self) -> None:
+        self.counts = {"decisions": 0, "gaps": 0, "on_time": 0, "excluded": 0,
+                       "value_bytes": 0}
+        self.worst_gap = 0.0
+
+    def _run(self) -> None:
+        deadline = self.period + ON_TIME_SLACK
+        with contextlib.suppress(Exception):
+            for batch in self._stream:
+                with self._lock:
+                    for event in batch.events:
+                        if event.kind != "put":
+                            continue
+                        value = event.kv.value
+                        found = decisionlog._DECIDED.search(value)
+                        if not found:
+                            continue
+                        decided = decisionlog.parse_rfc3339(found.group(1).decode())
+                        city = event.kv.key[len(self.root):]
+                        c = self.counts
+                        c["decisions"] += 1
+                        c["value_bytes"] += len(value)
+                        before = self.last.get(city)
+                        self.last[city] = decided
+                        if before is None:
+                            continue
+                        if self.exclude[0] <= decided < self.exclude[1]:
+                            c["excluded"] += 1
+                            continue
+                        gap = decided - before
+                        c["gaps"] += 1
+                        c["on_time"] += gap <= deadline
+                        self.worst_gap = max(self.worst_gap, gap)
+
+    def take(self) -> tuple[dict[str, int], float]:
+        """The counts since the last call, and the interval's longest gap."""
+        with self._lock:
+            counts, worst = self.counts, self.worst_gap
+            self._reset()
+        return counts, worst
+
+    def stop(self) -> None:
+        self._stream.close()
+
+
+def threads_of(pid: int) -> int:
+    """The process's thread count (``Threads:`` in ``/proc/<pid>/status``), 0 if gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def oldest_readable(client: EtcdClient, key: str, current: int) -> int:
+    """The oldest revision a read may ask for (etcd's compaction point, or 1), by
+    bisecting count-only reads at a revision (about 20 cheap calls)."""
+    low, high = 0, current  # low: compacted (or 0); high: readable
+    while high - low > 1:
+        mid = (low + high) // 2
+        try:
+            client.range(key, revision=mid, count_only=True)
+            high = mid
+        except EtcdCompacted:
+            low = mid
+    return high
+
+
+def readable(client: EtcdClient, key: str, revision: int) -> bool:
+    try:
+        client.range(key, revision=revision, count_only=True)
+    except EtcdCompacted:
+        return False
+    return True
+
+
+def db_sizes(client: EtcdClient, url: str) -> tuple[int, int]:
+    """etcd's database size and size in use: ``Status`` (``dbSizeInUse`` where our stubs
+    know it), else /metrics' ``etcd_mvcc_db_total_size_in_use_in_bytes`` (etcd 3.4)."""
+    status = client.status()
+    in_use = status.db_size_in_use
+    if in_use is None:
+        in_use = int(etcd.metric(etcd.scrape(url), "etcd_mvcc_db_total_size_in_use_in_bytes"))
+    return status.db_size, in_use
+
+
+def defrag(endpoints: str, client: EtcdClient) -> dict[str, Any]:
+    """``etcdctl defrag``, with the sizes before and after and the seconds it blocked."""
+    url = endpoints.split(",")[0]
+    before = db_sizes(client, url)
+    t0 = time.time()
+    done = subprocess.run(["etcdctl", "--endpoints", endpoints, "defrag",
+                           "--command-timeout", "300s"], capture_output=True, text=True,
+                          env={**os.environ, "ETCDCTL_API": "3"}, check=False)
+    t1 = time.time()
+    after = db_sizes(client, url)
+    return {"at": t0, "seconds": t1 - t0, "ok": done.returncode == 0,
+            "output": (done.stdout + done.stderr).strip()[-300:],
+            "db_size_before": before[0], "db_size_after": after[0],
+            "in_use_before": before[1], "in_use_after": after[1]}
+
+
+def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
+    etcd_args = ["--auto-compaction-mode", "revision", "--auto-compaction-retention",
+                 str(args.retention_revisions), "--quota-backend-bytes", str(8 * 1024**3)]
+    period = args.period
+    with etcd.cluster(1, etcd_args) as cluster:
+        client = etcd.client_for(cluster.endpoints)
+        keys = Keys(NAMESPACE)
+        names = etcd.city_names(args.cities)
+        etcd.put_cities(client, keys, names, solver="greedy", period=period, params=PARAMS)
+        warmup = decisionlog.DecisionLog(client, keys).start()
+        procs = processes.Workers(cluster.endpoints, NAMESPACE, logs, extra=[
+            "--solve-isolation", args.isolation, "--lease-ttl", "5"])
+        samples: list[dict[str, Any]] = []
+        defrags: list[dict[str, Any]] = []
+        tally: Tally | None = None
+        try:
+            started = time.time()
+            ids = [f"w{i + 1}" for i in range(args.workers)]
+            for worker_id in ids:
+                procs.start(worker_id)
+            warm = decisionlog.wait_settled(warmup, len(names), 5.0, 300.0)
+            warmup.stop()
+            warm_s = time.time() - started
+            log(f"warm-up {'done' if warm else 'TIMED OUT'} after {warm_s:.0f}s")
+            pids = {w: procs.procs[w].pid for w in ids}
+            etcd_pid = etcd.pid(cluster)
+            tally = Tally(client, keys, period)
+            t0 = last = time.time()
+            usage = {w: processes.process_tree_usage(p) for w, p in pids.items()}
+            self_cpu = time.process_time()
+            end = t0 + args.minutes * 60
+            baseline_defrag_done = False
+            while last < end - 1e-3:
+                time.sleep(max(0.0, min(last + args.sample_seconds, end) - time.time()))
+                now = time.time()
+                counts, worst = tally.take()
+                usage1 = {w: processes.process_tree_usage(p) for w, p in pids.items()}
+                cpu_self = time.process_time()
+                db_size, in_use = db_sizes(client, cluster.members[0].client_url)
+                _, current = client.get_prefix(keys.decisions, count_only=True)
+                oldest = oldest_readable(client, keys.decisions, current)
+                edge = max(1, current - args.retention_revisions + 1)
+                city = random.choice(names)
+                window = now - last
+                due = args.cities * window / period
+                sample = {
+                    "minute": (now - t0) / 60, "seconds": window,
+                    **counts, "due": due,
+                    "on_time_share": counts["on_time"] / counts["gaps"]
+                    if counts["gaps"] else math.nan,
+                    "delivered_share": counts["decisions"] / due,
+                    "worst_gap_s": worst,
+                    "worker_rss_mib": {w: usage1[w][3] for w in ids},
+                    "worker_threads": {w: threads_of(p) for w, p in pids.items()},
+                    "worker_cpu_cores": {w: (usage1[w][1] - usage[w][1]) / window
+                                         for w in ids},
+                    "bench_cpu_cores": (cpu_self - self_cpu) / window,
+                    "db_size": db_size, "db_size_in_use": in_use,
+                    "revision": current, "oldest_readable_revision": oldest,
+                    "etcd_rss_mib": processes.process_tree_usage(etcd_pid)[2],
+                    "history_edge_revision": edge,
+                    "history_readable": readable(client, keys.decision(city), edge),
+                }
+                samples.append(sample)
+                usage, self_cpu, last = usage1, cpu_self, now
+                log(f"  min {sample['minute']:5.1f}: on time {sample['on_time_share']:.2%}, "
+                    f"delivered {sample['delivered_share']:.1%}, in use "
+                    f"{in_use / 2**20:.1f} MiB of "
+                    f"{db_size / 2**20:.1f}, RSS "
+                    f"{sum(sample['worker_rss_mib'].values()):.0f} MiB, threads "
+                    f"{sum(sample['worker_threads'].values())}, rev {current} "
+                    f"(oldest readable {oldest})")
+                if not baseline_defrag_done and sample["minute"] >= args.baseline_minute:
+                    baseline_defrag_done = True
+                    defrags.append(_defrag(cluster.endpoints, client, tally, period))
+            defrags.append(_defrag(cluster.endpoints, client, tally, period))
+            excluded = tally.take()[0]["excluded"]
+        finally:
+            if tally is not None:
+                tally.stop()
+            procs.close()
+            client.close()
+    for d in defrags:
+        d["minute"] = (d.pop("at") - t0) / 60
+    return {"warmed_up": warm, "warm_up_s": warm_s, "samples": samples,
+            "defrags": defrags, "excluded_after_end": excluded}
+
+
+def _defrag(endpoints: str, client: EtcdClient, tally: Tally, period: float) -> dict[str, Any]:
+    tally.exclude = (time.time(), math.inf)
+    result = defrag(endpoints, client)
+    tally.exclude = (tally.exclude[0], time.time() + 2 * period)
+    log(f"  defrag: {result['seconds']:.1f}s, {result['db_size_before'] / 2**20:.1f} → "
+        f"{result['db_size_after'] / 2**20:.1f} MiB ({'ok' if result['ok'] else 'FAILED'})")
+    return result
+
+
+def _peaks(samples: list[dict[str, Any]], key: Any, start: float,
+           width: float) -> float:
+    values = [key(s) for s in samples if start <= s["minute"] < start + width]
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return max(values) if values else math.nan
+
+
+def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, Any]:
+    """Figures of merit: growth from the ``width``-minute window starting at ``baseline``
+    to the last such window, each window's peak (in-use size peaks just before each of
+    etcd's 5-minute compactions, so peaks compare like with like)."""
+    samples = data["samples"]
+    last = samples[-1]["minute"] if samples else 0.0
+    tail = max(baseline, last - width)
+
+    def growth(key: Any) -> float:
+        a, b = _peaks(samples, key, baseline, width), _peaks(samples, key, tail, width + 1)
+        return b / a - 1 if a else math.nan
+
+    shares = [s["on_time_share"] for s in samples if not math.isnan(s["on_time_share"])]
+    gaps = sum(s["gaps"] for s in samples)
+    decisions = sum(s["decisions"] for s in samples)
+    return {
+        "db_in_use_growth": growth(lambda s: s["db_size_in_use"]),
+        "db_size_growth": growth(lambda s: s["db_size"]),
+        "worker_rss_growth": growth(lambda s: sum(s["worker_rss_mib"].values())),
+        "worker_threads_growth": growth(lambda s: sum(s["worker_threads"].values())),
+        "on_time_min": min(shares) if shares else math.nan,
+        "on_time_overall": sum(s["on_time"] for s in samples) / gaps if gaps else math.nan,
+        "delivered_overall": decisions / sum(s["due"] for s in samples) if samples
+        else math.nan,
+        "history_readable": bool(samples) and all(s["history_readable"] for s in samples),
+        "bytes_per_decision": sum(s["value_bytes"] for s in samples) / max(decisions, 1),
+        "bench_cpu_cores_mean": sum(s["bench_cpu_cores"] for s in samples)
+        / max(len(samples), 1),
+        "compared": f"peak of minutes {baseline:g}–{baseline + width:g} against peak of "
+                    f"minutes {tail:.1f}–{last:.1f}",
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """On time, etcd's database size, worker RSS and threads against the minute."""
+    plt = output.pyplot()
+    samples = results["samples"]
+    xs = [s["minute"] for s in samples]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
+    ax = axes[0][0]
+    ax.plot(xs, [100 * s["on_time_share"] for s in samples], ".-", label="on time")
+    ax.plot(xs, [100 * s["delivered_share"] for s in samples], "x:", label="delivered ÷ due")
+    ax.axhline(100 * ON_TIME_TARGET, color="grey", ls=":", label="target 99.5 %")
+    ax.set_ylabel("% of the interval")
+    ax.set_title("decisions on time")
+    ax = axes[0][1]
+    ax.plot(xs, [s["db_size"] / 2**20 for s in samples], ".-", label="dbSize")
+    ax.plot(xs, [(s["db_size_in_use"] or 0) / 2**20 for s in samples], ".-",
+            label="dbSizeInUse (after a defrag)")
+    for d in results["defrags"]:
+        ax.axvline(d["minute"], color="grey", ls="--", lw=0.8)
+    ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    ax.set_title("etcd database (dashed: defrag)")
+    for ax, key, title, unit in ((axes[1][0], "worker_rss_mib", "worker RSS",
+                                  "MiB (with solver processes)"),
+                                 (axes[1][1], "worker_threads", "worker threads", "threads")):
+        for w in (samples[0][key] if samples else {}):
+            ax.plot(xs, [s[key][w] for s in samples], ".-", label=w)
+        ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("minute")
+    machine = results["machine"]
+    fig.suptitle(f"steady work: {results['cities']} cities at {results['period']:g} s over "
+                 f"{results['workers']} workers, retention {results['retention_revisions']} "
+                 f"revisions — {machine['cpu_model']}, {machine['cores']} cores", fontsize=10)
+    output.save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.steady", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="200 cities, 4 minutes, a sample every 10 s, baseline minute 1")
+    parser.add_argument("--cities", type=int, default=None, help="default 1,000 (quick 200)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--period", type=float, default=1.0, help="every city's period (s)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="the measured window after the warm-up (default 60, quick 4)")
+    parser.add_argument("--sample-seconds", type=float, default=None,
+                        help="seconds between samples (default 30, quick 10)")
+    parser.add_argument("--baseline-minute", type=float, default=None,
+                        help="growth is measured from here to the end; a defrag runs here "
+                             "(default 10, quick 1)")
+    parser.add_argument("--window-minutes", type=float, default=None,
+                        help="growth compares the peak of this many minutes from the "
+                             "baseline with the peak of the last ones (default 5, etcd's "
+                             "compaction cadence; quick 1)")
+    parser.add_argument("--retention-revisions", type=int, default=None,
+                        help="etcd's --auto-compaction-retention in revision mode (default "
+                             "300,000: about 5 minutes of 1,000 decisions a second; quick "
+                             "20,000, a few minutes of 200)")
+    parser.add_argument("--isolation", default="process", choices=["thread", "process"],
+                        help="the workers' --solve-isolation (default process)")
+    parser.add_argument("--results", default="steady",
+                        help="results file name in bench/results/ (default steady); plots "
+                             "go to docs/img/<name>.png")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    args.cities = args.cities or (200 if args.quick else 1000)
+    args.minutes = args.minutes or (4.0 if args.quick else 60.0)
+    args.retention_revisions = args.retention_revisions or (20000 if args.quick else 300000)
+    args.sample_seconds = args.sample_seconds or (10.0 if args.quick else 30.0)
+    baseline = args.baseline_minute if args.baseline_minute is not None \
+        else (1.0 if args.quick else 10.0)
+    args.baseline_minute = baseline
+    width = args.window_minutes or (1.0 if args.quick else COMPACTION_CADENCE_MIN)
+    logs = Path(tempfile.mkdtemp(prefix="bench-steady-"))
+    log(f"steady: {args.cities} cities × {args.workers} workers for {args.minutes:g} min, "
+        f"worker logs in {logs}")
+    results: dict[str, Any] = {
+        "machine": host.describe(), "mode": "quick" if args.quick else "full",
+        "cities": args.cities, "workers": args.workers, "period": args.period,
+        "params": PARAMS, "solver": "greedy", "isolation": args.isolation,
+        "minutes": args.minutes, "sample_seconds": args.sample_seconds,
+        "retention_revisions": args.retention_revisions, "baseline_minute": baseline,
+        "window_minutes": width,
+        "on_time": f"gap <= period + {ON_TIME_SLACK * 1e3:.0f} ms; gaps ending during a "
+                   "defrag (+ 2 periods) are left out and counted as 'excluded'",
+        "targets": {"growth": GROWTH_TARGET, "on_time_share": ON_TIME_TARGET,
+                    "history_readable": True},
+    }
+    results.update(run(args, logs))
+    results["summary"] = summarise(results, baseline, width)
+    results["worker_logs"] = str(logs)
+    s = results["summary"]
+    print(f"\n{args.cities} cities, {args.workers} workers ({args.isolation}), "
+          f"{args.minutes:g} min; {s['compared']}\n")
+    print(output.console_table(["figure", "measured", "target"], [
+        ["in-use DB growth", f"{s['db_in_use_growth']:.1%}", "≤ 10 %"],
+        ["worker RSS growth", f"{s['worker_rss_growth']:.1%}", "≤ 10 %"],
+        ["worker threads growth", f"{s['worker_threads_growth']:.1%}", "≤ 10 %"],
+        ["on time, worst interval", f"{s['on_time_min']:.2%}", "≥ 99.5 %"],
+        ["on time, overall", f"{s['on_time_overall']:.2%}", "≥ 99.5 %"],
+        ["history readable", "yes" if s["history_readable"] else "no", "yes"],
+        ["bytes per decision", f"{s['bytes_per_decision']:.0f}", ""]]))
+    path = output.write_results(args.results, results)
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+    if not args.no_plot:
+        try:
+            plot(results, IMAGES / f"{args.results}.png")
+        except ImportError:
+            log("matplotlib is absent: no plot (pip install -e '.[bench]')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
