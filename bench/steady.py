@@ -244,7 +244,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                     f"{sum(sample['worker_rss_mib'].values()):.0f} MiB, threads "
                     f"{sum(sample['worker_threads'].values())}, rev {current} "
                     f"(oldest readable {oldest})")
-                if not baseline_defrag_done and sample["minute"] >= args.baseline_minute:
+                if args.baseline_defrag and not baseline_defrag_done and \
+                        sample["minute"] >= args.baseline_minute:
                     baseline_defrag_done = True
                     defrags.append(_defrag(cluster.endpoints, client, tally, period))
             defrags.append(_defrag(cluster.endpoints, client, tally, period))
@@ -365,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-minute", type=float, default=None,
                         help="growth is measured from here to the end; a defrag runs here "
                              "(default 10, quick 1)")
+    parser.add_argument("--no-baseline-defrag", dest="baseline_defrag", action="store_false",
+                        help="no defrag at the baseline minute, only at the end: a defrag "
+                             "blocks etcd for as long as it copies the database in use, "
+                             "which may outlast the workers' 5 s leases")
     parser.add_argument("--window-minutes", type=float, default=None,
                         help="growth compares the peak of this many minutes from the "
                              "baseline with the peak of the last ones (default 5, etcd's "

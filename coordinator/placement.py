@@ -12,8 +12,9 @@ When every city's current owner is still eligible, every city heavy by a margin 
 than ``1 + tolerance`` times a fair share) is alone on its worker and no other worker
 is over its bound, the current placement stands: nothing moves, however the costs
 wobble (the hysteresis). A worker under its floor alone moves nothing: it only has room
-to spare, and a worker that joins (empty) leaves the others over their bounds. Otherwise the plan is rebuilt, aiming at
-*half* the tolerance so that it comes to rest well inside the band:
+to spare, and a worker that joins (empty) leaves the others over their bounds.
+Otherwise the plan is rebuilt, aiming at *half* the tolerance so that it comes to rest
+well inside the band:
 
 1. Walk the cities heaviest first (then by name): each stays with its current owner
    when that worker is eligible and the city still fits. Then walk the
