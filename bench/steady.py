@@ -19,7 +19,8 @@ changed writer for 5 s) it samples, every ``--sample-seconds``:
 * the benchmark's own CPU.
 
 ``dbSizeInUse`` is what a defragmentation would leave; a real ``etcdctl defrag`` (which
-blocks the one member) runs only at the baseline minute and at the end, and gaps ending
+blocks the one member) runs at the baseline minute (unless ``--no-baseline-defrag``) and at
+the end, and gaps ending
 while it runs (plus two periods) are left out of on time and counted apart. Plot:
 ``docs/img/steady.png``.
 """

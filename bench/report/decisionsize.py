@@ -31,8 +31,9 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                                    "bytes per assigned order", "bytes per order"], body)
         s.lines += ["", "The fixed part is the decision without its pairs and unassigned "
                     "orders (ids, token, times, the state reference). What remains is "
-                    "linear in the orders: about 85 bytes per assigned pair, most of it "
-                    "the JSON names `orderId`, `courierId` and `pickupEtaSeconds`.", ""]
+                    "linear in the orders: about 85 bytes per assigned order (the unassigned "
+                    "orders' ids counted in), most of it the JSON names `orderId`, "
+                    "`courierId` and `pickupEtaSeconds`.", ""]
         saved = [x for x in (num(r.get("saved_share")) for r in rows) if x is not None]
         if saved:
             s.checks.append(Check("decisions carry each pair once (trimmed against the "
