@@ -120,6 +120,6 @@ def test_history_lists_past_decisions_and_show_prints_one_by_revision(
     old = rows[2]["revision"]
     shown = json.loads(dispatchctl(etcd.endpoints, namespace, "show", "paris", "--revision",
                                    str(old)).stdout)
-    assert shown["revision"] == old and shown["workerId"] == "w1" and shown["assignments"]
+    assert shown["revision"] == old and shown["workerId"] == "w1" and shown["details"]
     table = dispatchctl(etcd.endpoints, namespace, "history", "paris").stdout
     assert "REVISION" in table and str(old) in table
