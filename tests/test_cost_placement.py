@@ -92,7 +92,9 @@ def moves_and_worst_gap(client: EtcdClient, keys: Keys,
 def test_a_heavy_city_ends_alone_and_a_join_converges_with_no_missed_tick(
         etcd: object, client: EtcdClient, keys: Keys, spawn_worker: Spawn) -> None:
     add_fleet(client, keys)
-    light = ("--solve-isolation", "thread", "--move-cooldown", "0")
+    # no rebalance delay: a newcomer's first measurements may leave a worker over its
+    # bound for a while, and this test waits only for a quiet placement
+    light = ("--solve-isolation", "thread", "--move-cooldown", "0", "--rebalance-delay", "0")
     spawn_worker("w1", *light)
     spawn_worker("w2", *light)
     wait_until(lambda: capital_alone(client, keys, {"w1", "w2"}), timeout=30,
@@ -104,13 +106,12 @@ def test_a_heavy_city_ends_alone_and_a_join_converges_with_no_missed_tick(
 
     spawn_worker("w3", *light)
     placed = settled(client, keys, {"w1", "w2", "w3"})
-    costs = published(client, keys)
-    loads = Counter[str]()
-    for city, worker in placed.items():
-        if city != "capital":
-            loads[worker] += costs[city]
+    # each city at its current owner's measurement, as the planner counts it (a worker
+    # keeps reporting a city it handed over for a while: its figure is stale)
+    view = read_placement(client, keys)
+    loads = {w.worker_id: w.current for w in view.workers if w.worker_id != placed["capital"]}
     assert len(loads) == 2 and max(loads.values()) <= 1.35 * min(loads.values()), \
-        read_placement(client, keys).to_json()
+        view.to_json()
     moves, worst = moves_and_worst_gap(client, keys, start)
     # the bound is period + 100 ms; allow scheduling noise of a loaded 2-core box
     assert worst[0] <= PERIOD + 0.35, f"largest gap between decisions: {worst}"
