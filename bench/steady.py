@@ -45,6 +45,7 @@ from bench.output import log
 from coordinator.errors import EtcdCompacted
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
+from coordinator.ops.doctor.cluster import oldest_revision
 
 NAMESPACE = "/steady"
 PARAMS = {"orders": 30, "couriers": 20}
@@ -125,20 +126,6 @@ def threads_of(pid: int) -> int:
     return 0
 
 
-def oldest_readable(client: EtcdClient, key: str, current: int) -> int:
-    """The oldest revision a read may ask for (etcd's compaction point, or 1), by
-    bisecting count-only reads at a revision (about 20 cheap calls)."""
-    low, high = 0, current  # low: compacted (or 0); high: readable
-    while high - low > 1:
-        mid = (low + high) // 2
-        try:
-            client.range(key, revision=mid, count_only=True)
-            high = mid
-        except EtcdCompacted:
-            low = mid
-    return high
-
-
 def readable(client: EtcdClient, key: str, revision: int) -> bool:
     try:
         client.range(key, revision=revision, count_only=True)
@@ -213,7 +200,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 cpu_self = time.process_time()
                 db_size, in_use = db_sizes(client, cluster.members[0].client_url)
                 _, current = client.get_prefix(keys.decisions, count_only=True)
-                oldest = oldest_readable(client, keys.decisions, current)
+                oldest = oldest_revision(client, keys.decisions, current)
                 edge = max(1, current - args.retention_revisions + 1)
                 city = random.choice(names)
                 window = now - last

@@ -76,8 +76,11 @@ class Ownership:
         self.plan = Plan({}, [])
         self._plan_inputs: tuple[object, ...] | None = None
         #: placing by cost: the balanced plan and the one keeping every current owner,
-        #: for the inputs above; since when they differ; the members they were made for
+        #: for the inputs above; whether the balanced one would move a city that has an
+        #: eligible owner (a wobble, which waits) or one that has none (at once); since
+        #: when it would; the members they were made for
         self._balanced = self._holding = self.plan
+        self._moves = self._orphaned = False
         self._unbalanced_since: float | None = None
         self._planned_members: list[Member] | None = None
         #: costs measured somewhere in the fleet, as last planned on
@@ -207,30 +210,33 @@ class Ownership:
                                   tolerance=self._config.tolerance)
             self._holding = plan(needs, members, standbys=self._config.standbys,
                                  costs=costs, current=owners, tolerance=HOLD)
-        return self._settled(owners, members)
+            self._moves = any(self._balanced.owner(c) != self._holding.owner(c)
+                              for c in self._holding.ranking)
+            self._orphaned = any(self._holding.owner(c) != owners.get(c)
+                                 for c in self._holding.ranking)
+        return self._settled(members)
 
-    def _settled(self, owners: Mapping[str, str], members: list[Member]) -> Plan:
+    def _settled(self, members: list[Member]) -> Plan:
         """The balanced plan, once the imbalance it corrects has lasted the rebalance
         delay; until then the plan that keeps every city where it is. Only a wobble of
         the costs waits: a city with no eligible owner (a worker gone or drained, a new
         city) or a change of members is planned at once."""
-        balanced, holding = self._balanced, self._holding
         now = time.monotonic()
         if members != self._planned_members:  # rebalance now, and until balanced
             self._planned_members = members
             self._unbalanced_since = -math.inf
-        if _owners(balanced) == _owners(holding):
+        if not self._moves:
             self._unbalanced_since = None
-            return balanced
-        if not all(holding.owner(c) == owners.get(c) for c in holding.ranking):
-            return balanced
+            return self._balanced
+        if self._orphaned:
+            return self._balanced
         if self._unbalanced_since is None:
             self._unbalanced_since = now
             log.info("placement out of balance: rebalancing in %.0fs unless it passes",
                      self._config.rebalance_delay)
         if now - self._unbalanced_since >= self._config.rebalance_delay:
-            return balanced
-        return holding
+            return self._balanced
+        return self._holding
 
     def _next(self, city: str, worker_id: str) -> bool:
         """Whether ``worker_id`` is next in line for ``city``: whom resigning hands it to."""
@@ -240,13 +246,11 @@ class Ownership:
     def _behind_owner(self, city: str, leaders: Mapping[str, LeaderKey]) -> bool:
         """Whether we stand for ``city`` only as its standby, yet queue before the worker
         the plan gives it to (who does not lead it yet)."""
-        planned = self.plan.owner(city)
-        if city in leaders or planned is None or planned == self._config.worker_id:
+        planned, me = self.plan.owner(city), self._config.worker_id
+        if city in leaders or planned is None or planned == me:
             return False
         order = [kv.value.decode(errors="replace") for kv in self._campaigns.queue(city)]
-        me = self._campaigns.position(city)
-        return me is not None and me > 0 and planned in order[1:] and \
-            order.index(planned, 1) > me
+        return me in order[1:] and planned in order and order.index(planned) > order.index(me)
 
     # -- letting go ---------------------------------------------------------------------
 
@@ -320,7 +324,3 @@ class Ownership:
         self._healths.of(city).took_over(decided)
         period = period_of(self._registry, city)
         return float(max(0.0, min(decided + period - time.time(), period)))
-
-
-def _owners(p: Plan) -> dict[str, str | None]:
-    return {city: p.owner(city) for city in p.ranking}

@@ -24,6 +24,7 @@ __all__ = [
     "check_members_answer",
     "check_raft_lag",
     "check_raft_leader",
+    "oldest_revision",
     "read_cluster",
 ]
 
@@ -200,7 +201,7 @@ def check_cluster(client: EtcdClient, *, quota_bytes: int = DEFAULT_QUOTA_BYTES)
     ]
 
 
-def _oldest_revision(client: EtcdClient, key: str, current: int) -> int:
+def oldest_revision(client: EtcdClient, key: str, current: int) -> int:
     """The oldest revision etcd can still read (its compaction point, or 1), by
     bisection over count-only reads: about log2(revision) tiny requests."""
     def readable(revision: int) -> bool:
@@ -230,7 +231,7 @@ def check_history(client: EtcdClient, keys: Keys) -> list[Finding]:
     """Is etcd compacting its history? ``dispatchctl history`` and ``verify`` read it,
     and without compaction it grows until the quota stops every write."""
     _, current = client.range(keys.namespace + "/", prefix=True, count_only=True)
-    oldest = _oldest_revision(client, keys.namespace + "/", current)
+    oldest = oldest_revision(client, keys.namespace + "/", current)
     kept = current - oldest + 1
     if oldest == 1 and current > UNCOMPACTED_REVISIONS_WARNING:
         return [Finding("warn", "etcd history",
