@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from coordinator.placement import by_cost
 
-__all__ = ["CityNeeds", "Member", "Plan", "plan"]
+__all__ = ["CityNeeds", "Member", "Plan", "may_own", "plan"]
 
 #: the cost of a city counted as ~nothing (no city is free to move)
 MIN_COST = 1e-6
@@ -88,6 +88,11 @@ def _score(city: str, member: Member) -> float:
 
 def _matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def may_own(member: Member, needs: CityNeeds) -> bool:
+    """Whether ``member``'s labels meet what the city requires (drains aside)."""
+    return _matches(member.labels, needs.require)
 
 
 def plan(cities: Mapping[str, CityNeeds], members: Sequence[Member], *,

@@ -274,7 +274,7 @@ class RelayStatus(_message.Message):
     def __init__(self, sink: _Optional[str] = ..., relay_id: _Optional[str] = ..., active: _Optional[bool] = ..., cursor: _Optional[int] = ..., lag_revisions: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., applied: _Optional[int] = ..., refused: _Optional[int] = ..., gaps: _Optional[int] = ..., last_error: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class WorkerLoad(_message.Message):
-    __slots__ = ("worker_id", "cities", "total", "measured_at")
+    __slots__ = ("worker_id", "cities", "total", "measured_at", "waiting")
     class CitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -282,12 +282,21 @@ class WorkerLoad(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class WaitingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     CITIES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     cities: _containers.ScalarMap[str, float]
     total: float
     measured_at: _timestamp_pb2.Timestamp
-    def __init__(self, worker_id: _Optional[str] = ..., cities: _Optional[_Mapping[str, float]] = ..., total: _Optional[float] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    waiting: _containers.ScalarMap[str, str]
+    def __init__(self, worker_id: _Optional[str] = ..., cities: _Optional[_Mapping[str, float]] = ..., total: _Optional[float] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Mapping[str, str]] = ...) -> None: ...

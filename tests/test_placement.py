@@ -157,3 +157,33 @@ def test_a_city_near_a_fair_share_does_not_flip_between_set_apart_and_shared() -
         again = {**costs, "capital": wobble}
         assert moved(first, plan(needs(again), fleet(4), costs=again,
                                  current=owners(first))) == [], wobble
+
+
+def fleet_mix() -> dict[str, float]:
+    """As measured in bench.fleet: 3 capitals of about half a worker's share each, 30
+    towns and 300 villages (total 0.64, share 0.16; two capitals fit under one bound)."""
+    costs = {f"capital-{i}": 0.075 + 0.003 * i for i in range(3)}
+    costs |= {f"town-{i:02d}": 0.0025 for i in range(30)}
+    costs |= {f"village-{i:03d}": 0.0011 for i in range(300)}
+    return costs
+
+
+def test_cities_coarser_than_the_band_spread_one_per_worker() -> None:
+    costs = fleet_mix()
+    p = plan(needs(costs), fleet(4), costs=costs)
+    assert len({p.owner(f"capital-{i}") for i in range(3)}) == 3
+    assert max(p.loads.values()) <= 1.05 * sum(costs.values()) / 4 + 1e-9, p.loads
+
+
+def test_two_capitals_on_one_worker_are_parted_by_one_move_and_then_stay() -> None:
+    costs = fleet_mix()
+    first = plan(needs(costs), fleet(4), costs=costs)
+    crowded = owners(first)
+    crowded["capital-1"] = crowded["capital-0"]  # as a plan of yesterday's costs left it
+    parted = plan(needs(costs), fleet(4), costs=costs, current=crowded)
+    assert len({parted.owner(f"capital-{i}") for i in range(3)}) == 3
+    assert [c for c, w in crowded.items() if parted.owner(c) != w
+            and c.startswith("capital")] == ["capital-0"]  # the lighter of the two
+    wobbled = {c: v * random.Random(c).uniform(0.95, 1.05) for c, v in costs.items()}
+    assert moved(parted, plan(needs(wobbled), fleet(4), costs=wobbled,
+                              current=owners(parted))) == []

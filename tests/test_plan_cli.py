@@ -24,8 +24,10 @@ def test_plan_shows_the_moves_pending_and_why(etcd: EtcdCluster, client: EtcdCli
         client.put(f"{keys.election(city)}/{1:x}", "w1")
     for worker in ("w1", "w2"):
         client.put(keys.worker(worker), encode(pb.WorkerInfo(worker_id=worker)))
-    client.put(keys.load("w1"), encode(pb.WorkerLoad(worker_id="w1", cities=cities,
-                                                     total=sum(cities.values()))))
+    waits = "churn budget: 1.0 moves/min for this worker (--moves-per-minute 2 over 2 workers)"
+    client.put(keys.load("w1"), encode(pb.WorkerLoad(
+        worker_id="w1", cities=cities, total=sum(cities.values()),
+        waiting={"town-0": waits})))
     out = json.loads(dispatchctl(etcd.endpoints, namespace, "plan", "--json").stdout)
     workers = {w["workerId"]: w for w in out["workers"]}
     assert workers["w1"]["current"] == sum(cities.values()) and workers["w2"]["current"] == 0
@@ -36,9 +38,12 @@ def test_plan_shows_the_moves_pending_and_why(etcd: EtcdCluster, client: EtcdCli
     assert all("under its floor" in m["reason"] or "over its bound" in m["reason"]
                for m in moves.values()), moves
     assert all(c["measured"] for c in out["cities"])
+    # why a move has not started: only its owner knows, and publishes it with its load
+    assert moves["town-0"]["waits"] == waits and moves["town-1"]["waits"] == ""
 
     text = dispatchctl(etcd.endpoints, namespace, "plan").stdout
     assert "LOAD/SHARE" in text and "town-0" in text and "7 measured, 0 at their prior" in text
+    assert "WAITS" in text and "churn budget: 1.0 moves/min" in text
     count = json.loads(dispatchctl(etcd.endpoints, namespace, "plan", "--json",
                                    "--placement", "count").stdout)
     assert len(count["moves"]) in (3, 4)  # half of seven, by count

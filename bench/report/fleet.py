@@ -57,7 +57,7 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
         baseline = next((r for r in runs if r.get("placement") == "count"), {})
         s.checks.append(Check(f"placement by cost: busiest worker's CPU ÷ mean ≤ "
                               f"{BALANCE_TARGET:.2f}",
-                              f"{balance:.2f} (by count: "
+                              f"{balance:.3f} (by count: "
                               f"{ratio(baseline.get('busiest_over_mean'))})",
                               balance <= BALANCE_TARGET))
     shares = [num(mapping(v).get("on_time_share"))

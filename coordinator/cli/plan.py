@@ -29,8 +29,8 @@ def plan(ctl: Ctl, /, as_json: bool, placement: str, tolerance: float,
     LOAD is the measured cost (CPU seconds per second of the ticks) of the cities a
     worker leads now, PLANNED of those the plan gives it, SHARE its fair share; a city
     not measured yet counts at its prior (orders x couriers priced per solver). A move
-    pending starts when its owner's churn budget and the city's cool-down allow (the
-    owner's log and its dispatch_moves_held_back metric say when it waits).
+    pending starts when its owner's churn budget, the city's cool-down and the rebalance
+    delay allow; WAITS says which one holds it, as the owner last published.
     """
     view = read_placement(ctl.client, ctl.keys, placement=placement, tolerance=tolerance,
                           standbys=standbys)
@@ -58,7 +58,8 @@ def plan(ctl: Ctl, /, as_json: bool, placement: str, tolerance: float,
         click.echo("no move pending: every city is where the plan wants it")
         return
     click.echo("")
-    moves = [["CITY", "FROM", "TO", "COST", "WHY"]]
+    moves = [["CITY", "FROM", "TO", "COST", "WHY", "WAITS"]]
     for m in view.moves:
-        moves.append([m.city, m.source or "-", m.target, f"{m.cost:.4f}", m.reason])
+        moves.append([m.city, m.source or "-", m.target, f"{m.cost:.4f}", m.reason,
+                      m.waits or "-"])
     print_table(moves)

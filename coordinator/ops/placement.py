@@ -4,8 +4,9 @@ moves between the two and why (``dispatchctl plan``).
 Reads the namespace once (cities, workers, drains, elections, published loads) and runs
 the same plan every worker runs (``coordinator.balancer.plan`` on
 ``coordinator.plan_inputs``), so what it shows is what the workers are converging to.
-Whether a pending move waits for the churn budget or a cool-down only its current owner
-knows; its log says so, and its ``dispatch_moves_held_back`` metric counts them.
+Whether a pending move waits for the churn budget, the city's cool-down or the rebalance
+delay only its current owner knows: it publishes that beside its load (``waiting``), and
+each move here carries it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.balancer import Member, Plan, plan
+from coordinator.balancer import CityNeeds, Member, Plan, may_own, plan
 from coordinator.codec import decode
 from coordinator.errors import CitySettingsError
 from coordinator.etcd import EtcdClient, KeyValue
@@ -50,10 +51,12 @@ class Move:
     target: str
     cost: float
     reason: str
+    #: why its owner has not started it yet, as the owner last published ("" if not)
+    waits: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"city": self.city, "from": self.source, "to": self.target,
-                "cost": self.cost, "reason": self.reason}
+                "cost": self.cost, "reason": self.reason, "waits": self.waits}
 
 
 @dataclass(frozen=True)
@@ -148,16 +151,18 @@ def read_placement(client: EtcdClient, keys: Keys, *, placement: str = "cost",
             target.shares.get(m.worker_id, 0.0), len(mine),
             published.get(m.worker_id, 0.0), m.drained))
     live = {m.worker_id: m for m in members}
+    waiting = {load.worker_id: load.waiting for load in loads}
     for city in sorted(target.ranking, key=lambda c: (-costs[c], c)):
         source, goal = current.get(city, ""), target.owner(city) or ""
         if source != goal:
+            waits = waiting[source].get(city, "") if source in waiting else ""
             view.moves.append(Move(city, source, goal, costs[city],
-                                   _why(city, source, goal, view, live)))
+                                   _why(city, source, goal, view, live, needs[city]), waits))
     return view
 
 
 def _why(city: str, source: str, target: str, view: PlacementView,
-         live: dict[str, Member]) -> str:
+         live: dict[str, Member], needs: CityNeeds) -> str:
     if not source:
         return "nobody leads it"
     member = live.get(source)
@@ -165,7 +170,7 @@ def _why(city: str, source: str, target: str, view: PlacementView,
         return f"{source} is gone"
     if member.drained:
         return f"{source} is drained"
-    if source not in view.plan.ranking.get(city, []):
+    if not may_own(member, needs):
         return f"{source} may not own it (labels)"
     if view.placement == "count":
         return "count placement"
@@ -178,4 +183,5 @@ def _why(city: str, source: str, target: str, view: PlacementView,
     if dst is not None and dst.share and dst.current < (1 - tolerance) * dst.share:
         return f"{target} under its floor ({dst.current:.4f} < " \
                f"{(1 - tolerance) * dst.share:.4f} CPU s/s)"
-    return "a heavy city set apart, or the rebalance that follows"
+    return "a heavy city set apart, cities coarser than the band spread out, or the " \
+        "rebalance that follows"

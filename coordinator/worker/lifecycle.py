@@ -236,12 +236,14 @@ class Worker:
     def _publish_load(self) -> None:
         """Publish what our cities cost, when due (``LoadReport``)."""
         costs, now = self.load_meter.costs(), time.monotonic()
-        if self.session is None or not self._load_report.due(costs, now):
+        waiting = self.ownership.waiting()
+        if self.session is None or not self._load_report.due(costs, now, waiting):
             return
         load = pb.WorkerLoad(worker_id=self.config.worker_id, cities=costs,
-                             total=sum(costs.values()), measured_at=timestamp(time.time()))
+                             total=sum(costs.values()), measured_at=timestamp(time.time()),
+                             waiting=waiting)
         publish_load(self.client, self.keys, self.session, load)
-        self._load_report.published(costs, now)
+        self._load_report.published(costs, now, waiting)
     def _new_session(self) -> None:
         old, now = self.session, time.monotonic()
         if old is not None:

@@ -107,28 +107,39 @@ class LoadMeter:
 
 class LoadReport:
     """When this worker's costs are worth publishing again: at most every ``interval``
-    seconds, and only when a city came or went or a cost changed notably (by more than
-    ``change``, relative, and ``floor`` absolute): a steady fleet writes nothing."""
+    seconds, and only when a city came or went, a cost changed notably (by more than
+    ``change``, relative, and ``floor`` absolute) or a different set of moves waits, or
+    waits for another reason: a steady fleet writes nothing."""
 
     def __init__(self, interval: float, change: float = 0.10, floor: float = 0.0005) -> None:
         self.interval = interval
         self.change = change
         self.floor = floor
         self._published: dict[str, float] | None = None
+        self._waiting: dict[str, str] = {}
         self._at = -float("inf")
 
-    def due(self, costs: dict[str, float], now: float) -> bool:
+    def due(self, costs: dict[str, float], now: float,
+            waiting: dict[str, str] | None = None) -> bool:
         if now - self._at < self.interval:
             return False
         old = self._published
-        if old is None or old.keys() != costs.keys():
+        if old is None or old.keys() != costs.keys() or \
+                _kinds(waiting or {}) != _kinds(self._waiting):
             return True
         return any(abs(cost - old[c]) > max(self.change * old[c], self.floor)
                    for c, cost in costs.items())
 
-    def published(self, costs: dict[str, float], now: float) -> None:
+    def published(self, costs: dict[str, float], now: float,
+                  waiting: dict[str, str] | None = None) -> None:
         self._published, self._at = dict(costs), now
+        self._waiting = dict(waiting or {})
 
     def forget(self) -> None:
         """A new session: the old key died with the old lease; publish again."""
         self._published, self._at = None, -float("inf")
+
+
+def _kinds(waiting: dict[str, str]) -> dict[str, str]:
+    """City -> what it waits for ("churn budget", "cool-down", ...), not for how long."""
+    return {city: why.partition(":")[0] for city, why in waiting.items()}

@@ -87,6 +87,8 @@ class Ownership:
         self._measured: dict[str, float] = {}
         #: city -> why its planned move away from here waits
         self.held_back: dict[str, str] = {}
+        #: seconds of imbalance so far, while the rebalance delay holds the plan
+        self._delayed: float | None = None
         self._session_started = time.monotonic()
 
     def new_session(self) -> None:
@@ -225,6 +227,7 @@ class Ownership:
         if members != self._planned_members:  # rebalance now, and until balanced
             self._planned_members = members
             self._unbalanced_since = -math.inf
+        self._delayed = None
         if not self._moves:
             self._unbalanced_since = None
             return self._balanced
@@ -236,7 +239,21 @@ class Ownership:
                      self._config.rebalance_delay)
         if now - self._unbalanced_since >= self._config.rebalance_delay:
             return self._balanced
+        self._delayed = now - self._unbalanced_since
         return self._holding
+
+    def waiting(self) -> dict[str, str]:
+        """City -> why a move of it away from here, which the balanced plan wants, waits:
+        what ``held_back`` holds, and the moves the rebalance delay holds back."""
+        waiting = dict(self.held_back)
+        delayed, me = self._delayed, self._config.worker_id
+        if delayed is None or self.plan is not self._holding:
+            return waiting
+        for city in self._campaigns.leaders():
+            if city not in waiting and self._balanced.owner(city) not in (me, None):
+                waiting[city] = f"rebalance delay: out of balance for {delayed:.0f}s " \
+                                f"(--rebalance-delay {self._config.rebalance_delay:g}s)"
+        return waiting
 
     def _next(self, city: str, worker_id: str) -> bool:
         """Whether ``worker_id`` is next in line for ``city``: whom resigning hands it to."""
