@@ -187,7 +187,7 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
     rows += [(f"the load generator (the benchmark's writer threads), at "
               f"{number(r.get('rate_achieved'), ',.0f')}/s", r.get("load_cpu_us_per_decision"),
               f"the machine was {number(r.get('machine_busy_cores'), '.2f')} cores busy "
-              "(everything on it)" if num(r.get("machine_busy_cores")) is not None else "")
+              "(everything on it)" if _usable_busy(r) else "")
              for r in runs]
     body = [[what, number(us, ",.0f"), note or DASH] for what, us, note in rows
             if num(us) is not None]
@@ -205,11 +205,15 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
         if rate is None or any(v is None for v in parts.values()):
             continue
         cores = {what: (us or 0.0) * rate / 1e6 for what, us in parts.items()}
+        busy = num(r.get("machine_busy_cores"))
+        whole = f"which was {busy:.2f} cores busy in all." if busy is not None and \
+            busy >= sum(cores.values()) else \
+            f"which /proc/stat said was {number(busy, '.2f')} cores busy: less than these " \
+            "parts, so not a usable reading of the whole machine."
         s.lines += [f"At {rate:,.0f}/s: " + " + ".join(
             f"{what} {c:.2f}" for what, c in cores.items()) +
             f" = {sum(cores.values()):.2f} cores of the machine's "
-            f"{count(mapping(d.get('machine')).get('cores'))}, which was "
-            f"{number(r.get('machine_busy_cores'), '.2f')} cores busy in all.", ""]
+            f"{count(mapping(d.get('machine')).get('cores'))}, {whole}", ""]
     relay_cpu = num(t.get("relay_cpu_us_per_decision"))
     paced = [f"{number(r.get('relay_cpu_us_per_decision'), ',.0f')} µs at "
              f"{number(r.get('rate_achieved'), ',.0f')}/s" for r in runs
@@ -218,3 +222,14 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
         measured = ([f"{relay_cpu:,.0f} µs draining"] if relay_cpu is not None else []) + paced
         s.checks.append(Check("none set: the relay's CPU per decision", ", ".join(measured),
                               None, "no target"))
+
+
+def _usable_busy(r: dict[str, Any]) -> bool:
+    """Whether the whole machine's busy cores (from /proc/stat) are at least what the
+    measured parts add up to: a reading below them is not one of the whole machine."""
+    busy, rate = num(r.get("machine_busy_cores")), num(r.get("rate_achieved"))
+    parts = [num(r.get(f"{key}_cpu_us_per_decision"))
+             for key in ("relay", "postgres", "etcd", "load")]
+    if busy is None or rate is None:
+        return False
+    return busy >= sum(p or 0.0 for p in parts) * rate / 1e6

@@ -235,8 +235,8 @@ class Ownership:
             return self._balanced
         if self._unbalanced_since is None:
             self._unbalanced_since = now
-            log.info("placement out of balance: rebalancing in %.0fs unless it passes",
-                     self._config.rebalance_delay)
+            log.info("placement out of balance (%s): rebalancing in %.0fs unless it passes",
+                     _busiest(self._holding), self._config.rebalance_delay)
         if now - self._unbalanced_since >= self._config.rebalance_delay:
             return self._balanced
         self._delayed = now - self._unbalanced_since
@@ -341,3 +341,13 @@ class Ownership:
         self._healths.of(city).took_over(decided)
         period = period_of(self._registry, city)
         return float(max(0.0, min(decided + period - time.time(), period)))
+
+
+def _busiest(held: Plan) -> str:
+    """The worker furthest over its share in ``held`` (the plan keeping every owner), for
+    the log: which worker's imbalance a rebalance waits on, and by how much."""
+    ratios = {w: held.loads.get(w, 0.0) / share for w, share in held.shares.items() if share}
+    if not ratios:
+        return "a city to place"
+    worker = max(ratios, key=lambda w: (ratios[w], w))
+    return f"{worker} at {ratios[worker]:.2f} x its share"
