@@ -19,7 +19,9 @@ placement stands: nothing moves, however the costs wobble (the hysteresis). A wo
 under its floor alone moves nothing: it only has room to spare, and a worker that joins
 (empty) leaves the others over their bounds.
 Otherwise the plan is rebuilt, aiming at *half* the tolerance so that it comes to rest
-well inside the band, in two tiers, the heavy and lumpy cities first, then the rest:
+well inside the band (a worker over its bound at a quarter of it, so that it does not
+sit where the next wobble sends it over again), in two tiers, the heavy and lumpy
+cities first, then the rest:
 
 1. In each tier, walk the cities heaviest first (then by name): each stays with its
    current owner when that worker is eligible and the city still fits (a lumpy city
@@ -75,9 +77,13 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
     shares = _shares(costs, ranked, capacity, heavy)
     lumpy = _lumpy(costs, heavy, shares, tolerance)
     # Rebalance, aiming well inside the band (half the tolerance) so that the next
-    # wobble of the costs finds no worker at its edge.
-    aim = {w: (1 + tolerance / 2) * share for w, share in shares.items()}
+    # wobble of the costs finds no worker at its edge, and a worker over its bound
+    # deeper still (a quarter): brought back only to the middle of the band, the next
+    # wobble would send it over again and the rebalance repeat every few minutes.
     bound = {w: (1 + tolerance) * share for w, share in shares.items()}
+    before = _loads(kept, costs, capacity)
+    aim = {w: (1 + tolerance / (4 if before[w] > bound[w] + 1e-12 else 2)) * share
+           for w, share in shares.items()}
     loads = dict.fromkeys(capacity, 0.0)
     lumps_on = dict.fromkeys(capacity, 0)  # lumpy cities per worker
     even = math.ceil(len(lumpy) / max(len(capacity) - len(heavy), 1))

@@ -221,7 +221,7 @@ def test_fleet_section(tmp_path: Path) -> None:
     page = render({"fleet": FLEET}, tmp_path)
     assert_clean(page)
     glance = page.split("## Targets at a glance", 1)[1].split("## Contents", 1)[0]
-    assert re.search(r"≤ 1\.10 \| 1\.08 \(by count: 1\.90×\) \| met \|", glance), glance
+    assert re.search(r"≤ 1\.10 \| 1\.080 \(by count: 1\.90×\) \| met \|", glance), glance
     assert re.search(r"99\.5 % \| worst class 99\.9% \| met \|", glance), glance
     assert "| cost | 1.08× |" in page and "capital on time" in page
     for variant in [{}, {"runs": [{}]}, *_stripped(FLEET)]:

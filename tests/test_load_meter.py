@@ -26,11 +26,13 @@ def test_a_city_costs_its_ticks_cpu_over_its_period() -> None:
     assert meter.costs() == {"a": pytest.approx(0.01)}
 
 
-def test_cpu_no_tick_booked_is_shared_out_by_tick_rate() -> None:
+def test_cpu_no_tick_booked_is_shared_out_in_proportion_to_each_citys_cost() -> None:
+    """Not by tick rate: part of it is the worker's own and stays when a city leaves, so
+    a village beside a capital must not carry as much of it as the capital."""
     clocks = Clocks()
     meter = clocks.meter()
-    meter.ticked("village", 0.001, period=0.5)   # 2 ticks a second
-    meter.ticked("capital", 0.200, period=2.0)   # 0.5 ticks a second
+    meter.ticked("village", 0.001, period=0.5)   # 0.002 CPU s/s, 2 ticks a second
+    meter.ticked("capital", 0.200, period=2.0)   # 0.1 CPU s/s, 0.5 ticks a second
     clocks.cpu += 0.201
     meter.costs()                                # the first window opens
     meter.ticked("village", 0.001, period=0.5)
@@ -39,8 +41,8 @@ def test_cpu_no_tick_booked_is_shared_out_by_tick_rate() -> None:
     clocks.now += 10.0                           # over 10 s: 0.1 cores
     costs = meter.costs()
     assert meter.unbooked() == pytest.approx(0.1)
-    assert costs["village"] == pytest.approx(0.002 + 0.08)   # 2 of 2.5 ticks a second
-    assert costs["capital"] == pytest.approx(0.1 + 0.02)
+    assert costs["village"] == pytest.approx(0.002 * (1 + 0.1 / 0.102))
+    assert costs["capital"] == pytest.approx(0.1 * (1 + 0.1 / 0.102))
     assert sum(costs.values()) == pytest.approx(0.102 + 0.1)  # nothing lost, none twice
 
 

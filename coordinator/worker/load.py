@@ -7,9 +7,13 @@ period it is a rate, CPU seconds per second, comparable across cities of any per
 an exponentially weighted mean over ticks smooths it.
 
 The rest of the process's CPU (gRPC's threads sending commits and receiving watch
-events, the control loop) belongs to no tick but grows with ticks: it is measured over
-windows and spread over the cities by their tick rates. Without it a worker of many
-small cities costs more than its cities add up to, and placement overloads it.
+events, the control loop) belongs to no tick: it is measured over windows and spread
+over the cities in proportion to their own costs. Without it a worker of many small
+cities costs more than its cities add up to, and placement overloads it. Not by tick
+rate: part of it is the worker's own (keep-alives, the control loop) and stays when a
+city leaves; spread by tick rate it made the light cities beside a capital look dearer
+than they are, and each rebalance moved more of them away than it needed to, again and
+again. A commit's bytes grow with the city too.
 
 A city with no measurement yet is planned on a prior (``coordinator.plan_inputs``).
 """
@@ -45,7 +49,6 @@ class LoadMeter:
         self._window_seconds = window
         self._cost: dict[str, float] = {}
         self._seen: dict[str, float] = {}
-        self._rate: dict[str, float] = {}   # ticks per second
         self._process_cpu = process_cpu
         self._booked = 0.0                   # CPU of this process booked to ticks, in all
         self._window: tuple[float, float, float] | None = None  # (when, process, booked)
@@ -66,25 +69,22 @@ class LoadMeter:
             old = self._cost.get(city)
             self._cost[city] = sample if old is None else old + self.ALPHA * (sample - old)
             self._seen[city] = self._clock()
-            self._rate[city] = 1.0 / max(period, 0.01)
             self._booked += max(cpu_seconds if here is None else here, 0.0)
 
     def costs(self) -> dict[str, float]:
         """The cities ticked here recently, each with its smoothed cost and its share of
-        the unbooked CPU."""
+        the unbooked CPU (in proportion to that cost)."""
         now = self._clock()
         with self._lock:
             for city in [c for c, seen in self._seen.items() if now - seen > self.KEEP]:
                 del self._seen[city]
                 self._cost.pop(city, None)
-                self._rate.pop(city, None)
             self._measure_unbooked(now)
-            rates = {c: self._rate.get(c, 0.0) for c in self._cost}
-            total = sum(rates.values())
+            total = sum(self._cost.values())
             if not self._unbooked or not total:
                 return dict(self._cost)
-            share = self._unbooked / total
-            return {c: cost + share * rates[c] for c, cost in self._cost.items()}
+            scale = 1.0 + self._unbooked / total
+            return {c: cost * scale for c, cost in self._cost.items()}
 
     def unbooked(self) -> float:
         """The process's CPU no tick booked, smoothed, in cores (0 before a window)."""

@@ -82,6 +82,7 @@ class Ownership:
         self._balanced = self._holding = self.plan
         self._moves = self._orphaned = False
         self._unbalanced_since: float | None = None
+        self._passed_at: float | None = None  # since when the balanced plan moves nothing
         self._planned_members: list[Member] | None = None
         #: costs measured somewhere in the fleet, as last planned on
         self._measured: dict[str, float] = {}
@@ -220,17 +221,26 @@ class Ownership:
 
     def _settled(self, members: list[Member]) -> Plan:
         """The balanced plan, once the imbalance it corrects has lasted the rebalance
-        delay; until then the plan that keeps every city where it is. Only a wobble of
-        the costs waits: a city with no eligible owner (a worker gone or drained, a new
-        city) or a change of members is planned at once."""
+        delay (dips under half the delay long included); until then the plan that keeps
+        every city where it is. Only a wobble of the costs waits: a city with no
+        eligible owner (a worker gone or drained, a new city) or a change of members is
+        planned at once."""
         now = time.monotonic()
         if members != self._planned_members:  # rebalance now, and until balanced
             self._planned_members = members
             self._unbalanced_since = -math.inf
         self._delayed = None
         if not self._moves:
-            self._unbalanced_since = None
+            # A worker hovering at its bound dips under it now and then: a dip shorter
+            # than half the delay does not restart the clock, or a lasting imbalance
+            # that flickers would never be corrected.
+            if self._passed_at is None:
+                self._passed_at = now
+            if self._unbalanced_since == -math.inf or \
+                    now - self._passed_at >= self._config.rebalance_delay / 2:
+                self._unbalanced_since = None  # (a change of members: once balanced)
             return self._balanced
+        self._passed_at = None
         if self._orphaned:
             return self._balanced
         if self._unbalanced_since is None:
