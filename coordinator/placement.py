@@ -113,9 +113,9 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
             cost = costs[city]
             room = [w for w in names if fits(w, cost, aim)] or \
                 [w for w in names if fits(w, cost, bound)]
-            if room and city in lumpy:  # the fewest lumps, then the idlest
-                owner = min(room, key=lambda w: (lumps_on[w], loads[w] / capacity[w],
-                                                 names.index(w)))
+            if city in lumpy:  # the fewest lumps, then the idlest (fitting or not)
+                owner = min(room or names, key=lambda w: (
+                    lumps_on[w], loads[w] / capacity[w], names.index(w)))
             elif room and city in kept:  # moving anyway: to the idlest, not the next busy
                 owner = min(room, key=lambda w: (loads[w] / capacity[w], names.index(w)))
             else:
