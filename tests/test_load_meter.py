@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.worker.load import LoadMeter
+from coordinator.worker.load import LoadMeter, LoadReport
 
 
 class Clocks:
@@ -69,3 +69,19 @@ def test_the_unbooked_cpu_is_measured_over_whole_windows() -> None:
     assert meter.costs() == {"a": pytest.approx(0.01)}
     clocks.now += 4.0
     assert meter.costs()["a"] == pytest.approx(0.01 + 0.1)
+
+
+def test_a_load_is_published_again_when_other_moves_wait_not_as_their_wait_grows() -> None:
+    report = LoadReport(interval=5.0)
+    costs = {"a": 0.01, "b": 0.02}
+    assert report.due(costs, 0.0, {})
+    report.published(costs, 0.0, {})
+    budget = {"a": "churn budget: 1.0 moves/min for this worker"}
+    assert not report.due(costs, 1.0, budget)          # not before the interval
+    assert report.due(costs, 6.0, budget)               # a move now waits
+    report.published(costs, 6.0, budget)
+    delay = {"a": "rebalance delay: out of balance for 12s"}
+    assert report.due(costs, 12.0, delay)               # it waits for something else
+    report.published(costs, 12.0, delay)
+    longer = {"a": "rebalance delay: out of balance for 20s"}
+    assert not report.due(costs, 20.0, longer)          # the same wait, only longer
