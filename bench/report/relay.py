@@ -205,11 +205,10 @@ def _cpu(s: Section, d: dict[str, Any]) -> None:
         if rate is None or any(v is None for v in parts.values()):
             continue
         cores = {what: (us or 0.0) * rate / 1e6 for what, us in parts.items()}
-        busy = num(r.get("machine_busy_cores"))
-        whole = f"which was {busy:.2f} cores busy in all." if busy is not None and \
-            busy >= sum(cores.values()) else \
-            f"which /proc/stat said was {number(busy, '.2f')} cores busy: less than these " \
-            "parts, so not a usable reading of the whole machine."
+        busy = number(r.get("machine_busy_cores"), ".2f")
+        whole = f"which was {busy} cores busy in all." if _usable_busy(r) else \
+            f"which /proc/stat said was {busy} cores busy: less than these parts, so " \
+            "not a usable reading of the whole machine."
         s.lines += [f"At {rate:,.0f}/s: " + " + ".join(
             f"{what} {c:.2f}" for what, c in cores.items()) +
             f" = {sum(cores.values()):.2f} cores of the machine's "
