@@ -4,6 +4,7 @@ against real etcd, with real workers where the figures must be measured."""
 from __future__ import annotations
 
 import json
+import time
 
 from coordinator.codec import decode, encode
 from coordinator.etcd import EtcdClient
@@ -13,6 +14,7 @@ from protos import dispatch_pb2 as pb
 from tests.conftest import wait_until
 from tests.etcd_server import EtcdCluster
 from tests.helpers import dispatchctl, running_worker
+from tests.test_balance import owners
 
 
 def test_plan_shows_the_moves_pending_and_why(etcd: EtcdCluster, client: EtcdClient,
@@ -78,3 +80,43 @@ def test_a_worker_publishes_its_cities_costs_and_shows_them(
         status = json.loads(dispatchctl(etcd.endpoints, namespace, "status", "--json").stdout)
         assert status["workerLoads"]["w1"] > 0 and set(status["cityCosts"]) == {"big", "small"}
         assert "load per worker" in dispatchctl(etcd.endpoints, namespace, "status").stdout
+
+
+def test_moves_the_churn_budget_holds_back_show_what_they_wait_for(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str) -> None:
+    """Real workers: w1 leads twelve equal cities when w2 joins. With one move a minute
+    for the fleet, one city moves at once; the plan's other moves wait, and their owner
+    says so through ``dispatchctl plan``."""
+    options: dict[str, object] = {"solve_isolation": "thread", "lease_ttl": 2,
+                                  "load_interval": 0.5, "moves_per_minute": 1.0}
+    cities = [f"city-{i:02d}" for i in range(12)]
+    with running_worker(etcd.endpoints, namespace, "w1", **options):
+        wait_until(lambda: client.get(keys.worker("w1")), timeout=15,
+                   message="w1 registered")
+        # cities taken in a session's first 2 x TTL are the fleet forming: their first
+        # move is free of the budget, and this test is about the budget
+        time.sleep(2 * 2 + 1)
+        for city in cities:
+            client.put(keys.city(city), CityConfig(
+                city, "greedy", 0.5, params={"orders": 20, "couriers": 15}).encode())
+
+        def measured_on_w1() -> bool:
+            kv = client.get(keys.load("w1"))
+            return kv is not None and set(decode(pb.WorkerLoad, kv.value).cities) == \
+                set(cities) and set(owners(client, keys).values()) == {"w1"}
+
+        wait_until(measured_on_w1, timeout=20, message="w1 leading and measuring every city")
+        with running_worker(etcd.endpoints, namespace, "w2", **options):
+            def held_back() -> list[dict[str, str]] | None:
+                out = json.loads(dispatchctl(etcd.endpoints, namespace, "plan",
+                                             "--json").stdout)
+                moves = [m for m in out["moves"] if m["from"] == "w1"]
+                waiting = [m for m in moves if m["waits"].startswith("churn budget")]
+                return moves if len(moves) >= 3 and waiting == moves else None
+
+            moves = wait_until(held_back, timeout=30, interval=0.5,
+                               message="the moves left waiting for the budget")
+            # the budget allowed one move now; the plan wants half the cities on w2
+            assert list(owners(client, keys).values()).count("w2") == 1, moves
+            text = dispatchctl(etcd.endpoints, namespace, "plan").stdout
+            assert "churn budget: 0.5 moves/min for this worker" in text, text
