@@ -153,11 +153,11 @@ class EtcdMeter:
 
 def put_cities(client: EtcdClient, keys: Keys, names: Sequence[str], *, solver: str,
                period: float, params: dict[str, Any] | None = None,
-               state_source: str = "simulated") -> None:
+               state_source: str = "simulated", steady_pace: bool = False) -> None:
     """Create cities, as ``dispatchctl city add`` would (64 puts per transaction)."""
     ops = [client.op_put(keys.city(name), CityConfig(
         city=name, solver=solver, period=period, state_source=state_source,
-        params=dict(params or {})).encode()) for name in names]
+        params=dict(params or {}), steady_pace=steady_pace).encode()) for name in names]
     for i in range(0, len(ops), 64):
         client.txn([], ops[i:i + 64])
 

@@ -8,8 +8,7 @@ against placed by count, side by side in the same run.
 
 Each placement gets a fresh etcd member and 4 fresh ``dispatch-worker`` processes
 started together (``--placement cost`` or ``count``, nothing else different). After a
-warm-up (every city has decided and no city changed writer for ``--settle`` seconds) it
-measures, over a window:
+warm-up it measures, over a window:
 
 * **balance**: each worker's CPU (with its solver processes), the busiest over the mean
   (target ≤ 1.10 placing by cost) — the count placement is the baseline;
@@ -18,6 +17,12 @@ measures, over a window:
 * **moves per hour once converged**: cities that changed writer in the window (target 0);
 * **etcd writes**: bytes put under the namespace per second and per decision (key +
   value, from a watch on the whole namespace), by key class (decisions, status, load, …).
+
+The warm-up ends once the placement has converged: every city has decided and no city
+changed writer for ``--settle`` seconds (full: 90, three rebalance delays: a city's cost
+takes about twenty ticks to measure and an imbalance must last one delay before anything
+moves, so a shorter quiet spell can come before the first rebalance). The moves it took
+are reported too (``moves_to_converge``).
 """
 
 from __future__ import annotations
@@ -51,14 +56,17 @@ QUICK_MIX = [("capital", 2, 600, 400, ("hungarian", "bundle")),
              ("village", 60, 30, 20, ("greedy",))]
 
 
-def put_mix(client: EtcdClient, keys: Keys, mix: list[Any], period: float) -> dict[str, str]:
-    """Create the cities; city -> its size class."""
+def put_mix(client: EtcdClient, keys: Keys, mix: list[Any], period: float,
+            paced: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Create the cities (those of the classes in ``paced`` with ``steadyPace``); city
+    -> its size class."""
     classes = {}
     for name, n, orders, couriers, solvers in mix:
         for i, solver in zip(range(n), itertools.cycle(solvers), strict=False):
             city = f"{name}-{i:03d}"
             etcd.put_cities(client, keys, [city], solver=solver, period=period,
-                            params={"orders": orders, "couriers": couriers})
+                            params={"orders": orders, "couriers": couriers},
+                            steady_pace=name in paced)
             classes[city] = name
     return classes
 
@@ -96,12 +104,13 @@ class WriteMeter:
 
 def run_placement(placement: str, mix: list[Any], *, workers: int, period: float,
                   seconds: float, settle: float, isolation: str, logs: Path,
-                  log_level: str = "warning") -> dict[str, Any]:
+                  log_level: str = "warning",
+                  paced: frozenset[str] = frozenset()) -> dict[str, Any]:
     log(f"run: placement by {placement}, window {seconds:.0f}s")
     with etcd.cluster(1) as cluster:
         client = etcd.client_for(cluster.endpoints)
         keys = Keys(NAMESPACE)
-        classes = put_mix(client, keys, mix, period)
+        classes = put_mix(client, keys, mix, period, paced)
         decisions = decisionlog.DecisionLog(client, keys).start()
         writes = WriteMeter(client, keys)
         procs = processes.Workers(cluster.endpoints, NAMESPACE, logs / placement, extra=[
@@ -113,9 +122,9 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
             for worker_id in ids:
                 procs.start(worker_id)
             warm = decisionlog.wait_settled(decisions, len(classes), settle,
-                                            timeout=max(120.0, 6 * settle))
-            log(f"  warm-up {'done' if warm else 'TIMED OUT'} after "
-                f"{time.time() - started:.0f}s")
+                                            timeout=max(120.0, 8 * settle))
+            converged_after = time.time() - started
+            log(f"  warm-up {'done' if warm else 'TIMED OUT'} after {converged_after:.0f}s")
             pids = {w: procs.procs[w].pid for w in ids}
             usage0 = {w: processes.process_tree_usage(pid) for w, pid in pids.items()}
             bytes0, puts0 = writes.snapshot()
@@ -139,13 +148,14 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
     mean = sum(cpu.values()) / len(cpu)
     row: dict[str, Any] = {
         "placement": placement, "workers": workers, "window_s": window, "warmed_up": warm,
+        "settle_s": settle, "converged_after_s": converged_after,
         "worker_cpu_cores": cpu, "cpu_mean": mean,
         "busiest_over_mean": max(cpu.values()) / mean if mean else float("nan"),
         "baseline_jitter": jitter,
         "cities_per_worker": dict(Counter(placed.values())),
     }
     per_class: dict[str, dict[str, Any]] = {}
-    moves = 0
+    moves = converging = 0
     decided = 0
     for name in dict.fromkeys(classes.values()):
         gaps: list[float] = []
@@ -155,6 +165,8 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
             in_window = [s for s in items if t0 <= s.decided < t1]
             decided += len(in_window)
             moves += sum(1 for a, b in itertools.pairwise(in_window) if a.worker != b.worker)
+            converging += sum(1 for a, b in itertools.pairwise(items)
+                              if b.decided < t0 and a.worker != b.worker)
         on_time = sum(1 for g in gaps if g - period <= ON_TIME_SLACK)
         per_class[name] = {"cities": sum(1 for k in classes.values() if k == name),
                            "gaps": len(gaps), "on_time_share": on_time / len(gaps)
@@ -164,7 +176,7 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
     written = {k: bytes1[k] - bytes0[k] for k in set(bytes1) | set(bytes0)}
     puts = {k: puts1[k] - puts0[k] for k in set(puts1) | set(puts0)}
     row.update({
-        "on_time_by_class": per_class, "moves_in_window": moves,
+        "on_time_by_class": per_class, "moves_in_window": moves, "moves_to_converge": converging,
         "moves_per_hour": moves * 3600 / window, "decisions": decided,
         "etcd_bytes_per_s": sum(written.values()) / window,
         "etcd_bytes_per_decision": sum(written.values()) / max(decided, 1),
@@ -204,14 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None,
                         help="measuring window per placement (default 30 quick, 300 full)")
     parser.add_argument("--settle", type=float, default=None,
-                        help="warm-up: no city changes writer for this long, past the "
-                             "workers' move cool-down (default 20 "
-                             "quick, 30 full)")
+                        help="converged: no city changes writer for this long (default 20 "
+                             "quick, 90 full: three of the workers' rebalance delays, as an "
+                             "imbalance must last one before anything moves)")
     parser.add_argument("--isolation", default=None, choices=["thread", "process"],
                         help="the workers' --solve-isolation (default thread quick, process "
                              "full)")
     parser.add_argument("--placements", default="cost,count",
                         help="comma-separated, run in this order (default cost,count)")
+    parser.add_argument("--steady-pace", default="capital", metavar="CLASSES",
+                        help="comma-separated size classes whose cities have steadyPace "
+                             "(decisions released at a steady offset after their tick's "
+                             "start; '' for none; default capital)")
     parser.add_argument("--worker-log-level", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="the workers' --log-level (their logs: see worker_logs in the "
@@ -221,14 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mix = QUICK_MIX if args.quick else FULL_MIX
     seconds = args.seconds or (30.0 if args.quick else 300.0)
-    settle = args.settle or (20.0 if args.quick else 30.0)
+    settle = args.settle or (20.0 if args.quick else 90.0)
     isolation = args.isolation or ("thread" if args.quick else "process")
+    paced = frozenset(c for c in args.steady_pace.split(",") if c)
     logs = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     results: dict[str, Any] = {
         "machine": host.describe(), "mode": "quick" if args.quick else "full",
         "mix": [{"class": c, "cities": n, "orders": o, "couriers": k, "solvers": list(s)}
                 for c, n, o, k, s in mix],
         "period": args.period, "workers": args.workers, "isolation": isolation,
+        "steady_pace": sorted(paced),
         "on_time": f"gap <= period + {ON_TIME_SLACK * 1e3:.0f} ms",
         "targets": {"busiest_over_mean": BALANCE_TARGET, "on_time_share": ON_TIME_TARGET,
                     "moves_per_hour": 0},
@@ -238,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         results["runs"].append(run_placement(placement, mix, workers=args.workers,
                                              period=args.period, seconds=seconds,
                                              settle=settle, isolation=isolation, logs=logs,
-                                             log_level=args.worker_log_level))
+                                             log_level=args.worker_log_level,
+                                             paced=paced))
     by = {r["placement"]: r for r in results["runs"]}
     if "cost" in by and "count" in by:
         results["cost_vs_count"] = {
@@ -248,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ", ".join(f"{n} {c} {o}×{k}" for c, n, o, k, _ in mix)
     print(f"\n{sum(m[1] for m in mix)} cities ({sizes}), "
           f"period {args.period:g} s, {args.workers} workers ({isolation} solves), one etcd "
-          f"member; window {seconds:.0f} s; on time = gap ≤ period + 100 ms\n")
+          f"member; window {seconds:.0f} s; on time = gap ≤ period + 100 ms; steady pace: "
+          f"{', '.join(sorted(paced)) or 'none'}\n")
     print(output.console_table(HEADERS, [row_cells(r) for r in results["runs"]]))
     if "cost_vs_count" in results:
         print("\ncost ÷ count placement: " + ", ".join(

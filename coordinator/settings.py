@@ -44,6 +44,10 @@ class CityConfig:
     max_state_age: float = 0.0
     #: archive every tick's state in the worker's ``--archive-url`` store (replay)
     archive_state: bool = False
+    #: release each decision at a steady offset after its tick's due time (the city's
+    #: recent 99th percentile of tick durations) rather than as soon as it is ready:
+    #: steady gaps between decisions, for some latency (``coordinator.worker.pace``)
+    steady_pace: bool = False
 
     def to_message(self) -> pb.CitySettings:
         message = pb.CitySettings(
@@ -54,6 +58,8 @@ class CityConfig:
         )
         if self.archive_state:
             message.archive_state = True
+        if self.steady_pace:
+            message.steady_pace = True
         message.params.update(dict(self.params))
         if self.max_state_age:
             message.max_state_age_seconds = self.max_state_age
@@ -104,4 +110,5 @@ def from_message(city: str, message: pb.CitySettings) -> CityConfig:
         prefer_labels=dict(message.prefer_labels),
         max_state_age=max_state_age,
         archive_state=message.archive_state,
+        steady_pace=message.steady_pace,
     )

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CitySettings(_message.Message):
-    __slots__ = ("solver", "period_seconds", "enabled", "state_source", "params", "labels", "shadow_solvers", "require_labels", "prefer_labels", "max_state_age_seconds", "archive_state")
+    __slots__ = ("solver", "period_seconds", "enabled", "state_source", "params", "labels", "shadow_solvers", "require_labels", "prefer_labels", "max_state_age_seconds", "archive_state", "steady_pace")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class CitySettings(_message.Message):
     PREFER_LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_STATE_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_STATE_FIELD_NUMBER: _ClassVar[int]
+    STEADY_PACE_FIELD_NUMBER: _ClassVar[int]
     solver: str
     period_seconds: float
     enabled: bool
@@ -55,7 +56,8 @@ class CitySettings(_message.Message):
     prefer_labels: _containers.ScalarMap[str, str]
     max_state_age_seconds: float
     archive_state: bool
-    def __init__(self, solver: _Optional[str] = ..., period_seconds: _Optional[float] = ..., enabled: _Optional[bool] = ..., state_source: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., shadow_solvers: _Optional[_Iterable[str]] = ..., require_labels: _Optional[_Mapping[str, str]] = ..., prefer_labels: _Optional[_Mapping[str, str]] = ..., max_state_age_seconds: _Optional[float] = ..., archive_state: _Optional[bool] = ...) -> None: ...
+    steady_pace: bool
+    def __init__(self, solver: _Optional[str] = ..., period_seconds: _Optional[float] = ..., enabled: _Optional[bool] = ..., state_source: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., shadow_solvers: _Optional[_Iterable[str]] = ..., require_labels: _Optional[_Mapping[str, str]] = ..., prefer_labels: _Optional[_Mapping[str, str]] = ..., max_state_age_seconds: _Optional[float] = ..., archive_state: _Optional[bool] = ..., steady_pace: _Optional[bool] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("worker_id", "host", "pid", "version", "capacity", "labels", "admin_address", "lease_id", "started_at", "drained")

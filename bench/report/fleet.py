@@ -34,6 +34,11 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
             f"{count(d.get('workers'))} workers ({d.get('isolation', DASH)} solves), each "
             "placement on a fresh etcd with workers started together. The baseline is "
             "placement by count in the same run.", ""]
+    paced = d.get("steady_pace")
+    if isinstance(paced, list):
+        s.lines += [("Steady pace (`--steady-pace`: each decision released at a steady "
+                     "offset after its tick's start): " + ", ".join(map(str, paced)) + ".")
+                    if paced else "No city has steady pace.", ""]
     runs = records(d.get("runs"))
     classes = list(dict.fromkeys(k for r in runs for k in mapping(r.get("on_time_by_class"))))
     body = []
@@ -43,14 +48,19 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                      number(r.get("cpu_mean"), ".2f"),
                      *[pct(mapping(on.get(k)).get("on_time_share")) for k in classes],
                      number(r.get("moves_per_hour"), ".0f"),
+                     number(r.get("converged_after_s"), ".0f"),
+                     number(r.get("moves_to_converge"), ".0f"),
                      number(r.get("etcd_bytes_per_s"), ".0f"),
                      number(r.get("etcd_bytes_per_decision"), ".0f")])
     if body:
         s.lines += markdown_table(["placement", "busiest ÷ mean CPU", "mean CPU (cores)",
                                    *[f"{k} on time" for k in classes], "moves/h",
+                                   "converged after (s)", "moves to converge",
                                    "etcd B/s", "etcd B/decision"], body)
         s.lines += ["", "On time: the gap between a city's decisions ≤ period + 100 ms. "
-                    "Moves: cities that changed writer in the window, once settled.", ""]
+                    "Moves: cities that changed writer in the window. The window starts "
+                    "once converged: no city changed writer for "
+                    f"{number(runs[0].get('settle_s'), '.0f')} s.", ""]
     cost = next((r for r in runs if r.get("placement") == "cost"), {})
     balance = num(cost.get("busiest_over_mean"))
     if balance is not None:

@@ -86,6 +86,12 @@ def city_options(func: Any) -> Any:
                           "replayed (`dispatchctl replay`) whatever its state source and "
                           "after etcd's compaction. A tick whose state cannot be archived "
                           "fails."),
+        click.option("--steady-pace/--no-steady-pace", "steady_pace", default=None,
+                     help="Release each decision at a steady offset after its tick's start "
+                          "(the city's recent 99th percentile of tick durations) instead of "
+                          "as soon as it is ready: even gaps between decisions for a city "
+                          "whose solve time varies, at the cost of some latency "
+                          "[default: off]."),
         click.option("--force", is_flag=True,
                      help="Accept solver or state-source names not installed here."),
     ]
@@ -140,6 +146,11 @@ def _apply(message: pb.CitySettings, opts: dict[str, Any]) -> None:
             message.archive_state = True
         else:
             message.ClearField("archive_state")
+    if opts["steady_pace"] is not None:
+        if opts["steady_pace"]:
+            message.steady_pace = True
+        else:
+            message.ClearField("steady_pace")
 
 
 def _validate(city_name: str, message: pb.CitySettings, force: bool) -> None:

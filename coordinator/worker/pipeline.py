@@ -33,8 +33,9 @@ from coordinator.worker.failures import FailurePolicy
 from coordinator.worker.gate import GATED_MAX_PAIRS, ComputeGate
 from coordinator.worker.health import HealthBook, Tick
 from coordinator.worker.load import LoadMeter
-from coordinator.worker.messages import decision, state_ref, validated
+from coordinator.worker.messages import decision, state_ref, timestamp, validated
 from coordinator.worker.metrics import Metrics
+from coordinator.worker.pace import Pacer
 from coordinator.worker.runner import SolveResult, SolveRunner
 from coordinator.worker.ticker import Retry, TickResult
 from protos import dispatch_pb2 as pb
@@ -80,6 +81,7 @@ class TickPipeline:
         #: city -> CPU its solve in flight used off the tick thread, and whether in this
         #: process (a solve thread) rather than a solver process (``_book``)
         self._solve_cpu: dict[str, tuple[float, bool]] = {}
+        self._pacer = Pacer()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
 
     def close(self) -> None:
@@ -191,7 +193,7 @@ class TickPipeline:
         # Quick: nothing in this tick can block or take long, so the next may run in a
         # group with other cities' and hold none of them up.
         quick = inline and source.cpu_bound and not entry.shadow_solvers \
-            and not entry.archive_state
+            and not entry.archive_state and not entry.steady_pace
         health.found_quick(quick)
         if grouped and not quick:
             return ALONE
@@ -212,6 +214,9 @@ class TickPipeline:
         if entry.archive_state:  # stored before the commit: see coordinator/sinks/archive.py
             message.state_ref.archive_id = self._archived(city, state, due + entry.period)
         message.shadows.extend(future.result() for future in shadows)
+        if entry.steady_pace:  # a decision's time is when it leaves
+            self._hold(tick, budget)
+            message.decided_at.CopyFrom(timestamp(time.time()))
         status = health.ok_status(city, self._worker_id, leader.token)
         timeout = max(due + entry.period - time.monotonic(), self.MIN_COMMIT_TIMEOUT)
         return Commit(city, leader, message, status, timeout)
@@ -238,6 +243,14 @@ class TickPipeline:
         if failed:
             tick.clog.info("%s recovered after %d failed ticks", tick.city, failed)
         return None
+
+    def _hold(self, tick: Tick, limit: float) -> None:
+        """Wait (outside the compute gate) until the steady release time of ``tick``'s
+        decision, at most ``limit`` seconds after it was due (``Pacer``)."""
+        now = time.monotonic()
+        release = self._pacer.release_at(tick.city, tick.due, now, limit)
+        if release > now:
+            self._stopping.wait(release - now)
 
     def _archived(self, city: str, state: CityState, next_due: float) -> str:
         """Archive the state of a city with ``archiveState`` on; its archive id. Waiting
