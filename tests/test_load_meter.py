@@ -3,6 +3,8 @@ no tick booked (gRPC's threads, the control loop), which grows with ticks."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from coordinator.worker.load import LoadMeter, LoadReport
@@ -24,6 +26,35 @@ def test_a_city_costs_its_ticks_cpu_over_its_period() -> None:
     meter = clocks.meter()
     meter.ticked("a", 0.02, period=2.0)
     assert meter.costs() == {"a": pytest.approx(0.01)}
+
+
+def test_a_citys_cost_holds_steady_though_its_ticks_swing() -> None:
+    """A capital's solve time swings by a fifth from tick to tick, and for several ticks
+    at a time (measured in the fleet benchmark). Its cost is a mean over about 100 s of
+    ticks, so it stays within 10 % of the true mean; over the last twenty ticks it
+    strayed by a fifth, enough to move its worker across the tolerance band and back."""
+    clocks = Clocks()
+    meter = clocks.meter()
+    rng = random.Random(0)
+    swing, seen = 0.0, []
+    for tick in range(600):                      # 20 minutes of a 2 s period
+        swing = 0.6 * swing + rng.gauss(0.0, 0.14)
+        meter.ticked("capital", 0.5 * (1 + swing), period=2.0)
+        if tick >= 100:
+            seen.append(meter.costs()["capital"] / 0.25)
+    assert max(abs(x - 1) for x in seen) < 0.10
+
+
+def test_a_citys_first_ticks_are_averaged_plainly_and_a_seed_counts_as_ten() -> None:
+    clocks = Clocks()
+    meter = clocks.meter()
+    meter.ticked("new", 0.4, period=2.0)
+    assert meter.costs()["new"] == pytest.approx(0.2)      # known from its first tick
+    meter.ticked("new", 0.2, period=2.0)
+    assert meter.costs()["new"] == pytest.approx(0.15)     # the mean of two
+    meter.seed("moved", 0.2)                               # measured by its last owner
+    meter.ticked("moved", 0.64, period=2.0)
+    assert meter.costs()["moved"] == pytest.approx(0.2 + (0.32 - 0.2) / 11)
 
 
 def test_cpu_no_tick_booked_is_shared_out_in_proportion_to_each_citys_cost() -> None:

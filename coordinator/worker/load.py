@@ -4,7 +4,12 @@ A tick's cost is the CPU its tick thread spent on it (state load, an inline solv
 validation, its share of the commit: ``time.thread_time``) plus the CPU of a solve run
 elsewhere (a solve thread or a solver process reports its own). Divided by the city's
 period it is a rate, CPU seconds per second, comparable across cities of any period;
-an exponentially weighted mean over ticks smooths it.
+an exponentially weighted mean over about the last ``HORIZON`` seconds of ticks smooths
+it. Not over the last twenty ticks, as before: a heavy solve's time varies by a fifth
+from tick to tick and for tens of seconds with what else the machine runs, and a
+capital's twenty-tick mean swung by ±12 %. Half a worker's load, it moved its worker
+across the tolerance band and back, and every time it stayed over for the rebalance
+delay the worker gave villages away that it did not need to (docs/operations.md).
 
 The rest of the process's CPU (gRPC's threads sending commits and receiving watch
 events, the control loop) belongs to no tick: it is measured over windows and spread
@@ -20,6 +25,7 @@ A city with no measurement yet is planned on a prior (``coordinator.plan_inputs`
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +36,12 @@ class LoadMeter:
     """Per-city smoothed cost of the ticks run here, the process's unbooked CPU shared
     out; thread-safe (tick threads write, the control loop reads)."""
 
-    #: weight of the newest tick in the mean (about the last twenty ticks count: a solve's
-    #: time varies from tick to tick with the shape of the state, and placement must not)
-    ALPHA = 0.1
+    #: seconds of ticks a city's mean is over: each tick weighs ``1 - exp(-period /
+    #: HORIZON)``, or ``1/n`` while that is more (its ``n``-th tick): a plain mean
+    #: at first, so that a city's cost is known from its first tick on
+    HORIZON = 100.0
+    #: a city seeded with a cost measured elsewhere counts as this many ticks measured
+    SEEDED = 10
     #: a city no longer ticked here is still reported this long (seconds), so that the
     #: fleet keeps its measurement while the new owner's own builds up
     KEEP = 30.0
@@ -48,6 +57,7 @@ class LoadMeter:
         self._clock = clock
         self._window_seconds = window
         self._cost: dict[str, float] = {}
+        self._ticks: dict[str, int] = {}
         self._seen: dict[str, float] = {}
         self._process_cpu = process_cpu
         self._booked = 0.0                   # CPU of this process booked to ticks, in all
@@ -58,16 +68,21 @@ class LoadMeter:
         """Start a city's mean from a cost measured elsewhere (a city taken over)."""
         with self._lock:
             self._cost.setdefault(city, cost)
+            self._ticks.setdefault(city, self.SEEDED)
             self._seen.setdefault(city, self._clock())
 
     def ticked(self, city: str, cpu_seconds: float, period: float, *,
                here: float | None = None) -> None:
         """Book one tick of ``city`` that used ``cpu_seconds`` in all, ``here`` of them
         (default all) on this process's threads rather than in a solver process."""
-        sample = max(cpu_seconds, 0.0) / max(period, 0.01)
+        period = max(period, 0.01)
+        sample = max(cpu_seconds, 0.0) / period
         with self._lock:
             old = self._cost.get(city)
-            self._cost[city] = sample if old is None else old + self.ALPHA * (sample - old)
+            ticks = self._ticks.get(city, 0) + 1
+            self._ticks[city] = ticks
+            weight = max(1.0 / ticks, -math.expm1(-period / self.HORIZON))
+            self._cost[city] = sample if old is None else old + weight * (sample - old)
             self._seen[city] = self._clock()
             self._booked += max(cpu_seconds if here is None else here, 0.0)
 
@@ -79,6 +94,7 @@ class LoadMeter:
             for city in [c for c, seen in self._seen.items() if now - seen > self.KEEP]:
                 del self._seen[city]
                 self._cost.pop(city, None)
+                self._ticks.pop(city, None)
             self._measure_unbooked(now)
             total = sum(self._cost.values())
             if not self._unbooked or not total:
