@@ -18,6 +18,11 @@ warm-up it measures, over a window:
 * **etcd writes**: bytes put under the namespace per second and per decision (key +
   value, from a watch on the whole namespace), by key class (decisions, status, load, …).
 
+Then (``--join-leave``, by default the cost placement's run) a fifth worker joins, and
+once the placement has converged again it leaves (SIGTERM, its cities handed over):
+for each, the moves, when the last came, the largest gap at a move and on time per class
+until converged.
+
 The warm-up ends once the placement has converged: every city has decided and no city
 changed writer for ``--settle`` seconds (full: 90, three rebalance delays: a city's cost
 takes about twenty ticks to measure and an imbalance must last one delay before anything
@@ -104,8 +109,8 @@ class WriteMeter:
 
 def run_placement(placement: str, mix: list[Any], *, workers: int, period: float,
                   seconds: float, settle: float, isolation: str, logs: Path,
-                  log_level: str = "warning",
-                  paced: frozenset[str] = frozenset()) -> dict[str, Any]:
+                  log_level: str = "warning", paced: frozenset[str] = frozenset(),
+                  join_leave: bool = False) -> dict[str, Any]:
     log(f"run: placement by {placement}, window {seconds:.0f}s")
     with etcd.cluster(1) as cluster:
         client = etcd.client_for(cluster.endpoints)
@@ -138,6 +143,8 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
             time.sleep(min(2.0, 2 * period))
             seen = decisions.snapshot()
             placed = decisions.latest_writer()
+            phases = join_and_leave(procs, decisions, classes, f"w{workers + 1}",
+                                    period=period, settle=settle) if join_leave else {}
         finally:
             writes.stop()
             decisions.stop()
@@ -147,6 +154,7 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
     cpu = {w: (usage1[w][1] - usage0[w][1]) / window for w in usage0}
     mean = sum(cpu.values()) / len(cpu)
     row: dict[str, Any] = {
+        "join_leave": phases,
         "placement": placement, "workers": workers, "window_s": window, "warmed_up": warm,
         "settle_s": settle, "converged_after_s": converged_after,
         "worker_cpu_cores": cpu, "cpu_mean": mean,
@@ -190,6 +198,58 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
     return row
 
 
+def join_and_leave(procs: processes.Workers, decisions: decisionlog.DecisionLog,
+                   classes: dict[str, str], newcomer: str, *, period: float,
+                   settle: float) -> dict[str, Any]:
+    """A worker joins the converged fleet, then leaves it (SIGTERM: its cities handed
+    over): each until the placement has converged again; the moves and gaps of each."""
+    phases = {}
+    for phase in ("join", "leave"):
+        since = time.time()
+        if phase == "join":
+            procs.start(newcomer)
+        else:
+            procs.terminate(newcomer)
+        settled = decisionlog.wait_settled(decisions, len(classes), settle,
+                                           timeout=max(120.0, 8 * settle))
+        until = time.time()
+        time.sleep(min(2.0, 2 * period))
+        phases[phase] = phase_figures(decisions.snapshot(), classes, since, until, period)
+        phases[phase]["converged"] = settled
+        log(f"  {phase}: {phases[phase]['moves']} moves, the last after "
+            f"{phases[phase]['last_move_after_s']:.0f}s; worst gap at a move "
+            f"{phases[phase]['worst_handover_gap_s']:.2f}s; on time " + ", ".join(
+                f"{k} {v['on_time_share']:.1%}"
+                for k, v in phases[phase]["on_time_by_class"].items()))
+    return phases
+
+
+def phase_figures(seen: dict[str, list[decisionlog.Seen]], classes: dict[str, str],
+                  since: float, until: float, period: float) -> dict[str, Any]:
+    """Moves (writer changes), the gap at each move and on time per class, for the
+    decisions in [since, until)."""
+    moves, handover_gaps, last_move = 0, [], since
+    per_class: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(classes.values()):
+        gaps: list[float] = []
+        for city in (c for c, k in classes.items() if k == name):
+            items = seen.get(city, [])
+            gaps += decisionlog.gaps(items, since, until, clock="decided")
+            for a, b in itertools.pairwise(items):
+                if since <= b.decided < until and a.worker != b.worker:
+                    moves += 1
+                    handover_gaps.append(b.decided - a.decided)
+                    last_move = max(last_move, b.decided)
+        per_class[name] = {
+            "gaps": len(gaps),
+            "on_time_share": sum(1 for g in gaps if g - period <= ON_TIME_SLACK) / len(gaps)
+            if gaps else float("nan"),
+            "worst_lateness_ms": (max(gaps) - period) * 1e3 if gaps else float("nan")}
+    return {"seconds": until - since, "moves": moves, "last_move_after_s": last_move - since,
+            "worst_handover_gap_s": max(handover_gaps, default=float("nan")),
+            "on_time_by_class": per_class}
+
+
 HEADERS = ["placement", "busiest/mean CPU", "CPU mean", "capital on time", "town on time",
            "village on time", "moves/h", "etcd B/s", "etcd B/decision", "cities per worker"]
 
@@ -228,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated size classes whose cities have steadyPace "
                              "(decisions released at a steady offset after their tick's "
                              "start; '' for none; default capital)")
+    parser.add_argument("--join-leave", default="cost", metavar="PLACEMENTS",
+                        help="comma-separated placements whose run ends with a fifth worker "
+                             "joining and then leaving (SIGTERM), each until converged "
+                             "again: moves and gaps ('' for none; default cost)")
     parser.add_argument("--worker-log-level", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="the workers' --log-level (their logs: see worker_logs in the "
@@ -240,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     settle = args.settle or (20.0 if args.quick else 90.0)
     isolation = args.isolation or ("thread" if args.quick else "process")
     paced = frozenset(c for c in args.steady_pace.split(",") if c)
+    churned = frozenset(c for c in args.join_leave.split(",") if c)
     logs = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     results: dict[str, Any] = {
         "machine": host.describe(), "mode": "quick" if args.quick else "full",
@@ -257,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                                              period=args.period, seconds=seconds,
                                              settle=settle, isolation=isolation, logs=logs,
                                              log_level=args.worker_log_level,
-                                             paced=paced))
+                                             paced=paced,
+                                             join_leave=placement in churned))
     by = {r["placement"]: r for r in results["runs"]}
     if "cost" in by and "count" in by:
         results["cost_vs_count"] = {

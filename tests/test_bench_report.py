@@ -202,6 +202,7 @@ def test_help() -> None:
 #: the shape ``python -m bench.fleet`` writes, with made-up figures
 FLEET: dict[str, Any] = {
     "mode": "quick", "period": 2.0, "workers": 4, "isolation": "thread",
+    "steady_pace": ["capital"],
     "mix": [{"class": "capital", "cities": 2, "orders": 600, "couriers": 400,
              "solvers": ["hungarian", "bundle"]},
             {"class": "village", "cities": 60, "orders": 30, "couriers": 20,
@@ -210,7 +211,13 @@ FLEET: dict[str, Any] = {
         {"placement": "cost", "busiest_over_mean": 1.08, "cpu_mean": 0.2,
          "on_time_by_class": {"capital": {"on_time_share": 1.0},
                               "village": {"on_time_share": 0.999}},
-         "moves_per_hour": 0.0, "etcd_bytes_per_s": 9000.0, "etcd_bytes_per_decision": 300.0},
+         "moves_per_hour": 0.0, "etcd_bytes_per_s": 9000.0, "etcd_bytes_per_decision": 300.0,
+         "settle_s": 90.0, "converged_after_s": 140.0, "moves_to_converge": 12,
+         "join_leave": {"join": {"moves": 9, "last_move_after_s": 31.0,
+                                 "worst_handover_gap_s": 2.04,
+                                 "on_time_by_class": {"capital": {"on_time_share": 1.0}}},
+                        "leave": {"moves": 20, "last_move_after_s": 6.0,
+                                  "worst_handover_gap_s": 2.08, "on_time_by_class": {}}}},
         {"placement": "count", "busiest_over_mean": 1.9, "cpu_mean": 0.2,
          "on_time_by_class": {"capital": {"on_time_share": 0.98}},
          "moves_per_hour": 0.0, "etcd_bytes_per_s": 8800.0, "etcd_bytes_per_decision": 290.0}],
@@ -224,5 +231,7 @@ def test_fleet_section(tmp_path: Path) -> None:
     assert re.search(r"≤ 1\.10 \| 1\.080 \(by count: 1\.90×\) \| met \|", glance), glance
     assert re.search(r"99\.5 % \| worst class 99\.9% \| met \|", glance), glance
     assert "| cost | 1.08× |" in page and "capital on time" in page
+    assert "| cost: a worker joins | 9 | 31 | 2.04 | 100.0 % |" in page, page
+    assert "Steady pace" in page and "no city changed writer for 90 s" in page
     for variant in [{}, {"runs": [{}]}, *_stripped(FLEET)]:
         assert_clean(render({"fleet": variant}, tmp_path))

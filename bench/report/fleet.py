@@ -61,6 +61,24 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                     "Moves: cities that changed writer in the window. The window starts "
                     "once converged: no city changed writer for "
                     f"{number(runs[0].get('settle_s'), '.0f')} s.", ""]
+    churn = []
+    for r in runs:
+        for name, ph in mapping(r.get("join_leave")).items():
+            p = mapping(ph)
+            on = mapping(p.get("on_time_by_class"))
+            what = "joins" if name == "join" else "leaves"
+            churn.append([f"{r.get('placement', DASH)}: a worker {what}",
+                          number(p.get("moves"), ".0f"),
+                          number(p.get("last_move_after_s"), ".0f"),
+                          number(p.get("worst_handover_gap_s"), ".2f"),
+                          *[pct(mapping(on.get(k)).get("on_time_share")) for k in classes]])
+    if churn:
+        s.lines += markdown_table(["once converged", "moves", "last move after (s)",
+                                   "worst gap at a move (s)",
+                                   *[f"{k} on time" for k in classes]], churn)
+        s.lines += ["", "A fifth worker joins the converged fleet; once converged again it "
+                    "leaves (SIGTERM: it hands its cities over). Each row runs until no city "
+                    "changed writer for the settle time; on time over that whole span.", ""]
     cost = next((r for r in runs if r.get("placement") == "cost"), {})
     balance = num(cost.get("busiest_over_mean"))
     if balance is not None:
