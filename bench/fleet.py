@@ -47,6 +47,7 @@ from bench import ROOT, decisionlog, etcd, host, output, processes, stats
 from bench.output import log
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
+from coordinator.ops.placement import read_loads
 
 NAMESPACE = "/fleet"
 ON_TIME_SLACK = 0.1
@@ -137,6 +138,7 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
             t0 = time.time()
             time.sleep(seconds)
             t1 = time.time()
+            published = {w: load.total for w, load in read_loads(client, keys).items()}
             jitter = probe.result()
             usage1 = {w: processes.process_tree_usage(pid) for w, pid in pids.items()}
             bytes1, puts1 = writes.snapshot()
@@ -158,6 +160,8 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
         "placement": placement, "workers": workers, "window_s": window, "warmed_up": warm,
         "settle_s": settle, "converged_after_s": converged_after,
         "worker_cpu_cores": cpu, "cpu_mean": mean,
+        # what each worker measured itself (its cities' costs), at the window's end
+        "published_load": published,
         "busiest_over_mean": max(cpu.values()) / mean if mean else float("nan"),
         "baseline_jitter": jitter,
         "cities_per_worker": dict(Counter(placed.values())),
