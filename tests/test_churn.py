@@ -40,3 +40,13 @@ def test_a_city_taken_while_the_fleet_formed_moves_once_for_free() -> None:
     assert budget.take("a", fleet=1) is None  # free, despite the empty budget
     assert budget.take("a", fleet=1) is not None  # but only once
     assert budget.spent == 1
+
+
+def test_a_city_taken_while_the_fleet_formed_pays_for_a_move_long_after() -> None:
+    """The free move is for settling the fleet as it forms: a city that stayed where
+    the fleet formed is moved later (a rebalance, a worker joining) on the budget."""
+    budget = ChurnBudget(moves_per_minute=1, cooldown=0, forming=0.2)
+    budget.take("spend-the-only-token", fleet=1)
+    budget.formed("a")
+    time.sleep(0.25)
+    assert "churn budget" in (budget.take("a", fleet=1) or "")

@@ -127,10 +127,17 @@ def test_moves_stay_within_the_budget_but_a_dead_workers_cities_move_at_once(
     workers = {w: spawn_worker(w, *light) for w in ("w1", "w2")}
     wait_until(lambda: capital_alone(client, keys, set(workers)), timeout=30,
                message="the capital alone on one of two workers")
+    # a city taken as the fleet formed moves once for free within 4 x TTL (8 s) of
+    # being taken: this test is about the budget, so the newcomer comes after that
+    time.sleep(4 * 2 + 1)
     _, start = client.get_prefix(keys.decisions, count_only=True)
     workers["w3"] = spawn_worker("w3", *light)
-    # the newcomer's first city: decided by it (a busy machine may take a while)
-    wait_until(lambda: moves_and_worst_gap(client, keys, start)[0] >= 1, timeout=30,
+    # the newcomer's first city: decided by it (a busy machine may take a while). Up to
+    # a minute more: while the workers' views of the new member differ for a moment, a
+    # token can go on a move the next plan undoes (seen once in 20 runs: w1 handed a
+    # town to w2, which handed it straight back, before it ticked there), and the next
+    # token comes a minute later
+    wait_until(lambda: moves_and_worst_gap(client, keys, start)[0] >= 1, timeout=90,
                message="the newcomer given a first city")
     time.sleep(5 * PERIOD)  # the plan wants 3 towns on w3: the budget allows 1, maybe 2
     moves, worst = moves_and_worst_gap(client, keys, start)

@@ -15,7 +15,10 @@ them over by election when its lease expires, and nothing here delays that.
 A fleet forming is not churn either: a city a worker took while its session was young
 (its first ``2 × TTL``), and not from a live owner, was taken because nobody else was
 there yet (workers started together each see the others a moment late). Its first move
-is free of the budget and of the cool-down, so a fleet started together settles at once.
+is free of the budget and of the cool-down if it starts within ``forming`` seconds
+(``4 × TTL``) of the take, so a fleet started together settles at once. Later it is an
+ordinary move: a city that sat where the fleet formed for an hour is not moved for free
+by the first rebalance (nor when a worker joins just after the fleet formed).
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ __all__ = ["ChurnBudget"]
 
 
 class ChurnBudget:
-    def __init__(self, moves_per_minute: float, cooldown: float) -> None:
+    def __init__(self, moves_per_minute: float, cooldown: float,
+                 forming: float = 20.0) -> None:
         self.moves_per_minute = moves_per_minute
         self.cooldown = cooldown
+        self.forming = forming
         self._lock = threading.Lock()
         self._tokens: float | None = None  # full at the first look
         self._refilled = time.monotonic()
         self._arrived: dict[str, float] = {}
-        self._forming: set[str] = set()
+        self._forming: dict[str, float] = {}  # city -> when it was taken, forming
         #: moves started here since the worker started
         self.spent = 0
 
@@ -44,9 +49,10 @@ class ChurnBudget:
             self._arrived[city] = time.monotonic()
 
     def formed(self, city: str) -> None:
-        """``city`` was taken while the fleet was forming: its first move is free."""
+        """``city`` was taken while the fleet was forming: its first move is free, if
+        it comes within ``forming`` seconds."""
         with self._lock:
-            self._forming.add(city)
+            self._forming[city] = time.monotonic()
 
     def take(self, city: str, fleet: int) -> str | None:
         """Spend one move on ``city`` and return ``None``, or say why it must wait
@@ -54,8 +60,8 @@ class ChurnBudget:
         now = time.monotonic()
         share = self.moves_per_minute / max(fleet, 1)
         with self._lock:
-            if city in self._forming:
-                self._forming.discard(city)
+            formed = self._forming.pop(city, None)
+            if formed is not None and now - formed <= self.forming:
                 return None
             arrived = self._arrived.get(city)
             if arrived is not None and now - arrived < self.cooldown:

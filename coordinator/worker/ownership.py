@@ -71,7 +71,8 @@ class Ownership:
         self._dirty = dirty
         self._loads = loads
         self._meter = meter or LoadMeter()
-        self.churn = ChurnBudget(config.moves_per_minute, config.move_cooldown)
+        self.churn = ChurnBudget(config.moves_per_minute, config.move_cooldown,
+                                 forming=4 * config.lease_ttl)
         #: the latest plan reconciled to
         self.plan = Plan({}, [])
         self._plan_inputs: tuple[object, ...] | None = None
