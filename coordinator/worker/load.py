@@ -5,11 +5,10 @@ validation, its share of the commit: ``time.thread_time``) plus the CPU of a sol
 elsewhere (a solve thread or a solver process reports its own). Divided by the city's
 period it is a rate, CPU seconds per second, comparable across cities of any period;
 an exponentially weighted mean over about the last ``HORIZON`` seconds of ticks smooths
-it. Not over the last twenty ticks, as before: a heavy solve's time varies by a fifth
-from tick to tick and for tens of seconds with what else the machine runs, and a
-capital's twenty-tick mean swung by ±12 %. Half a worker's load, it moved its worker
-across the tolerance band and back, and every time it stayed over for the rebalance
-delay the worker gave villages away that it did not need to (docs/operations.md).
+it. Not over the last twenty ticks, as before: a heavy solve's time swings from tick to
+tick and for tens of seconds with what else the machine runs, and a short mean carried
+its worker across the tolerance band and back, moving cities for nothing
+(docs/operations.md, *Placement by cost*).
 
 The rest of the process's CPU (gRPC's threads sending commits and receiving watch
 events, the control loop) belongs to no tick: it is measured over windows and spread

@@ -1,14 +1,12 @@
 """Steady pace: a decision released at a steady offset after its tick's due time.
 
 A city's decisions come one period apart plus the difference between two consecutive
-tick durations. A heavy solve's time varies from tick to tick with what else the machine
-runs (docs/benchmarks.md, *A realistic fleet*: 0.17 to 0.6 s for a 1,500 × 1,000
-capital on a busy 2-core machine), so its gaps do too, although every tick starts on
-time. A city with ``steadyPace`` holds each decision until a steady offset after its
-tick's due time: the 99th percentile of its recent tick durations. Its gaps are then
-the period, bar the rare tick slower than that, at the cost of the hold's latency. The
-idea is the *logical execution time* of real-time systems: outputs leave at a fixed
-time after their inputs, not whenever the computation happens to end.
+tick durations, and a heavy solve's time varies with what else the machine runs: its
+gaps do too, although every tick starts on time (docs/worker.md, *Steady pace*). A
+city with ``steadyPace`` holds each decision until a steady offset after its tick's due
+time, the 99th percentile of its recent tick durations: its gaps are then the period,
+bar the rare tick slower than that, at the cost of the hold's latency. The *logical
+execution time* of real-time systems: outputs leave at a fixed time after their inputs.
 
 The hold never passes the solve budget, and a city with fewer than ``WARM`` ticks
 measured here is not held.
