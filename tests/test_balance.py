@@ -105,13 +105,13 @@ def test_each_city_moves_once_to_its_planned_owner(
     add_cities(client, keys, 24)
     workers = ["w1", "w2", "w3", "w4"]
     client.put(keys.drain("w2"), "1")
-    # By cost: a move goes to the idlest worker, often not the standby. No rebalance
-    # delay: these cities cost a few ms a tick, their measured costs swing with every
-    # handover, and a rebalance held back 30 s at a time would outlast the wait below
-    # (the cool-down still keeps any city from moving twice).
+    # By count: the plan is the rendezvous ranking, the same before and after every move,
+    # so any second move is the bug's. (By cost, these cities' measured costs swing with
+    # each handover, a later plan may rightly move a city again once its cool-down is
+    # over, and the test failed in CI for that. The step-back is the same code either
+    # way: the standby queued while w2 was drained is ahead of it.)
     for w in workers:
-        spawn_worker(w, "--solve-isolation", "thread", "--placement", "cost",
-                     "--rebalance-delay", "0")
+        spawn_worker(w, "--solve-isolation", "thread", "--placement", "count")
     rest = ["w1", "w3", "w4"]
     wait_until(lambda: set(owners(client, keys).values()) == set(rest) and
                len(owners(client, keys)) == 24, timeout=30, message="w2 to own nothing")

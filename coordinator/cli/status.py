@@ -53,6 +53,8 @@ class _Changes:
 
     def stop(self) -> None:
         for watch in self._watches:
+            watch.close()
+        for watch in self._watches:
             watch.stop()
 
 

@@ -59,11 +59,16 @@ class PrefixWatch:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Tell the watch to end (its stream closed), without waiting for its thread:
+        several watches closed first and then stopped end together, not one by one."""
         self._stop.set()
         with self._lock:
             if self._stream is not None:
                 self._stream.close()
+
+    def stop(self) -> None:
+        self.close()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(timeout=5)
 
