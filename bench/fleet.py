@@ -179,10 +179,8 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
             moves += sum(1 for a, b in itertools.pairwise(in_window) if a.worker != b.worker)
             converging += sum(1 for a, b in itertools.pairwise(items)
                               if b.decided < t0 and a.worker != b.worker)
-        on_time = sum(1 for g in gaps if g - period <= ON_TIME_SLACK)
         per_class[name] = {"cities": sum(1 for k in classes.values() if k == name),
-                           "gaps": len(gaps), "on_time_share": on_time / len(gaps)
-                           if gaps else float("nan"),
+                           "gaps": len(gaps), "on_time_share": on_time_share(gaps, period),
                            "lateness_p99_ms": (stats.percentile(gaps, 99) - period) * 1e3
                            if gaps else float("nan")}
     written = {k: bytes1[k] - bytes0[k] for k in set(bytes1) | set(bytes0)}
@@ -200,6 +198,13 @@ def run_placement(placement: str, mix: list[Any], *, workers: int, period: float
         f"({row['etcd_bytes_per_decision']:.0f} B/decision), on time " + ", ".join(
             f"{k} {v['on_time_share']:.1%}" for k, v in per_class.items()))
     return row
+
+
+def on_time_share(gaps: list[float], period: float) -> float:
+    """The share of ``gaps`` within ``ON_TIME_SLACK`` of the period (NaN for none)."""
+    if not gaps:
+        return float("nan")
+    return sum(1 for g in gaps if g - period <= ON_TIME_SLACK) / len(gaps)
 
 
 def join_and_leave(procs: processes.Workers, decisions: decisionlog.DecisionLog,
@@ -246,8 +251,7 @@ def phase_figures(seen: dict[str, list[decisionlog.Seen]], classes: dict[str, st
                     last_move = max(last_move, b.decided)
         per_class[name] = {
             "gaps": len(gaps),
-            "on_time_share": sum(1 for g in gaps if g - period <= ON_TIME_SLACK) / len(gaps)
-            if gaps else float("nan"),
+            "on_time_share": on_time_share(gaps, period),
             "worst_lateness_ms": (max(gaps) - period) * 1e3 if gaps else float("nan")}
     return {"seconds": until - since, "moves": moves, "last_move_after_s": last_move - since,
             "worst_handover_gap_s": max(handover_gaps, default=float("nan")),
