@@ -19,8 +19,8 @@ placement stands: nothing moves, however the costs wobble (the hysteresis). A wo
 under its floor alone moves nothing: it only has room to spare, and a worker that joins
 (empty) leaves the others over their bounds.
 Otherwise the plan is rebuilt, aiming at *half* the tolerance so that it comes to rest
-well inside the band (a worker over its bound at a quarter of it, so that it does not
-sit where the next wobble sends it over again), in two tiers, the heavy and lumpy
+well inside the band (a worker over its bound at its share, so that it does not sit
+where the next wobble sends it over again), in two tiers, the heavy and lumpy
 cities first, then the rest:
 
 1. In each tier, walk the cities heaviest first (then by name): each stays with its
@@ -78,19 +78,20 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
     lumpy = _lumpy(costs, heavy, shares, tolerance)
     # Rebalance, aiming well inside the band (half the tolerance) so that the next
     # wobble of the costs finds no worker at its edge, and a worker over its bound
-    # deeper still (a quarter): brought back only to the middle of the band, the next
-    # wobble would send it over again and the rebalance repeat every few minutes.
+    # deeper still (its share): brought back only into the band, the next wobble
+    # would send it over again and the rebalance repeat every few minutes.
     bound = {w: (1 + tolerance) * share for w, share in shares.items()}
     before = _loads(kept, costs, capacity)
-    aim = {w: (1 + tolerance / (4 if before[w] > bound[w] + 1e-12 else 2)) * share
-           for w, share in shares.items()}
+    over = {w for w in shares if before[w] > bound[w] + 1e-12}
+    keep = {w: share if w in over else (1 + tolerance / 2) * share
+            for w, share in shares.items()}
     loads = dict.fromkeys(capacity, 0.0)
     lumps_on = dict.fromkeys(capacity, 0)  # lumpy cities per worker
     even = math.ceil(len(lumpy) / max(len(capacity) - len(heavy), 1))
     owners: dict[str, str] = {}
 
-    def fits(worker: str, cost: float, limit: dict[str, float]) -> bool:
-        return loads[worker] == 0.0 or loads[worker] + cost <= limit[worker] + 1e-12
+    def fits(worker: str, cost: float, limit: float) -> bool:
+        return loads[worker] == 0.0 or loads[worker] + cost <= limit + 1e-12
 
     def place(city: str, owner: str) -> None:
         owners[city] = owner
@@ -103,7 +104,7 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         displaced = []
         for city in tier:  # 1a: stay where you are while you fit
             owner = kept.get(city)
-            if owner is not None and fits(owner, costs[city], aim) and (
+            if owner is not None and fits(owner, costs[city], keep[owner]) and (
                     city not in lumpy or lumps_on[owner] < even):
                 place(city, owner)
             else:
@@ -111,8 +112,11 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         for city in displaced:  # 1b: the rest, heaviest first, where they fit
             names = [m.worker_id for m in ranked[city]]
             cost = costs[city]
-            room = [w for w in names if fits(w, cost, aim)] or \
-                [w for w in names if fits(w, cost, bound)]
+            # under the aim, else under the bound; a worker that was over its bound
+            # last (it gave cities away) only when no other has room
+            room = next((r for r in (
+                [w for w in names if fits(w, cost, limit[w]) and (w not in over or last)]
+                for limit in (keep, bound) for last in (False, True)) if r), [])
             if city in lumpy:  # the fewest lumps, then the idlest (fitting or not)
                 owner = min(room or names, key=lambda w: (
                     lumps_on[w], loads[w] / capacity[w], names.index(w)))
