@@ -116,3 +116,13 @@ def test_a_load_is_published_again_when_other_moves_wait_not_as_their_wait_grows
     report.published(costs, 12.0, delay)
     longer = {"a": "rebalance delay: out of balance for 20s"}
     assert not report.due(costs, 20.0, longer)          # the same wait, only longer
+
+
+def test_a_load_is_published_again_when_its_sum_drifts_though_no_city_moved_a_tenth() -> None:
+    """A capital is most of its worker's load: 9 % more of it, unpublished, left the
+    planner seeing that worker inside its bound while it was over."""
+    report = LoadReport(interval=5.0)
+    costs = {"capital": 0.15, **{f"village-{i}": 0.001 for i in range(20)}}
+    report.published(costs, 0.0, {})
+    assert not report.due({**costs, "capital": 0.152}, 10.0, {})  # 1 % of the sum
+    assert report.due({**costs, "capital": 0.15 * 1.09}, 10.0, {})

@@ -123,13 +123,18 @@ class LoadMeter:
 class LoadReport:
     """When this worker's costs are worth publishing again: at most every ``interval``
     seconds, and only when a city came or went, a cost changed notably (by more than
-    ``change``, relative, and ``floor`` absolute) or a different set of moves waits, or
-    waits for another reason: a steady fleet writes nothing."""
+    ``change``, relative, and ``floor`` absolute), their sum by more than ``total``
+    (relative), or a different set of moves waits, or waits for another reason: a steady
+    fleet writes nothing. The sum's own threshold is finer: a capital's cost drifting by
+    less than ``change`` is most of its worker's load, and the planner, seeing the old
+    figure, left that worker over its bound (docs/operations.md, *Placement by cost*)."""
 
-    def __init__(self, interval: float, change: float = 0.10, floor: float = 0.0005) -> None:
+    def __init__(self, interval: float, change: float = 0.10, floor: float = 0.0005,
+                 total: float = 0.02) -> None:
         self.interval = interval
         self.change = change
         self.floor = floor
+        self.total = total
         self._published: dict[str, float] | None = None
         self._waiting: dict[str, str] = {}
         self._at = -float("inf")
@@ -141,6 +146,9 @@ class LoadReport:
         old = self._published
         if old is None or old.keys() != costs.keys() or \
                 _kinds(waiting or {}) != _kinds(self._waiting):
+            return True
+        before = sum(old.values())
+        if abs(sum(costs.values()) - before) > max(self.total * before, self.floor):
             return True
         return any(abs(cost - old[c]) > max(self.change * old[c], self.floor)
                    for c, cost in costs.items())
