@@ -8,7 +8,9 @@ etcd runs with ``--auto-compaction-mode=revision --auto-compaction-retention=N``
 (``--retention-revisions``; etcd compacts every 5 minutes to N revisions behind) and an
 8 GiB quota. Cities use the ``simulated`` state source (30 orders × 20 couriers) and the
 ``greedy`` solver, as in ``bench.scale``. After a warm-up (every city has decided, no city
-changed writer for 5 s) it samples, every ``--sample-seconds``:
+changed writer for ``--settle`` seconds: placement by cost moves cities once their costs
+are measured, and those moves are ``bench.fleet``'s to count) it samples, every
+``--sample-seconds``:
 
 * **on time**: gaps between a city's consecutive decisions (``decidedAt``) ≤ period +
   100 ms, as a share of the interval's gaps, and decisions delivered ÷ due. A streaming
@@ -180,7 +182,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             ids = [f"w{i + 1}" for i in range(args.workers)]
             for worker_id in ids:
                 procs.start(worker_id)
-            warm = decisionlog.wait_settled(warmup, len(names), 5.0, 300.0)
+            warm = decisionlog.wait_settled(warmup, len(names), args.settle,
+                                            max(300.0, 8 * args.settle))
             warmup.stop()
             warm_s = time.time() - started
             log(f"warm-up {'done' if warm else 'TIMED OUT'} after {warm_s:.0f}s")
@@ -245,7 +248,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             client.close()
     for d in defrags:
         d["minute"] = (d.pop("at") - t0) / 60
-    return {"warmed_up": warm, "warm_up_s": warm_s, "samples": samples,
+    return {"warmed_up": warm, "warm_up_s": warm_s, "settle_s": args.settle, "samples": samples,
             "defrags": defrags, "excluded_after_end": excluded}
 
 
@@ -349,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period", type=float, default=1.0, help="every city's period (s)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="the measured window after the warm-up (default 60, quick 4)")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="the warm-up ends once no city changed worker for this long "
+                             "(default 90: three rebalance delays; quick 20)")
     parser.add_argument("--sample-seconds", type=float, default=None,
                         help="seconds between samples (default 30, quick 10)")
     parser.add_argument("--baseline-minute", type=float, default=None,
@@ -377,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args.minutes = args.minutes or (4.0 if args.quick else 60.0)
     args.retention_revisions = args.retention_revisions or (20000 if args.quick else 300000)
     args.sample_seconds = args.sample_seconds or (10.0 if args.quick else 30.0)
+    args.settle = args.settle if args.settle is not None else (20.0 if args.quick else 90.0)
     baseline = args.baseline_minute if args.baseline_minute is not None \
         else (1.0 if args.quick else 10.0)
     args.baseline_minute = baseline

@@ -43,7 +43,8 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
     s.lines += [f"{count(d.get('cities'))} cities at {number(d.get('period'), 'g')} s "
                 f"({d.get('solver', DASH)}, simulated state) over {count(d.get('workers'))} "
                 f"workers ({d.get('isolation', DASH)} solves) for "
-                f"{number(d.get('minutes'), 'g')} minutes after the warm-up, one etcd member "
+                f"{number(d.get('minutes'), 'g')} minutes after the warm-up "
+                f"({_warm_up(d)}), one etcd member "
                 "with `--auto-compaction-mode=revision --auto-compaction-retention="
                 f"{count(d.get('retention_revisions'))}`; a sample every "
                 f"{number(d.get('sample_seconds'), 'g')} s. The in-use size (`dbSizeInUse`) "
@@ -110,3 +111,10 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
     if not samples:
         s.lines += ["No samples in this file.", ""]
     return s
+
+
+def _warm_up(d: dict[str, Any]) -> str:
+    """How the warm-up ended: older results waited only 5 s without a change of worker."""
+    settle = d.get("settle_s", 5.0)
+    return f"{number(d.get('warm_up_s'), '.0f')} s: every city decided and none changed " \
+        f"worker for {number(settle, 'g')} s"
