@@ -169,7 +169,7 @@ def command(**options: Any) -> None:
     # The process is the worker's alone, and what it has loaded by now (modules,
     # solvers, state sources) lives as long as it: frozen out of the collector's sight,
     # a full collection scans only what the cities made since. Unfrozen, each paused a
-    # busy worker for 50-190 ms every half minute or so (docs/operations.md).
+    # busy worker for 50-190 ms every half minute or so (docs/worker.md).
     worker.plugins.preload()
     gc.collect()
     gc.freeze()
