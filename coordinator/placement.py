@@ -83,7 +83,7 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
     bound = {w: (1 + tolerance) * share for w, share in shares.items()}
     before = _loads(kept, costs, capacity)
     over = {w for w in shares if before[w] > bound[w] + 1e-12}
-    keep = {w: share if w in over else (1 + tolerance / 2) * share
+    aim = {w: share if w in over else (1 + tolerance / 2) * share
             for w, share in shares.items()}
     loads = dict.fromkeys(capacity, 0.0)
     lumps_on = dict.fromkeys(capacity, 0)  # lumpy cities per worker
@@ -92,6 +92,17 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
 
     def fits(worker: str, cost: float, limit: float) -> bool:
         return loads[worker] == 0.0 or loads[worker] + cost <= limit + 1e-12
+
+    def room_for(names: list[str], cost: float) -> list[str]:
+        """The workers under whose aim the city fits, else under whose bound; a worker
+        that was over its bound (it gives cities away) only when no other has room."""
+        for limit in (aim, bound):
+            for over_too in (False, True):
+                room = [w for w in names if fits(w, cost, limit[w])
+                        and (over_too or w not in over)]
+                if room:
+                    return room
+        return []
 
     def place(city: str, owner: str) -> None:
         owners[city] = owner
@@ -104,7 +115,7 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         displaced = []
         for city in tier:  # 1a: stay where you are while you fit
             owner = kept.get(city)
-            if owner is not None and fits(owner, costs[city], keep[owner]) and (
+            if owner is not None and fits(owner, costs[city], aim[owner]) and (
                     city not in lumpy or lumps_on[owner] < even):
                 place(city, owner)
             else:
@@ -112,11 +123,7 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         for city in displaced:  # 1b: the rest, heaviest first, where they fit
             names = [m.worker_id for m in ranked[city]]
             cost = costs[city]
-            # under the aim, else under the bound; a worker that was over its bound
-            # last (it gave cities away) only when no other has room
-            room = next((r for r in (
-                [w for w in names if fits(w, cost, limit[w]) and (w not in over or last)]
-                for limit in (keep, bound) for last in (False, True)) if r), [])
+            room = room_for(names, cost)
             if city in lumpy:  # the fewest lumps, then the idlest (fitting or not)
                 owner = min(room or names, key=lambda w: (
                     lumps_on[w], loads[w] / capacity[w], names.index(w)))

@@ -159,10 +159,16 @@ class PluginLoader:
             STATE_SOURCES, "state source", StateSource,  # type: ignore[type-abstract]
             (source_context,),
         )
+        self._preloaded = False
 
     def preload(self) -> None:
         """Import every installed solver and state source now, so that the first tick
-        of a city taken over mid-flight does not pay for imports (scipy, OR-Tools)."""
+        of a city taken over mid-flight does not pay for imports (scipy, OR-Tools).
+        Once: the worker command preloads before freezing the collector, and the
+        worker's run does again (a broken plugin's warning would come twice)."""
+        if self._preloaded:
+            return
+        self._preloaded = True
         for info in installed(SOLVERS, describe=False):
             with contextlib.suppress(PluginError):
                 self._solvers.get(info.name)
