@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import IMAGES, ROOT, decisionlog, etcd, host, output, processes
+from bench.machinespeed import SpeedProbe
 from bench.output import log
 from coordinator.errors import EtcdCompacted
 from coordinator.etcd import EtcdClient
@@ -54,6 +55,8 @@ PARAMS = {"orders": 30, "couriers": 20}
 ON_TIME_SLACK = 0.1
 ON_TIME_TARGET = 0.995
 GROWTH_TARGET = 0.10
+#: a sample where the speed probe's unit cost this many times its median: a slow machine
+SLOW = 1.10
 #: etcd's revision compactor runs this often (etcd 3.4, revision mode)
 COMPACTION_CADENCE_MIN = 5.0
 
@@ -177,6 +180,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         samples: list[dict[str, Any]] = []
         defrags: list[dict[str, Any]] = []
         tally: Tally | None = None
+        probe: SpeedProbe | None = None
         try:
             started = time.time()
             ids = [f"w{i + 1}" for i in range(args.workers)]
@@ -190,8 +194,10 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             pids = {w: procs.procs[w].pid for w in ids}
             etcd_pid = etcd.pid(cluster)
             tally = Tally(client, keys, period)
+            probe = SpeedProbe()
             t0 = last = time.time()
             usage = {w: processes.process_tree_usage(p) for w, p in pids.items()}
+            etcd_cpu = processes.process_tree_usage(etcd_pid)[1]
             self_cpu = time.process_time()
             end = t0 + args.minutes * 60
             baseline_defrag_done = False
@@ -201,6 +207,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 counts, worst = tally.take()
                 usage1 = {w: processes.process_tree_usage(p) for w, p in pids.items()}
                 cpu_self = time.process_time()
+                etcd_cpu1 = processes.process_tree_usage(etcd_pid)[1]
                 db_size, in_use = db_sizes(client, cluster.members[0].client_url)
                 _, current = client.get_prefix(keys.decisions, count_only=True)
                 oldest = oldest_revision(client, keys.decisions, current)
@@ -220,6 +227,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                     "worker_cpu_cores": {w: (usage1[w][1] - usage[w][1]) / window
                                          for w in ids},
                     "bench_cpu_cores": (cpu_self - self_cpu) / window,
+                    "etcd_cpu_cores": (etcd_cpu1 - etcd_cpu) / window,
+                    **probe.take(),
                     "db_size": db_size, "db_size_in_use": in_use,
                     "revision": current, "oldest_readable_revision": oldest,
                     "etcd_rss_mib": processes.process_tree_usage(etcd_pid)[2],
@@ -227,7 +236,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                     "history_readable": readable(client, keys.decision(city), edge),
                 }
                 samples.append(sample)
-                usage, self_cpu, last = usage1, cpu_self, now
+                usage, self_cpu, etcd_cpu, last = usage1, cpu_self, etcd_cpu1, now
                 log(f"  min {sample['minute']:5.1f}: on time {sample['on_time_share']:.2%}, "
                     f"delivered {sample['delivered_share']:.1%}, in use "
                     f"{in_use / 2**20:.1f} MiB of "
@@ -244,6 +253,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         finally:
             if tally is not None:
                 tally.stop()
+            if probe is not None:
+                probe.stop()
             procs.close()
             client.close()
     for d in defrags:
@@ -283,7 +294,7 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
     shares = [s["on_time_share"] for s in samples if not math.isnan(s["on_time_share"])]
     gaps = sum(s["gaps"] for s in samples)
     decisions = sum(s["decisions"] for s in samples)
-    return {
+    return {**_by_machine_speed(samples),
         "db_in_use_growth": growth(lambda s: s["db_size_in_use"]),
         "db_size_growth": growth(lambda s: s["db_size"]),
         "worker_rss_growth": growth(lambda s: sum(s["worker_rss_mib"].values())),
@@ -301,12 +312,39 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
     }
 
 
+def _by_machine_speed(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """On time in the samples where the machine itself ran slow (the speed probe's unit
+    cost over ``SLOW`` × its median for the run) and in the others: whether the dips
+    follow the machine or our code."""
+    units = sorted(s["unit_cpu_ms"] for s in samples
+                   if not math.isnan(s.get("unit_cpu_ms", math.nan)))
+    if not units:
+        return {}
+    median = units[len(units) // 2]
+
+    def on_time(rows: list[dict[str, Any]]) -> float:
+        gaps = sum(s["gaps"] for s in rows)
+        return sum(s["on_time"] for s in rows) / gaps if gaps else math.nan
+
+    slow = [s for s in samples if s.get("unit_cpu_ms", 0.0) > SLOW * median]
+    normal = [s for s in samples if s not in slow]
+    return {"unit_cpu_ms_median": median, "slow_samples": len(slow),
+            "stall_max_ms": max(s.get("stall_max_ms", 0.0) for s in samples),
+            "clock_step_max_ms": max(s.get("clock_step_ms", 0.0) for s in samples),
+            "on_time_slow_machine": on_time(slow), "on_time_normal_machine": on_time(normal),
+            "on_time_min_normal_machine": min((s["on_time_share"] for s in normal
+                                               if s["gaps"]), default=math.nan)}
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
-    """On time, etcd's database size, worker RSS and threads against the minute."""
+    """On time, etcd's database size, worker RSS and threads, and (for runs with the
+    speed probe) the machine's speed and the CPU used, against the minute."""
     plt = output.pyplot()
     samples = results["samples"]
     xs = [s["minute"] for s in samples]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
+    probed = bool(samples) and "unit_cpu_ms" in samples[0]
+    fig, axes = plt.subplots(3 if probed else 2, 2, figsize=(12, 10 if probed else 7),
+                             sharex=True)
     ax = axes[0][0]
     ax.plot(xs, [100 * s["on_time_share"] for s in samples], ".-", label="on time")
     ax.plot(xs, [100 * s["delivered_share"] for s in samples], "x:", label="delivered ÷ due")
@@ -330,16 +368,40 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_ylim(bottom=0)
         ax.set_title(title)
+    if probed:
+        _plot_machine(axes[2], xs, samples)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("minute")
     machine = results["machine"]
     fig.suptitle(f"steady work: {results['cities']} cities at {results['period']:g} s over "
                  f"{results['workers']} workers, retention {results['retention_revisions']} "
                  f"revisions — {machine['cpu_model']}, {machine['cores']} cores", fontsize=10)
     output.save_figure(fig, path)
+
+
+def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]]) -> None:
+    """The speed probe's unit cost against its median (the machine's own slowness), and
+    the CPU the workers, etcd and the benchmark used."""
+    units = sorted(s["unit_cpu_ms"] for s in samples)
+    median = units[len(units) // 2]
+    ax = axes[0]
+    ax.plot(xs, [s["unit_cpu_ms"] / median for s in samples], ".-",
+            label="fixed work's CPU time ÷ run median")
+    ax.plot(xs, [1e3 * sum(s["worker_cpu_cores"].values()) * s["seconds"]
+                 / max(s["decisions"], 1) for s in samples], ".:",
+            label="workers' CPU ms a decision")
+    ax.axhline(SLOW, color="grey", ls=":", label=f"slow machine: > {SLOW:g}")
+    ax.set_title("the machine's own speed (speed probe) and the workers' cost")
+    ax = axes[1]
+    ax.plot(xs, [sum(s["worker_cpu_cores"].values()) for s in samples], ".-", label="workers")
+    ax.plot(xs, [s["etcd_cpu_cores"] for s in samples], ".-", label="etcd")
+    ax.plot(xs, [s["bench_cpu_cores"] for s in samples], ".-", label="benchmark")
+    ax.set_ylabel("cores")
+    ax.set_ylim(bottom=0)
+    ax.set_title("CPU used")
 
 
 def main(argv: list[str] | None = None) -> int:

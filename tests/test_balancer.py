@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from coordinator.balancer import CityNeeds, Member, plan
+from coordinator.balancer import CityNeeds, Member, plan, rank
 
 
 def cities(n: int) -> dict[str, CityNeeds]:
@@ -64,3 +64,16 @@ def test_preferred_labels_win_when_there_is_room() -> None:
 def test_the_plan_is_the_same_whatever_order_members_are_listed_in() -> None:
     members = [Member(f"w{i}") for i in range(5)]
     assert plan(cities(50), members).ranking == plan(cities(50), members[::-1]).ranking
+
+
+def test_a_kept_ranking_gives_the_same_plan_as_ranking_afresh() -> None:
+    members = [Member("a", labels={"zone": "a"}), Member("b", labels={"zone": "b"}),
+               Member("c", capacity=2.0), Member("d", drained=True)]
+    needs = {**cities(40), "x": CityNeeds(require={"zone": "a"}),
+             "y": CityNeeds(require={"zone": "z"}), "p": CityNeeds(prefer={"zone": "b"})}
+    kept = rank(needs, members)
+    costs = {city: 0.01 * (1 + i % 7) for i, city in enumerate(sorted(needs))}
+    current = plan(needs, members, costs=costs)
+    for kwargs in ({}, {"costs": costs}, {"costs": costs, "tolerance": 0.3},
+                   {"costs": costs, "current": {c: current.owner(c) or "" for c in needs}}):
+        assert plan(needs, members, ranking=kept, **kwargs) == plan(needs, members, **kwargs)

@@ -56,7 +56,8 @@ COMMANDS = {
               "written", "placement by count, same run"),
     "steady": ("an hour of 1,000 cities at 1 s over 4 workers with revision compaction: "
                "etcd database in use, worker RSS and threads, on time, history readable, "
-               "against time", "minute 10 of the same run"),
+               "against time", "minute 10 of the same run; the machine's own speed and stalls, "
+               "sampled beside it by a real-time probe"),
     "decisionsize": ("bytes of one stored decision against the city's size (10 × 5 to "
                      "1,500 × 1,000), fixed part and per pair",
                      "the same decision in the form written before the trim"),

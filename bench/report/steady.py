@@ -55,6 +55,8 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                          "and threads against the minute")
     samples = records(d.get("samples"))
     width = num(d.get("window_minutes")) or 5.0
+    units = sorted(u for u in (num(x.get("unit_cpu_ms")) for x in samples) if u is not None)
+    median = units[len(units) // 2] if units else None
     body = []
     start = 0.0
     while samples and start < max(num(x.get("minute")) or 0 for x in samples):
@@ -72,13 +74,16 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                          number(sum(numbers(mapping(last.get("worker_rss_mib")).values())), ".0f"),
                          count(sum(numbers(mapping(last.get("worker_threads")).values()))),
                          "yes" if all(flag(x.get("history_readable")) for x in rows)
-                         else "no"])
+                         else "no", *_machine_cells(rows, median)])
         start += width
     if body:
         s.lines += markdown_table(["minutes", "on time", "worst sample", "peak in use MiB",
                                    "dbSize MiB", "workers RSS MiB", "threads",
-                                   "history readable"], body)
+                                   "history readable",
+                                   *(MACHINE_COLUMNS if median is not None else [])], body)
         s.lines += [""]
+        if median is not None:
+            s.lines += _machine_lines(mapping(d.get("summary")), median)
     for d_ in records(d.get("defrags")):
         s.lines += [f"- defrag at minute {number(d_.get('minute'), '.1f')}: "
                     f"{number(d_.get('seconds'), '.1f')} s, dbSize "
@@ -111,6 +116,36 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
     if not samples:
         s.lines += ["No samples in this file.", ""]
     return s
+
+
+MACHINE_COLUMNS = ["machine slowest (probe ÷ median)", "workers CPU", "etcd CPU"]
+
+
+def _machine_cells(rows: list[dict[str, Any]], median: float | None) -> list[str]:
+    """The speed probe's slowest sample of the window, and the cores the workers and
+    etcd used on average (runs before the probe: no cells)."""
+    if median is None:
+        return []
+    slowest = max((num(x.get("unit_cpu_ms")) or 0.0) for x in rows) / median
+    workers = sum(sum(numbers(mapping(x.get("worker_cpu_cores")).values())) for x in rows)
+    etcd = sum(num(x.get("etcd_cpu_cores")) or 0.0 for x in rows)
+    return [number(slowest, ".2f"), number(workers / len(rows), ".2f"),
+            number(etcd / len(rows), ".2f")]
+
+
+def _machine_lines(summary: dict[str, Any], median: float) -> list[str]:
+    """On time while the machine itself ran slow and while it did not."""
+    slow = num(summary.get("slow_samples"))
+    return [f"The speed probe (`bench/machinespeed.py`, a fixed unit of Python work timed "
+            f"on its own CPU clock ten times a second, {median:.2f} ms at the median) saw the "
+            f"machine run slow (the unit over 1.1 × its median) in {count(slow)} samples. "
+            f"On time in those: {pct(summary.get('on_time_slow_machine'), 2)}; in the "
+            f"others: {pct(summary.get('on_time_normal_machine'), 2)} (worst sample "
+            f"{pct(summary.get('on_time_min_normal_machine'), 2)}). The probe runs at "
+            f"real-time priority, and its 10 ms sleeps were never held up more than "
+            f"{number(summary.get('stall_max_ms'), '.1f')} ms: the machine never stopped "
+            f"running us; the wall clock never stepped by more than "
+            f"{number(summary.get('clock_step_max_ms'), '.1f')} ms.", ""]
 
 
 def _warm_up(d: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import Mapping
 
-from coordinator.balancer import CityNeeds, Member, Plan, plan
+from coordinator.balancer import CityNeeds, Member, Plan, plan, rank
 from coordinator.errors import DispatchError, EtcdError
 from coordinator.logs import CityLog
 from coordinator.plan_inputs import city_costs, city_needs
@@ -76,6 +76,9 @@ class Ownership:
         #: the latest plan reconciled to
         self.plan = Plan({}, [])
         self._plan_inputs: tuple[object, ...] | None = None
+        #: the rendezvous ranking, and the (needs, members) it was made for
+        self._ranked_for: tuple[object, ...] | None = None
+        self._ranking = rank({}, [])
         #: placing by cost: the balanced plan and the one keeping every current owner,
         #: for the inputs above; whether the balanced one would move a city that has an
         #: eligible owner (a wobble, which waits) or one that has none (at once); since
@@ -198,12 +201,19 @@ class Ownership:
                                   me in self._members.drained()))
         members.sort(key=lambda m: m.worker_id)
         # The control loop runs every half second; with a thousand cities the rendezvous
-        # ranking is most of its cost, and its inputs rarely change.
+        # ranking is most of a plan's cost, and its inputs (needs and members) rarely
+        # change. Costs change whenever a worker publishes its load, and every worker
+        # then plans at once: ranked afresh each time, that was tens of milliseconds of
+        # GIL in every worker together, and their ticks started late (docs/worker.md).
+        if (needs, members) != self._ranked_for:
+            self._ranked_for = (needs, members)
+            self._ranking = rank(needs, members)
+        ranking = self._ranking
         if self._config.placement == "count":
             inputs: tuple[object, ...] = (needs, members, self._config.standbys)
             if inputs != self._plan_inputs:
                 self._plan_inputs = inputs
-                return plan(needs, members, standbys=self._config.standbys)
+                return plan(needs, members, standbys=self._config.standbys, ranking=ranking)
             return self.plan
         costs, owners = self._costs(needs)
         inputs = (needs, members, self._config.standbys, costs, owners)
@@ -211,9 +221,10 @@ class Ownership:
             self._plan_inputs = inputs
             self._balanced = plan(needs, members, standbys=self._config.standbys,
                                   costs=costs, current=owners,
-                                  tolerance=self._config.tolerance)
+                                  tolerance=self._config.tolerance, ranking=ranking)
             self._holding = plan(needs, members, standbys=self._config.standbys,
-                                 costs=costs, current=owners, tolerance=HOLD)
+                                 costs=costs, current=owners, tolerance=HOLD,
+                                 ranking=ranking)
             self._moves = any(self._balanced.owner(c) != self._holding.owner(c)
                               for c in self._holding.ranking)
             self._orphaned = any(self._holding.owner(c) != owners.get(c)
