@@ -145,7 +145,7 @@ def _machine_lines(summary: dict[str, Any], median: float) -> list[str]:
             f"real-time priority, and its 10 ms sleeps were never held up more than "
             f"{number(summary.get('stall_max_ms'), '.1f')} ms: the machine never stopped "
             f"running us; the wall clock never stepped by more than "
-            f"{number(summary.get('clock_step_max_ms'), '.1f')} ms.", ""]
+            f"{number(summary.get('clock_step_max_ms'), '.2f')} ms.", ""]
 
 
 def _warm_up(d: dict[str, Any]) -> str:
