@@ -259,7 +259,9 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             client.close()
     for d in defrags:
         d["minute"] = (d.pop("at") - t0) / 60
-    return {"warmed_up": warm, "warm_up_s": warm_s, "settle_s": args.settle, "samples": samples,
+    return {"warmed_up": warm, "warm_up_s": warm_s, "settle_s": args.settle,
+            "speed_probe_realtime": probe.realtime if probe is not None else None,
+            "samples": samples,
             "defrags": defrags, "excluded_after_end": excluded}
 
 

@@ -83,7 +83,8 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                                    *(MACHINE_COLUMNS if median is not None else [])], body)
         s.lines += [""]
         if median is not None:
-            s.lines += _machine_lines(mapping(d.get("summary")), median)
+            s.lines += _machine_lines(mapping(d.get("summary")), median,
+                                      d.get("speed_probe_realtime") is not False)
     for d_ in records(d.get("defrags")):
         s.lines += [f"- defrag at minute {number(d_.get('minute'), '.1f')}: "
                     f"{number(d_.get('seconds'), '.1f')} s, dbSize "
@@ -133,18 +134,22 @@ def _machine_cells(rows: list[dict[str, Any]], median: float | None) -> list[str
             number(etcd / len(rows), ".2f")]
 
 
-def _machine_lines(summary: dict[str, Any], median: float) -> list[str]:
-    """On time while the machine itself ran slow and while it did not."""
+def _machine_lines(summary: dict[str, Any], median: float, realtime: bool) -> list[str]:
+    """On time while the machine itself ran slow and while it did not (``realtime``:
+    the probe ran at real-time priority, so its stalls are the machine's, not ours)."""
     slow = num(summary.get("slow_samples"))
     return [f"The speed probe (`bench/machinespeed.py`, a fixed unit of Python work timed "
             f"on its own CPU clock ten times a second, {median:.2f} ms at the median) saw the "
             f"machine run slow (the unit over 1.1 × its median) in {count(slow)} samples. "
             f"On time in those: {pct(summary.get('on_time_slow_machine'), 2)}; in the "
             f"others: {pct(summary.get('on_time_normal_machine'), 2)} (worst sample "
-            f"{pct(summary.get('on_time_min_normal_machine'), 2)}). The probe runs at "
-            f"real-time priority, and its 10 ms sleeps were never held up more than "
-            f"{number(summary.get('stall_max_ms'), '.1f')} ms: the machine never stopped "
-            f"running us; the wall clock never stepped by more than "
+            f"{pct(summary.get('on_time_min_normal_machine'), 2)}). "
+            + ("The probe ran at real-time priority, and its 10 ms sleeps were never held "
+               "up more than " if realtime else "The probe was refused real-time priority "
+               "(its stalls include our own load); its 10 ms sleeps were never held up "
+               "more than ")
+            + f"{number(summary.get('stall_max_ms'), '.1f')} ms; the wall clock never "
+            f"stepped by more than "
             f"{number(summary.get('clock_step_max_ms'), '.2f')} ms.", ""]
 
 
