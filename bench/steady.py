@@ -329,7 +329,7 @@ def _by_machine_speed(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return sum(s["on_time"] for s in rows) / gaps if gaps else math.nan
 
     slow = [s for s in samples if s.get("unit_cpu_ms", 0.0) > SLOW * median]
-    normal = [s for s in samples if s not in slow]
+    normal = [s for s in samples if not s.get("unit_cpu_ms", 0.0) > SLOW * median]
     return {"unit_cpu_ms_median": median, "slow_samples": len(slow),
             "stall_max_ms": max(s.get("stall_max_ms", 0.0) for s in samples),
             "clock_step_max_ms": max(s.get("clock_step_ms", 0.0) for s in samples),
@@ -371,7 +371,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(title)
     if probed:
-        _plot_machine(axes[2], xs, samples)
+        _plot_machine(axes[2], xs, samples, results["summary"]["unit_cpu_ms_median"])
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -384,11 +384,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     output.save_figure(fig, path)
 
 
-def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]]) -> None:
-    """The speed probe's unit cost against its median (the machine's own slowness), and
-    the CPU the workers, etcd and the benchmark used."""
-    units = sorted(s["unit_cpu_ms"] for s in samples)
-    median = units[len(units) // 2]
+def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]],
+                  median: float) -> None:
+    """The speed probe's unit cost against its ``median`` (the machine's own slowness),
+    and the CPU the workers, etcd and the benchmark used."""
     ax = axes[0]
     ax.plot(xs, [s["unit_cpu_ms"] / median for s in samples], ".-",
             label="fixed work's CPU time ÷ run median")

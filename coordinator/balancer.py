@@ -100,8 +100,7 @@ class Ranking:
     """Step 1 alone: each city's eligible workers, best first, and the cities nobody may
     own. It depends only on the cities' needs and the members, so a caller that plans
     again as costs change keeps it (:func:`rank`): the hashing is most of a plan's CPU
-    (~15 ms of ~19 for 1,000 cities and 4 workers), and a worker plans whenever a load
-    is published."""
+    (docs/worker.md, *Ownership and handover*)."""
 
     active: list[Member]
     ranked: dict[str, list[Member]]

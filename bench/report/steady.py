@@ -55,8 +55,7 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                          "and threads against the minute")
     samples = records(d.get("samples"))
     width = num(d.get("window_minutes")) or 5.0
-    units = sorted(u for u in (num(x.get("unit_cpu_ms")) for x in samples) if u is not None)
-    median = units[len(units) // 2] if units else None
+    median = num(mapping(d.get("summary")).get("unit_cpu_ms_median"))
     body = []
     start = 0.0
     while samples and start < max(num(x.get("minute")) or 0 for x in samples):
