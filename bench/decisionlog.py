@@ -5,7 +5,6 @@ decisions."""
 from __future__ import annotations
 
 import calendar
-import contextlib
 import itertools
 import re
 import threading
@@ -15,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.etcd import EtcdClient
+from coordinator.etcd import EtcdClient, WatchBatch
 from coordinator.keys import Keys
+from coordinator.recipes.watch import PrefixWatch
 
 _DECIDED = re.compile(rb'"decidedAt":\s*"([^"]+)"')
 _WORKER = re.compile(rb'"workerId":\s*"([^"]+)"')
@@ -54,48 +54,45 @@ class DecisionLog:
     keys: Keys
     by_city: dict[str, list[Seen]] = field(default_factory=lambda: defaultdict(list))
     count: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
     _cond: threading.Condition = field(default_factory=threading.Condition)
-    _thread: threading.Thread | None = None
-    _stream: Any = None
+    _watch: PrefixWatch | None = None
 
     def start(self) -> DecisionLog:
-        _, revision = self.client.get_prefix(self.keys.decisions, count_only=True)
-        self._stream = self.client.watch_stream(self.keys.decisions, revision + 1)
-        self._thread = threading.Thread(target=self._run, name="decision log", daemon=True)
-        self._thread.start()
+        """Watch from now on: decisions already in etcd are not replayed. The watch
+        resumes after a stream error (a member killed, a defragmentation that outlasts
+        the stream), so a benchmark never goes on measuring with a dead watch."""
+        self._watch = PrefixWatch(self.client, self.keys.decisions, name="decision log",
+                                  on_snapshot=lambda kvs, revision: None,
+                                  on_events=self._events).start()
+        if not self._watch.synced.wait(30):
+            raise TimeoutError(f"could not read {self.keys.decisions} within 30 s")
         return self
 
-    def _run(self) -> None:
+    def _events(self, batch: WatchBatch) -> None:
         root = self.keys.decisions
-        with contextlib.suppress(Exception):
-            for batch in self._stream:
-                now = time.time()
-                seen = []
-                for event in batch.events:
-                    if event.kind != "put":
-                        continue
-                    value = event.kv.value
-                    decided = _DECIDED.search(value)
-                    worker = _WORKER.search(value)
-                    token = _TOKEN.search(value)
-                    seen.append(Seen(
-                        event.kv.key[len(root):], now,
-                        parse_rfc3339(decided.group(1).decode()) if decided else now,
-                        worker.group(1).decode() if worker else "",
-                        int(token.group(1)) if token else 0, event.kv.mod_revision))
-                with self._cond:
-                    for s in seen:
-                        self.by_city[s.city].append(s)
-                    self.count += len(seen)
-                    self._cond.notify_all()
-                if self._stop.is_set():
-                    return
+        now = time.time()
+        seen = []
+        for event in batch.events:
+            if event.kind != "put":
+                continue
+            value = event.kv.value
+            decided = _DECIDED.search(value)
+            worker = _WORKER.search(value)
+            token = _TOKEN.search(value)
+            seen.append(Seen(
+                event.kv.key[len(root):], now,
+                parse_rfc3339(decided.group(1).decode()) if decided else now,
+                worker.group(1).decode() if worker else "",
+                int(token.group(1)) if token else 0, event.kv.mod_revision))
+        with self._cond:
+            for s in seen:
+                self.by_city[s.city].append(s)
+            self.count += len(seen)
+            self._cond.notify_all()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._stream is not None:
-            self._stream.close()
+        if self._watch is not None:
+            self._watch.stop()
 
     def wait(self, predicate: Any, timeout: float) -> bool:
         """Wait until ``predicate(self)`` holds (checked on every delivered batch)."""

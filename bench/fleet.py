@@ -33,7 +33,6 @@ are reported too (``moves_to_converge``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import sys
 import tempfile
@@ -45,9 +44,10 @@ from typing import Any
 
 from bench import ROOT, decisionlog, etcd, host, output, processes, stats
 from bench.output import log
-from coordinator.etcd import EtcdClient
+from coordinator.etcd import EtcdClient, WatchBatch
 from coordinator.keys import Keys
 from coordinator.ops.placement import read_loads
+from coordinator.recipes.watch import PrefixWatch
 
 NAMESPACE = "/fleet"
 ON_TIME_SLACK = 0.1
@@ -82,30 +82,28 @@ class WriteMeter:
 
     def __init__(self, client: EtcdClient, keys: Keys) -> None:
         self.root = keys.namespace + "/"
-        _, revision = client.get_prefix(self.root, count_only=True)
-        self._stream = client.watch_stream(self.root, revision + 1)
         self._lock = threading.Lock()
         self.bytes: Counter[str] = Counter()
         self.puts: Counter[str] = Counter()
-        self._thread = threading.Thread(target=self._run, name="write meter", daemon=True)
-        self._thread.start()
+        # resumed after a stream error, so a lost stream never reads as a quiet etcd
+        self._watch = PrefixWatch(client, self.root, name="write meter",
+                                  on_snapshot=lambda kvs, revision: None,
+                                  on_events=self._events).start()
 
-    def _run(self) -> None:
-        with contextlib.suppress(Exception):
-            for batch in self._stream:
-                with self._lock:
-                    for event in batch.events:
-                        if event.kind == "put":
-                            kind = event.kv.key[len(self.root):].partition("/")[0]
-                            self.bytes[kind] += len(event.kv.key) + len(event.kv.value)
-                            self.puts[kind] += 1
+    def _events(self, batch: WatchBatch) -> None:
+        with self._lock:
+            for event in batch.events:
+                if event.kind == "put":
+                    kind = event.kv.key[len(self.root):].partition("/")[0]
+                    self.bytes[kind] += len(event.kv.key) + len(event.kv.value)
+                    self.puts[kind] += 1
 
     def snapshot(self) -> tuple[Counter[str], Counter[str]]:
         with self._lock:
             return Counter(self.bytes), Counter(self.puts)
 
     def stop(self) -> None:
-        self._stream.close()
+        self._watch.stop()
 
 
 def run_placement(placement: str, mix: list[Any], *, workers: int, period: float,

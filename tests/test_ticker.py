@@ -217,3 +217,20 @@ def test_a_period_that_is_a_multiple_of_the_slack_keeps_its_spacing_despite_roun
     gaps = [b - a for i in range(30) for a, b in itertools.pairwise(recorder.times(f"c{i}")[1:])]
     assert len(gaps) > 60
     assert max(gaps) < period + slack / 2, sorted(gaps)[-5:]
+
+
+@pytest.mark.parametrize("period", [0.05, 0.13, 0.25])
+def test_a_period_shorter_than_or_off_the_slack_keeps_its_spacing(recorder: Recorder,
+                                                                   period: float) -> None:
+    # the grid a city is coalesced onto is a whole fraction of its own period: a 50 ms
+    # city under a 200 ms slack must not tick every 200 ms, nor a 130 ms one every 200
+    ticker = Ticker(recorder, max_workers=4, slack=0.2)
+    try:
+        ticker.add("c", period, first_in=0.013)
+        time.sleep(1.0)
+    finally:
+        ticker.stop()
+    times = recorder.times("c")
+    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
+    assert len(times) >= 0.9 / period - 1, times
+    assert max(gaps) < period + 0.03, sorted(gaps)[-3:]

@@ -46,11 +46,12 @@ log = logging.getLogger("coordinator.cli.worker")
               help="Relative weight of this worker when sharing cities.")
 @click.option("--tick-threads", envvar="DISPATCH_TICK_THREADS", default=8, show_default=True,
               type=click.IntRange(1, 512), help="Threads running city ticks in parallel.")
-@click.option("--tick-slack", envvar="DISPATCH_TICK_SLACK", default=0.02, show_default=True,
+@click.option("--tick-slack", envvar="DISPATCH_TICK_SLACK", default=0.1, show_default=True,
               type=click.FloatRange(0.0, 1.0), metavar="SECONDS",
-              help="Ticks due within this long of each other run together, each at most "
-                   "this late (a city keeps its spacing): fewer thread wake-ups and shared "
-                   "etcd transactions in a busy worker. 0: every tick at its exact time.")
+              help="Cities' ticks are phased onto a grid at most this fine (a whole "
+                   "fraction of each city's period), so ticks due together run as one "
+                   "burst: fewer thread wake-ups, shared etcd transactions. A city keeps "
+                   "its exact spacing; a retry waits up to one step. 0: no grid.")
 @click.option("--standbys", envvar="DISPATCH_STANDBYS", default=1, show_default=True,
               type=click.IntRange(0, 16),
               help="Hot standby candidates each city keeps queued on other workers.")

@@ -23,9 +23,9 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     capacity: float = 1.0
     tick_threads: int = 8
-    #: ticks due within this many seconds of each other run together (``Ticker``),
-    #: each at most this late; 0 runs every tick at its exact due time
-    tick_slack: float = 0.02
+    #: cities' ticks are phased onto a grid this fine at most (``Ticker``'s quantum), so
+    #: ticks due together run as one burst; 0 runs every tick at its exact due time
+    tick_slack: float = 0.1
     admin_address: str = ""
     #: hot standby candidates each city keeps queued on other workers
     standbys: int = 1

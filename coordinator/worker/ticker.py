@@ -13,11 +13,13 @@ afterwards: cities retried together after an etcd outage would otherwise all fal
 step with the moment etcd came back.
 
 Ticks are coalesced (``slack``), as the kernel coalesces timers: a tick runs at its due
-time rounded up to a multiple of ``slack``, never before it is due. Cities due within
-the same few milliseconds then run as one burst, while the tick threads are awake, and
-their commits share etcd transactions; a busy worker spends less CPU per tick on
-waking threads and on round trips. A city's grid is not moved: with a period that is a
-multiple of ``slack`` its ticks keep exactly their spacing, each at most ``slack`` late.
+time rounded up to a multiple of the city's *quantum*, never before it is due. Cities
+due within the same quantum then run as one burst, while the tick threads are awake,
+and their commits share etcd transactions; a busy worker spends less CPU per tick on
+waking threads and on round trips. The quantum is the largest whole fraction of the
+city's period not over ``slack`` (``period / ceil(period / slack)``), so a city's ticks
+keep exactly their spacing whatever its period: a 50 ms city under a 100 ms slack still
+ticks every 50 ms. A city's phase is put onto its quantum's grid when it is added.
 
 Cities due at the same moment can also be *ticked together* (``tick_group``): the
 ticker hands a tick thread a whole group of due cities that ``groupable`` vouches for
@@ -64,6 +66,8 @@ GroupFn = Callable[[list[tuple[str, float]]], list[TickResult]]
 class _Slot:
     period: float
     generation: int
+    #: the city's coalescing grid: a whole fraction of its period, at most the slack
+    quantum: float = 0.0
     ticks: int = 0
     skipped: int = 0
     #: set by :meth:`Ticker.retire`: the slot ends after its next tick, then this is set
@@ -119,32 +123,34 @@ class Ticker:
         tick at the wall-clock times ``≡ then_at_phase (mod period)`` instead of on the
         first tick's grid, at least a period after the first.
 
-        With a ``slack``, the city's grid is put onto the slack's own grid: the first
-        tick comes up to ``slack`` sooner than asked (never later), and the phase is
-        rounded down likewise. A city whose period is a multiple of the slack then ticks
-        exactly when due, and coalescing costs it nothing; a handed-over city's first
-        tick is never later than one period after its last decision, and a first tick
-        due now runs now.
+        With a ``slack``, the city's grid is put onto its quantum's grid: the first tick
+        comes up to a quantum sooner than asked (never later), and the phase is rounded
+        down likewise. The city then ticks exactly when due, and coalescing costs it
+        nothing; a handed-over city's first tick is never later than one period after
+        its last decision, and a first tick due now runs now.
         """
         with self._cond:
             now = time.monotonic()
-            slot = _Slot(period=period, generation=next(self._generations))
+            slot = _Slot(period=period, generation=next(self._generations),
+                         quantum=self._quantum(period))
             if then_at_phase is not None:
-                slot.align = self._floored(now + (then_at_phase - time.time()) % period)
+                slot.align = _floored(now + (then_at_phase - time.time()) % period,
+                                      slot.quantum)
             replaced = self._slots.get(city)
             if replaced is not None and replaced.last is not None:
                 replaced.last.set()
             self._slots[city] = slot
             # The first tick is not coalesced: a city taken over from a dead worker is
-            # due now, and waits for nothing (a later first tick is on the slack grid).
-            first = max(now, self._floored(now + first_in))
-            self._push(first, city, slot.generation, run_at=first)
+            # due now, and waits for nothing (a later first tick is on the quantum's grid).
+            first = max(now, _floored(now + first_in, slot.quantum))
+            self._push(first, city, slot, run_at=first)
 
     def set_period(self, city: str, period: float) -> None:
         with self._cond:
             slot = self._slots.get(city)
             if slot is not None:
                 slot.period = period
+                slot.quantum = self._quantum(period)
 
     def remove(self, city: str) -> threading.Event | None:
         """Stop ticking ``city``; returns an event set once its tick in flight is done."""
@@ -214,10 +220,10 @@ class Ticker:
             self._cond.notify()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
-    def _push(self, due: float, city: str, generation: int, *,
+    def _push(self, due: float, city: str, slot: _Slot, *,
               run_at: float | None = None) -> None:
-        run_at = self._coalesced(due) if run_at is None else run_at
-        entry = (run_at, next(self._seq), city, generation, due)
+        run_at = _coalesced(due, slot.quantum) if run_at is None else run_at
+        entry = (run_at, next(self._seq), city, slot.generation, due)
         heapq.heappush(self._heap, entry)
         # The scheduler sleeps until the earliest due time; it need not wake for a later
         # one. Waking it after every tick cost a thread switch per tick, and in a busy
@@ -225,17 +231,11 @@ class Ticker:
         if self._heap[0] is entry:
             self._cond.notify()
 
-    def _floored(self, at: float) -> float:
-        """The last multiple of the slack at or before ``at``."""
-        return at if self._slack <= 0 else math.floor(at / self._slack) * self._slack
-
-    def _coalesced(self, due: float) -> float:
-        """When a tick due at ``due`` runs: on the next multiple of the slack."""
-        if self._slack <= 0:
-            return due
-        # A due time on the slack grid, off by a rounding error of ``align + k * period``,
-        # must not be put off to the next multiple: it runs at once.
-        return max(due, math.ceil(due / self._slack - 1e-6) * self._slack)
+    def _quantum(self, period: float) -> float:
+        """The largest whole fraction of ``period`` not over the slack (0: no slack)."""
+        if self._slack <= 0 or period <= 0:
+            return 0.0
+        return period / math.ceil(period / self._slack - 1e-9)
 
     def _run(self) -> None:
         with self._cond:
@@ -273,7 +273,7 @@ class Ticker:
             # Busy with a tick scheduled by an earlier add() of this city (each slot
             # has one entry queued or one tick running, never both).
             self._skip(city, slot, 1)
-            self._push(self._next_due(due, slot.period, now), city, generation)
+            self._push(self._next_due(due, slot.period, now), city, slot)
             return None
         idle.clear()
         return city, slot, due, idle
@@ -334,7 +334,7 @@ class Ticker:
                 del self._slots[city]
             slot.last.set()
         elif self._slots.get(city) is slot and not self._stopped:
-            self._push(self._after(city, slot, due, delay), city, slot.generation)
+            self._push(self._after(city, slot, due, delay), city, slot)
 
     def _after(self, city: str, slot: _Slot, due: float, delay: float | Retry | None) -> float:
         """When the tick after the one due at ``due`` is due."""
@@ -359,3 +359,17 @@ class Ticker:
                 (earliest - slot.align) / slot.period)
             slot.align = None
         return next_due
+
+
+def _floored(at: float, quantum: float) -> float:
+    """The last multiple of ``quantum`` at or before ``at``."""
+    return at if quantum <= 0 else math.floor(at / quantum) * quantum
+
+
+def _coalesced(due: float, quantum: float) -> float:
+    """When a tick due at ``due`` runs: on the next multiple of ``quantum``."""
+    if quantum <= 0:
+        return due
+    # A due time on the grid, off by a rounding error of ``align + k * period``, must
+    # not be put off to the next multiple: it runs at once.
+    return max(due, math.ceil(due / quantum - 1e-6) * quantum)
