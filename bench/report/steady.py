@@ -118,19 +118,21 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
     return s
 
 
-MACHINE_COLUMNS = ["machine slowest (probe ÷ median)", "workers CPU", "etcd CPU"]
+MACHINE_COLUMNS = ["machine slowest (probe ÷ median)", "workers CPU", "etcd CPU",
+                   "etcd RSS MiB"]
 
 
 def _machine_cells(rows: list[dict[str, Any]], median: float | None) -> list[str]:
-    """The speed probe's slowest sample of the window, and the cores the workers and
-    etcd used on average (runs before the probe: no cells)."""
+    """The speed probe's slowest sample of the window, the cores the workers and etcd
+    used on average, and etcd's peak RSS (runs before the probe: no cells)."""
     if median is None:
         return []
     slowest = max((num(x.get("unit_cpu_ms")) or 0.0) for x in rows) / median
     workers = sum(sum(numbers(mapping(x.get("worker_cpu_cores")).values())) for x in rows)
     etcd = sum(num(x.get("etcd_cpu_cores")) or 0.0 for x in rows)
+    rss = max((num(x.get("etcd_rss_mib")) or 0.0) for x in rows)
     return [number(slowest, ".2f"), number(workers / len(rows), ".2f"),
-            number(etcd / len(rows), ".2f")]
+            number(etcd / len(rows), ".2f"), number(rss, ".0f")]
 
 
 def _machine_lines(summary: dict[str, Any], median: float, realtime: bool) -> list[str]:

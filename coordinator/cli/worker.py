@@ -48,10 +48,10 @@ log = logging.getLogger("coordinator.cli.worker")
               type=click.IntRange(1, 512), help="Threads running city ticks in parallel.")
 @click.option("--tick-slack", envvar="DISPATCH_TICK_SLACK", default=0.1, show_default=True,
               type=click.FloatRange(0.0, 1.0), metavar="SECONDS",
-              help="Cities' ticks are phased onto a grid at most this fine (a whole "
-                   "fraction of each city's period), so ticks due together run as one "
-                   "burst: fewer thread wake-ups, shared etcd transactions. A city keeps "
-                   "its exact spacing; a retry waits up to one step. 0: no grid.")
+              help="Cities' ticks are phased onto a grid whose step is at most this "
+                   "long (a whole fraction of each city's period), so ticks due together "
+                   "run as one burst: fewer thread wake-ups, shared etcd transactions. A "
+                   "city keeps its exact spacing; a retry waits up to one step. 0: no grid.")
 @click.option("--standbys", envvar="DISPATCH_STANDBYS", default=1, show_default=True,
               type=click.IntRange(0, 16),
               help="Hot standby candidates each city keeps queued on other workers.")

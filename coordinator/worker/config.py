@@ -23,8 +23,8 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     capacity: float = 1.0
     tick_threads: int = 8
-    #: cities' ticks are phased onto a grid this fine at most (``Ticker``'s quantum), so
-    #: ticks due together run as one burst; 0 runs every tick at its exact due time
+    #: cities' ticks are phased onto a grid whose step is at most this long (``Ticker``'s
+    #: quantum), so ticks due together run as one burst; 0: every tick at its due time
     tick_slack: float = 0.1
     admin_address: str = ""
     #: hot standby candidates each city keeps queued on other workers

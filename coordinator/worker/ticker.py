@@ -146,11 +146,20 @@ class Ticker:
             self._push(first, city, slot, run_at=first)
 
     def set_period(self, city: str, period: float) -> None:
+        """Tick ``city`` every ``period`` from its next tick on. A new period may have a
+        new quantum: the city then moves onto the new quantum's grid after its next
+        tick, or every later tick would wait for the grid (spaced right, but late)."""
         with self._cond:
             slot = self._slots.get(city)
-            if slot is not None:
-                slot.period = period
-                slot.quantum = self._quantum(period)
+            if slot is None or slot.period == period:
+                return
+            slot.period = period
+            quantum = self._quantum(period)
+            if quantum != slot.quantum:
+                slot.quantum = quantum
+                due = min((d for _, _, c, g, d in self._heap
+                           if c == city and g == slot.generation), default=time.monotonic())
+                slot.align = _floored(due, quantum)
 
     def remove(self, city: str) -> threading.Event | None:
         """Stop ticking ``city``; returns an event set once its tick in flight is done."""
