@@ -23,6 +23,12 @@ _WORKER = re.compile(rb'"workerId":\s*"([^"]+)"')
 _TOKEN = re.compile(rb'"token":\s*"?(\d+)')
 
 
+def decided_at(value: bytes) -> float | None:
+    """A stored decision's ``decidedAt`` (epoch seconds), ``None`` if it has none."""
+    found = _DECIDED.search(value)
+    return parse_rfc3339(found.group(1).decode()) if found else None
+
+
 def parse_rfc3339(text: str) -> float:
     """protobuf's Timestamp JSON (``2024-01-01T00:00:00.123456Z``) → epoch seconds."""
     main, _, frac = text.rstrip("Z").partition(".")
@@ -76,12 +82,11 @@ class DecisionLog:
             if event.kind != "put":
                 continue
             value = event.kv.value
-            decided = _DECIDED.search(value)
+            decided = decided_at(value)
             worker = _WORKER.search(value)
             token = _TOKEN.search(value)
             seen.append(Seen(
-                event.kv.key[len(root):], now,
-                parse_rfc3339(decided.group(1).decode()) if decided else now,
+                event.kv.key[len(root):], now, now if decided is None else decided,
                 worker.group(1).decode() if worker else "",
                 int(token.group(1)) if token else 0, event.kv.mod_revision))
         with self._cond:

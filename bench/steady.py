@@ -88,7 +88,7 @@ class Tally:
         compaction): the next one's gap is measured from it."""
         with self._lock:
             self.last = {kv.key[len(self.root):]: decided for kv in kvs
-                         if (decided := _decided(kv.value)) is not None}
+                         if (decided := decisionlog.decided_at(kv.value)) is not None}
 
     def _events(self, batch: WatchBatch) -> None:
         deadline = self.period + ON_TIME_SLACK
@@ -97,7 +97,7 @@ class Tally:
                 if event.kind != "put":
                     continue
                 value = event.kv.value
-                decided = _decided(value)
+                decided = decisionlog.decided_at(value)
                 if decided is None:
                     continue
                 city = event.kv.key[len(self.root):]
@@ -125,11 +125,6 @@ class Tally:
 
     def stop(self) -> None:
         self._watch.stop()
-
-
-def _decided(value: bytes) -> float | None:
-    found = decisionlog._DECIDED.search(value)
-    return decisionlog.parse_rfc3339(found.group(1).decode()) if found else None
 
 
 def threads_of(pid: int) -> int:

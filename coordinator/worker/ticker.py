@@ -157,9 +157,8 @@ class Ticker:
             quantum = self._quantum(period)
             if quantum != slot.quantum:
                 slot.quantum = quantum
-                due = min((d for _, _, c, g, d in self._heap
-                           if c == city and g == slot.generation), default=time.monotonic())
-                slot.align = _floored(due, quantum)
+                queued = self._queued(city, slot)
+                slot.align = _floored(queued[1] if queued else time.monotonic(), quantum)
 
     def remove(self, city: str) -> threading.Event | None:
         """Stop ticking ``city``; returns an event set once its tick in flight is done."""
@@ -196,12 +195,11 @@ class Ticker:
                 return None
             idle = self._idle.get(city)
             running = idle is not None and not idle.is_set()
-            due = min((at for at, _, c, g, _ in self._heap
-                       if c == city and g == slot.generation), default=None)
+            queued = self._queued(city, slot)
             now = time.monotonic()
-            if not running and due is not None and due - now <= within:
+            if not running and queued is not None and queued[0] - now <= within:
                 slot.last = threading.Event()
-                return slot.last, due
+                return slot.last, queued[0]
         done = self.remove(city)
         return (done, 0.0) if done is not None else None
 
@@ -239,6 +237,12 @@ class Ticker:
         # worker every switch makes the running tick's Python slower (``coordinator.worker.gate``).
         if self._heap[0] is entry:
             self._cond.notify()
+
+    def _queued(self, city: str, slot: _Slot) -> tuple[float, float] | None:
+        """The city's queued tick as (run at, due), ``None`` if none is queued (called
+        with the lock held; a scan of the heap, so not for every tick)."""
+        return min(((at, due) for at, _, c, g, due in self._heap
+                    if c == city and g == slot.generation), default=None)
 
     def _quantum(self, period: float) -> float:
         """The largest whole fraction of ``period`` not over the slack (0: no slack)."""
