@@ -24,9 +24,10 @@ from coordinator.settings import CityConfig
 from devtools.localetcd import EtcdCluster
 
 # etcd for benchmarks: keep history bounded (decisions are rewritten every second), and
-# leave room so a long run never trips the space quota.
+# leave room so a long run never trips the space quota, and bound the raft log etcd keeps
+# in memory between snapshots (docs/operations.md).
 ETCD_ARGS = ["--auto-compaction-mode", "revision", "--auto-compaction-retention", "20000",
-             "--quota-backend-bytes", str(8 * 1024**3)]
+             "--quota-backend-bytes", str(8 * 1024**3), "--snapshot-count", "10000"]
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -5,8 +5,8 @@ compaction settings docs/operations.md recommends, sampled against time.
     python -m bench.steady --quick    # 200 cities, 4 minutes, a sample every 10 s
 
 etcd runs with ``--auto-compaction-mode=revision --auto-compaction-retention=N``
-(``--retention-revisions``; etcd compacts every 5 minutes to N revisions behind) and an
-8 GiB quota. Cities use the ``simulated`` state source (30 orders × 20 couriers) and the
+(``--retention-revisions``; etcd compacts every 5 minutes to N revisions behind),
+``--snapshot-count`` (10,000) and an 8 GiB quota. Cities use the ``simulated`` state source (30 orders × 20 couriers) and the
 ``greedy`` solver, as in ``bench.scale``. After a warm-up (every city has decided, no city
 changed writer for ``--settle`` seconds: placement by cost moves cities once their costs
 are measured, and those moves are ``bench.fleet``'s to count) it samples, every
@@ -172,7 +172,8 @@ def defrag(endpoints: str, client: EtcdClient) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     etcd_args = ["--auto-compaction-mode", "revision", "--auto-compaction-retention",
-                 str(args.retention_revisions), "--quota-backend-bytes", str(8 * 1024**3)]
+                 str(args.retention_revisions), "--quota-backend-bytes", str(8 * 1024**3),
+                 "--snapshot-count", str(args.snapshot_count)]
     period = args.period
     with etcd.cluster(1, etcd_args) as cluster:
         client = etcd.client_for(cluster.endpoints)
@@ -441,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                              "12,000: about 5 minutes of 1,000 cities at 1 s, whose ticks "
                              "due together share a transaction, ~40 revisions a second; "
                              "quick 6,000)")
+    parser.add_argument("--snapshot-count", type=int, default=10000,
+                        help="etcd's --snapshot-count, as docs/operations.md recommends: "
+                             "the raft entries etcd keeps in memory between snapshots "
+                             "(default 10,000; etcd's own default of 100,000 let its RSS "
+                             "reach 12 GiB in the hour)")
     parser.add_argument("--isolation", default="process", choices=["thread", "process"],
                         help="the workers' --solve-isolation (default process)")
     parser.add_argument("--results", default="steady",
@@ -465,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         "cities": args.cities, "workers": args.workers, "period": args.period,
         "params": PARAMS, "solver": "greedy", "isolation": args.isolation,
         "minutes": args.minutes, "sample_seconds": args.sample_seconds,
-        "retention_revisions": args.retention_revisions, "baseline_minute": baseline,
+        "retention_revisions": args.retention_revisions,
+        "snapshot_count": args.snapshot_count, "baseline_minute": baseline,
         "window_minutes": width,
         "on_time": f"gap <= period + {ON_TIME_SLACK * 1e3:.0f} ms; gaps ending during a "
                    "defrag (+ 2 periods) are left out and counted as 'excluded'",

@@ -46,7 +46,7 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
                 f"{number(d.get('minutes'), 'g')} minutes after the warm-up "
                 f"({_warm_up(d)}), one etcd member "
                 "with `--auto-compaction-mode=revision --auto-compaction-retention="
-                f"{count(d.get('retention_revisions'))}`; a sample every "
+                f"{count(d.get('retention_revisions'))}`{_snapshots(d)}; a sample every "
                 f"{number(d.get('sample_seconds'), 'g')} s. The in-use size (`dbSizeInUse`) "
                 "is what a defragmentation would leave; a real defrag ran at "
                 f"{_defrag_minutes(d)}, and gaps ending during it (+ 2 periods) are left "
@@ -159,3 +159,9 @@ def _warm_up(d: dict[str, Any]) -> str:
     settle = d.get("settle_s", 5.0)
     return f"{number(d.get('warm_up_s'), '.0f')} s: every city decided and none changed " \
         f"worker for {number(settle, 'g')} s"
+
+
+def _snapshots(d: dict[str, Any]) -> str:
+    """The run's ``--snapshot-count``, when it set one (runs before it kept etcd's)."""
+    snapshot_count = d.get("snapshot_count")
+    return "" if snapshot_count is None else f" `--snapshot-count={count(snapshot_count)}`"
