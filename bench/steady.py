@@ -6,11 +6,11 @@ compaction settings docs/operations.md recommends, sampled against time.
 
 etcd runs with ``--auto-compaction-mode=revision --auto-compaction-retention=N``
 (``--retention-revisions``; etcd compacts every 5 minutes to N revisions behind),
-``--snapshot-count`` (10,000) and an 8 GiB quota. Cities use the ``simulated`` state source (30 orders × 20 couriers) and the
-``greedy`` solver, as in ``bench.scale``. After a warm-up (every city has decided, no city
-changed writer for ``--settle`` seconds: placement by cost moves cities once their costs
-are measured, and those moves are ``bench.fleet``'s to count) it samples, every
-``--sample-seconds``:
+``--snapshot-count`` (10,000) and an 8 GiB quota. Cities use the ``simulated`` state
+source (30 orders × 20 couriers) and the ``greedy`` solver, as in ``bench.scale``. After
+a warm-up (every city has decided, no city changed writer for ``--settle`` seconds:
+placement by cost moves cities once their costs are measured, and those moves are
+``bench.fleet``'s to count) it samples, every ``--sample-seconds``:
 
 * **on time**: gaps between a city's consecutive decisions (``decidedAt``) ≤ period +
   100 ms, as a share of the interval's gaps, and decisions delivered ÷ due. A streaming
