@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from coordinator.codec import decode
@@ -38,12 +38,16 @@ def status(client: EtcdClient, keys: Keys, city: str) -> pb.CityStatus | None:
 
 
 @contextmanager
-def running_worker(endpoints: str, namespace: str, worker_id: str = "w1",
+def running_worker(endpoints: str, namespace: str, worker_id: str = "w1", *,
+                   prepare: Callable[[Worker], None] | None = None,
                    **options: object) -> Iterator[Worker]:
-    """A worker running in this process (for tests that need no kill or pause)."""
+    """A worker running in this process (for tests that need no kill or pause);
+    ``prepare`` sees it before it starts."""
     client = EtcdClient(EtcdConfig(endpoints=tuple(endpoints.split(","))))
     worker = Worker(client, WorkerConfig(worker_id=worker_id, namespace=namespace,
                                          **options))  # type: ignore[arg-type]
+    if prepare is not None:
+        prepare(worker)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

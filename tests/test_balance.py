@@ -8,14 +8,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
+from coordinator.balancer import Plan
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.ops.overview import read_overview
 from coordinator.ops.replay import past_decisions
 from coordinator.ops.verify import verify
+from coordinator.recipes.election import Election
+from coordinator.recipes.session import Session
 from coordinator.settings import CityConfig
+from coordinator.worker import Worker
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
+from tests.helpers import running_worker
 
 Spawn = Callable[..., WorkerProcess]
 #: many workers on 2 cores: keep each one small; these tests count cities per worker
@@ -131,6 +138,94 @@ def test_each_city_moves_once_to_its_planned_owner(
                                  if w != before[city]]
         assert len(hops) == 2, f"{city} went {' -> '.join(hops)}"
     assert verify(client, keys).ok
+
+
+def test_standbys_whose_plans_disagree_step_back_at_most_once_per_cooldown(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two standbys, each planning the city for the other, would step back behind each
+    other on every control step: a delete and a put of a candidate key per city, twice a
+    second, for as long as their plans disagree (seen after a mass lease loss, ~100
+    cities at once). Each steps back at most once per ``--move-cooldown``."""
+    [city] = add_cities(client, keys, 1)
+    planning = forced_plan(monkeypatch, city)
+    with running_worker(etcd.endpoints, namespace, "w1", prepare=planning("w1", "w2", "w3"),
+                        **IN_PROCESS):
+        wait_until(lambda: owners(client, keys).get(city) == "w1", message="w1 to lead")
+        _, since = client.get_prefix(keys.election(city))
+        with running_worker(etcd.endpoints, namespace, "w2", prepare=planning("w3", "w2"),
+                            **IN_PROCESS), \
+                running_worker(etcd.endpoints, namespace, "w3", prepare=planning("w2", "w3"),
+                               **IN_PROCESS):
+            time.sleep(8.0)
+    entered = candidacies(client, keys.election(city), since)
+    # each entered once; one of them found itself ahead of the other and stepped back,
+    # then the other did; and no more within the cool-down (15 s)
+    assert 3 <= len(entered) <= 4, sorted(entered)
+
+
+def test_a_standby_finds_its_place_by_its_own_key_not_by_its_name(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker restarted within its lease's TTL finds a key of its own name, left by its
+    previous session, ahead of the planned owner. Its new key is behind it already:
+    stepping back for the old key's place changes nothing, and was done again after each
+    cool-down until the old lease expired."""
+    [city] = add_cities(client, keys, 1)
+    planning = forced_plan(monkeypatch, city)
+    previous = Session(client, ttl=30)
+    with running_worker(etcd.endpoints, namespace, "w1", prepare=planning("w1", "w3", "w2"),
+                        **IN_PROCESS):
+        wait_until(lambda: owners(client, keys).get(city) == "w1", message="w1 to lead")
+        Election(client, previous, keys.election(city)).enter("w2")
+        with running_worker(etcd.endpoints, namespace, "w3", prepare=planning("w3", "w2"),
+                            **IN_PROCESS):
+            wait_until(lambda: len(client.get_prefix(keys.election(city))[0]) == 3,
+                       message="w3 to queue")
+            _, since = client.get_prefix(keys.election(city))
+            with running_worker(etcd.endpoints, namespace, "w2",
+                                prepare=planning("w3", "w2"), **IN_PROCESS):
+                time.sleep(4.0)
+    previous.close()
+    entered = candidacies(client, keys.election(city), since)
+    assert [worker for worker, _, _ in entered] == ["w2"], sorted(entered)
+
+
+#: in-process workers for the tests that force a plan
+IN_PROCESS: dict[str, object] = {"solve_isolation": "thread", "lease_ttl": 2}
+
+
+def forced_plan(monkeypatch: pytest.MonkeyPatch,
+                city: str) -> Callable[..., Callable[[Worker], None]]:
+    """``planning(*ranked)``: a worker's ``prepare`` that makes its plan rank ``city``'s
+    workers so, whatever the costs and members say (to make workers disagree)."""
+    def planning(*ranked: str) -> Callable[[Worker], None]:
+        def prepare(worker: Worker) -> None:
+            forced = Plan({city: list(ranked)}, [])
+            monkeypatch.setattr(worker.ownership, "_make_plan", lambda registered: forced)
+        return prepare
+    return planning
+
+
+def candidacies(client: EtcdClient, prefix: str, since: int) -> set[tuple[str, int, int]]:
+    """(worker, create revision, lease) of every candidate key created under ``prefix``
+    after revision ``since``, from etcd's history: a candidacy that lasted a millisecond
+    counts too."""
+    end = f"{prefix}/~end"
+    client.put(end, "")
+    seen: set[tuple[str, int, int]] = set()
+    stream = client.watch_stream(prefix + "/", since + 1)
+    try:
+        for batch in stream:
+            for event in batch.events:
+                if event.kv.key == end:
+                    return seen
+                if event.kind == "put" and event.kv.version == 1:
+                    seen.add((event.kv.value.decode(), event.kv.create_revision,
+                              event.kv.lease))
+    finally:
+        stream.close()
+    raise AssertionError("the watch ended before the end of the history")
 
 
 def queued(client: EtcdClient, keys: Keys) -> int:

@@ -162,6 +162,7 @@ def test_the_etcd_members_form_one_cluster() -> None:
         assert _flag(command, "--auto-compaction-mode") == "revision"
         assert int(_flag(command, "--auto-compaction-retention") or 0) > 0
         assert int(_flag(command, "--quota-backend-bytes") or 0) > 0
+        assert 0 < int(_flag(command, "--snapshot-count") or 0) <= 10000  # operations.md
     expected = ",".join(f"{name}={url}" for name, url in sorted(peers.items()))
     for command in members.values():
         assert _flag(command, "--initial-cluster") == expected

@@ -195,6 +195,12 @@ class Campaigns:
                     continue
                 city = parsed[0]
                 cities.add(city)
+                held = self._view.get(city, {}).get(event.kv.key)
+                if held is not None and held.mod_revision > event.kv.mod_revision:
+                    # older than what we hold: our own key, re-entered (same lease, same
+                    # key) before the watch brought its deletion; applied, it would
+                    # look like our new candidacy was deleted
+                    continue
                 if event.kind == "delete":
                     self._view.get(city, {}).pop(event.kv.key, None)
                 else:

@@ -95,6 +95,8 @@ class Ownership:
         #: seconds of imbalance so far, while the rebalance delay holds the plan
         self._delayed: float | None = None
         self._session_started = time.monotonic()
+        #: city -> when we last stepped back in its queue (``_may_step_back``)
+        self._stepped_back: dict[str, float] = {}
 
     def new_session(self) -> None:
         """A new lease: cities taken in its first moments are the fleet forming."""
@@ -155,9 +157,11 @@ class Ownership:
         for city in sorted(wanted - entered):
             self._campaigns.enter(city)
         for city in sorted(wanted & entered):
-            if self._behind_owner(city, leaders):
+            if self._behind_owner(city, leaders) and self._may_step_back(city):
                 # a standby queued before the planned owner would win the handover
                 # instead of it, and the city would have to move again: step back
+                log.info("stepping back in %s's queue: %s, planned for it, is behind us",
+                         city, self.plan.owner(city))
                 self._campaigns.leave(city)
                 self._campaigns.enter(city)
             self._campaigns.evaluate(city)
@@ -284,12 +288,26 @@ class Ownership:
 
     def _behind_owner(self, city: str, leaders: Mapping[str, LeaderKey]) -> bool:
         """Whether we stand for ``city`` only as its standby, yet queue before the worker
-        the plan gives it to (who does not lead it yet)."""
+        the plan gives it to (who does not lead it yet). Our place is our own key's: a
+        key of our worker id left by an earlier session is not us."""
         planned, me = self.plan.owner(city), self._config.worker_id
         if city in leaders or planned is None or planned == me:
             return False
+        ours = self._campaigns.position(city)
         order = [kv.value.decode(errors="replace") for kv in self._campaigns.queue(city)]
-        return me in order[1:] and planned in order and order.index(planned) > order.index(me)
+        return ours is not None and ours > 0 and planned in order[ours + 1:] and \
+            planned not in order[:ours]
+
+    def _may_step_back(self, city: str) -> bool:
+        """At most one step back per city per ``--move-cooldown``. Were two standbys'
+        plans to disagree on a city's owner, each would step back behind the other, and
+        each step back wakes the other's control loop at once: a loop of election writes
+        as fast as etcd answers (docs/operations.md)."""
+        now = time.monotonic()
+        if now - self._stepped_back.get(city, -math.inf) < self._config.move_cooldown:
+            return False
+        self._stepped_back[city] = now
+        return True
 
     # -- letting go ---------------------------------------------------------------------
 

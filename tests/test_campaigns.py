@@ -1,0 +1,59 @@
+"""The campaigns' view of every city's queue follows etcd, whatever order the watch
+brings the changes in."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+from coordinator.etcd import EtcdClient
+from coordinator.keys import Keys
+from coordinator.recipes.campaigns import Campaigns
+from coordinator.recipes.election import Election
+from coordinator.recipes.session import Session
+from tests.conftest import wait_until
+
+
+def test_a_candidacy_entered_again_survives_the_late_news_of_the_old_one(
+        client: EtcdClient, keys: Keys) -> None:
+    """Leaving a city and entering it again on one session re-creates the same key (a
+    candidate key is named by its lease). A watch running behind (its thread held up, as
+    under load) brings the old key's deletion after the new key is in the view: applied,
+    it made the new candidacy look deleted, and the worker dropped it until its next
+    control step (a standby stepping back lost its place in the queue meanwhile)."""
+    leader, ours = Session(client, ttl=5), Session(client, ttl=5)
+    Election(client, leader, keys.election("paris")).enter("w0")  # we stand as standby
+    behind = threading.Event()
+
+    def on_change(cities: set[str]) -> None:
+        if behind.is_set():
+            time.sleep(0.3)  # the watch thread busy: the next changes wait for it
+
+    campaigns = Campaigns(client, keys, "w1", on_change=on_change,
+                          on_lost=lambda city, key, reason: None)
+    campaigns.bind(ours)
+    campaigns.start()
+    try:
+        assert campaigns.wait_synced(10)
+        campaigns.enter("paris")
+        for step in range(3):
+            behind.set()
+            caught_up(client, keys, campaigns, f"hold-{step}")  # now held up in on_change
+            campaigns.leave("paris")
+            campaigns.enter("paris")
+            behind.clear()
+            caught_up(client, keys, campaigns, f"after-{step}")
+            assert "paris" in campaigns.entered(), f"candidacy dropped at step {step}"
+            assert campaigns.position("paris") == 1
+    finally:
+        campaigns.stop()
+        ours.close()
+        leader.close()
+
+
+def caught_up(client: EtcdClient, keys: Keys, campaigns: Campaigns, marker: str) -> None:
+    """Put a marker candidate and wait until the view shows it: the watch has then
+    brought every change before it."""
+    client.put(f"{keys.election(marker)}/0", "")
+    wait_until(functools.partial(campaigns.queue, marker), message="the watch to catch up")
