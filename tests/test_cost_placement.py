@@ -106,13 +106,19 @@ def test_a_heavy_city_ends_alone_and_a_join_converges_with_no_missed_tick(
 
     spawn_worker("w3", *light)
     placed = settled(client, keys, {"w1", "w2", "w3"})
-    # The newcomer takes its share of the towns. Each town costs about a third of what
-    # the capital leaves a worker, and with so few cities each worker's own overhead
+    # The newcomer takes its share of the towns, by cost: each worker's own overhead
     # (keep-alives, the control loop) is most of its measured load and sits on its few
-    # towns: three and three by number, or two and four by that measure, both balanced.
+    # towns, so the shares by number vary (two and four, and once one and five on a busy
+    # CI machine, where the newcomer's one town already brought it to its share), but no
+    # worker but the capital's is over its bound.
     towns = Counter(w for city, w in placed.items() if city != "capital")
-    assert towns["w3"] >= 2 and sorted(towns.values())[0] >= 2, \
-        (placed, read_placement(client, keys).to_json())
+    assert towns["w3"] >= 1, placed
+
+    def within_bounds() -> bool:  # as measured now (costs wobble around the bound)
+        view = read_placement(client, keys).to_json()
+        return all(load["current"] <= (1 + view["tolerance"]) * load["share"]
+                   for load in view["workers"] if load["workerId"] != placed["capital"])
+    wait_until(within_bounds, timeout=10, message="every worker within its bound")
     moves, worst = moves_and_worst_gap(client, keys, start)
     # the bound is period + 100 ms; allow scheduling noise of a loaded 2-core box
     assert worst[0] <= PERIOD + 0.35, f"largest gap between decisions: {worst}"
