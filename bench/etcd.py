@@ -23,11 +23,17 @@ from coordinator.keys import Keys
 from coordinator.settings import CityConfig
 from devtools.localetcd import EtcdCluster
 
-# etcd for benchmarks: keep history bounded (decisions are rewritten every second), and
-# leave room so a long run never trips the space quota, and bound the raft log etcd keeps
-# in memory between snapshots (docs/operations.md).
-ETCD_ARGS = ["--auto-compaction-mode", "revision", "--auto-compaction-retention", "20000",
-             "--quota-backend-bytes", str(8 * 1024**3), "--snapshot-count", "10000"]
+
+def server_args(retention: int = 20000, snapshot_count: int = 10000) -> list[str]:
+    """etcd's flags for benchmarks: history bounded to ``retention`` revisions (decisions
+    are rewritten every second), room so a long run never trips the space quota, and the
+    raft log held in memory between snapshots bounded (docs/operations.md)."""
+    return ["--auto-compaction-mode", "revision", "--auto-compaction-retention",
+            str(retention), "--quota-backend-bytes", str(8 * 1024**3),
+            "--snapshot-count", str(snapshot_count)]
+
+
+ETCD_ARGS = server_args()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

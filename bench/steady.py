@@ -171,11 +171,9 @@ def defrag(endpoints: str, client: EtcdClient) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
-    etcd_args = ["--auto-compaction-mode", "revision", "--auto-compaction-retention",
-                 str(args.retention_revisions), "--quota-backend-bytes", str(8 * 1024**3),
-                 "--snapshot-count", str(args.snapshot_count)]
     period = args.period
-    with etcd.cluster(1, etcd_args) as cluster:
+    with etcd.cluster(1, etcd.server_args(args.retention_revisions,
+                                          args.snapshot_count)) as cluster:
         client = etcd.client_for(cluster.endpoints)
         keys = Keys(NAMESPACE)
         names = etcd.city_names(args.cities)
