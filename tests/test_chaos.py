@@ -28,7 +28,7 @@ import pytest
 
 from coordinator.etcd import EtcdClient, EtcdConfig, KeyValue, WatchBatch
 from coordinator.keys import Keys
-from coordinator.ops.verify import merged, verify
+from coordinator.ops.verify import Report, merged, verify
 from coordinator.recipes.watch import PrefixWatch
 from coordinator.settings import CityConfig
 from devtools.chaos import ChaosConfig, run
@@ -439,6 +439,30 @@ def test_the_write_probe_measures_the_election_after_a_leader_kill(
 def test_overlapping_windows_are_merged_before_they_are_left_out() -> None:
     assert merged([(5.0, 6.0), (1.0, 3.0), (2.0, 4.0), (6.0, 7.0)]) == [(1.0, 4.0),
                                                                          (5.0, 7.0)]
+
+
+def test_a_worker_fault_is_not_charged_the_quorum_loss_that_follows_it() -> None:
+    """A cut heals, and etcd loses its quorum just as the cut's span ends: the city the
+    cut worker was deciding waits out the quorum loss too. The cut is charged the gap
+    without the no-quorum time; the quorum loss is charged its own gaps whole."""
+    from devtools.chaos.analysis import gap_stats
+    from devtools.chaos.faults import Fault
+    from protos import dispatch_pb2 as pb
+
+    def decided(at: float, worker: str) -> tuple[int, pb.Decision]:
+        d = pb.Decision(city="c1", worker_id=worker)
+        d.decided_at.FromNanoseconds(int(at * 1e9))
+        return 0, d
+
+    # c1 (w3's) decides at 0.5 s steps until 34.5 s, then once the quorum is back
+    history = [decided(0.5 * k, "w3") for k in range(70)] + [decided(44.4, "w3")]
+    report = Report(start_revision=1, end_revision=2, decisions_by_city={"c1": history})
+    cut = Fault("cut", "w3", started=29.0, healed=32.2)  # its span ends at 35.2 (TTL 2)
+    quorum = Fault("quorum-loss", "m0+m2", started=35.2, healed=44.4)
+    stats = gap_stats(report, [cut, quorum], {"c1": 0.5}, (0.0, 50.0), ttl=2.0,
+                      no_quorum=[(35.2, 44.4)])
+    assert stats["cut"].worst_per_fault == [pytest.approx(9.9 - 9.2)]
+    assert not stats["quorum-loss"].worst_per_fault  # the gap began before it
 
 
 def test_a_slowed_proxy_delays_every_round_trip_and_loses_nothing() -> None:

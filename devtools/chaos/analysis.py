@@ -182,7 +182,9 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
     most a tenth of a period (``verify.missed_periods``) misses nothing. A
     fault is *isolated* when no other fault that concerns every city overlaps it: its
     gaps are its own doing (``GapStat.isolated``). The sink's faults are downstream of
-    etcd and cost no decision: they are left out.
+    etcd and cost no decision: they are left out. A gap is charged to a
+    ``quorum-loss`` whole, and to any other fault without the time etcd had no quorum:
+    a cut that heals just as a quorum loss strikes is not charged the quorum's absence.
     """
     faults = [f for f in faults if f.kind not in SINK_KINDS]
     start, end = window
@@ -219,20 +221,24 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
             if not hit:
                 hit = [i for i, (f, s, e) in enumerate(spans)
                        if s < late + period and e > late and concerns(f)]
+            lost = gap - sum(max(0.0, min(b, q1) - max(a, q0)) for q0, q1 in quorumless)
             if period > 0:
-                lost = gap - sum(max(0.0, min(b, q1) - max(a, q0)) for q0, q1 in quorumless)
                 missed = missed_periods(lost, period)  # as availability counts it
                 kinds = {spans[i][0].kind for i in hit} or {"(none)"}
                 for kind in kinds:
                     stats[kind].missed += missed / len(kinds)
+
+            # the length charged to each fault hit: a quorum loss its whole gap
+            length = {i: gap if spans[i][0].kind == "quorum-loss" else lost for i in hit}
             stalled = any(spans[i][0].kind == "slow-solve" for i in hit)
-            for i in hit:
-                worst[i] = max(worst.get(i, 0.0), gap)
+            for i, n in length.items():
+                worst[i] = max(worst.get(i, 0.0), n)
                 if not stalled or spans[i][0].kind == "slow-solve":
-                    clean[i] = max(clean.get(i, 0.0), gap)
-            for stat in [stats[spans[i][0].kind] for i in hit] or [stats["(none)"]]:
-                if gap > stat.longest:
-                    stat.longest, stat.city, stat.at = gap, city, b
+                    clean[i] = max(clean.get(i, 0.0), n)
+            for stat, n in ([(stats[spans[i][0].kind], n) for i, n in length.items()]
+                            or [(stats["(none)"], lost)]):
+                if n > stat.longest:
+                    stat.longest, stat.city, stat.at = n, city, b
                     stat.period = periods.get(city, 0.0)
     for i, gap in worst.items():
         stat = stats[spans[i][0].kind]
