@@ -45,7 +45,8 @@ def test_a_candidacy_entered_again_survives_the_late_news_of_the_old_one(
             behind.clear()
             caught_up(client, keys, campaigns, f"after-{step}")
             assert "paris" in campaigns.entered(), f"candidacy dropped at step {step}"
-            assert campaigns.position("paris") == 1
+            standing = campaigns.standing("paris")
+            assert standing is not None and standing[0] == 1
     finally:
         campaigns.stop()
         ours.close()

@@ -107,14 +107,18 @@ class Campaigns:
                     .value.decode(errors="replace")
                     for city, kvs in self._view.items() if kvs}
 
-    def position(self, city: str) -> int | None:
-        """Our place in the city's queue (0 = leader), ``None`` if not a candidate."""
+    def standing(self, city: str) -> tuple[int, list[KeyValue]] | None:
+        """Our place in the city's queue (0 = leader) and the queue, read together;
+        ``None`` if we are not a candidate, or the view does not show our key yet."""
         with self._lock:
             candidate = self._mine.get(city)
             if candidate is None:
                 return None
-            keys = [kv.key for kv in self.queue(city)]
-            return keys.index(candidate.election.key) if candidate.election.key in keys else None
+            queue = self.queue(city)
+            keys = [kv.key for kv in queue]
+            if candidate.election.key not in keys:
+                return None
+            return keys.index(candidate.election.key), queue
 
     def enter(self, city: str) -> None:
         """Stand for ``city`` (one create-if-absent transaction)."""

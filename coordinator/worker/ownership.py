@@ -293,10 +293,12 @@ class Ownership:
         planned, me = self.plan.owner(city), self._config.worker_id
         if city in leaders or planned is None or planned == me:
             return False
-        ours = self._campaigns.position(city)
-        order = [kv.value.decode(errors="replace") for kv in self._campaigns.queue(city)]
-        return ours is not None and ours > 0 and planned in order[ours + 1:] and \
-            planned not in order[:ours]
+        standing = self._campaigns.standing(city)
+        if standing is None:
+            return False
+        ours, queue = standing
+        order = [kv.value.decode(errors="replace") for kv in queue]
+        return ours > 0 and planned in order[ours + 1:] and planned not in order[:ours]
 
     def _may_step_back(self, city: str) -> bool:
         """At most one step back per city per ``--move-cooldown``. Were two standbys'
