@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="per measurement")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
+    processes.require_psutil()
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     repeats = args.repeats or (2 if args.quick else 5)
     value = samples.decision_value(30, 20)

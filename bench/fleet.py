@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="fleet",
                         help="results file name in bench/results/ (default fleet)")
     args = parser.parse_args(argv)
+    processes.require_psutil()
     mix = QUICK_MIX if args.quick else FULL_MIX
     seconds = args.seconds or (30.0 if args.quick else 300.0)
     settle = args.settle or (20.0 if args.quick else 90.0)

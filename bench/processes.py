@@ -7,6 +7,7 @@ measures the machine's scheduling delay, and what a process tree costs in CPU an
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import signal
@@ -110,6 +111,14 @@ class JitterProbe:
         return {"n": len(late), "p50_ms": percentile(late, 50) * 1e3,
                 "p99_ms": percentile(late, 99) * 1e3,
                 "max_ms": (max(late) if late else math.nan) * 1e3}
+
+
+def require_psutil() -> None:
+    """Exit at once, saying what to run, when psutil (the ``bench`` extra) is missing: a
+    benchmark would otherwise find out at its first measurement, after its warm-up."""
+    if importlib.util.find_spec("psutil") is None:
+        sys.exit("psutil is missing: run the benchmark through make (`make bench`, "
+                 "`make bench-steady`), or install the extra: pip install -e '.[bench]'")
 
 
 def process_tree_usage(pid: int) -> tuple[float, float, float, float]:

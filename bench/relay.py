@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="latency window (default 60; quick 10), after a warm-up")
     parser.add_argument("--batch-max", type=int, default=500, help="the relay's --batch-max")
     args = parser.parse_args(argv)
+    processes.require_psutil()
     n = args.decisions or (3000 if args.quick else 20000)
     repeats = args.repeats or (2 if args.quick else 5)
     seconds = args.seconds or (10.0 if args.quick else 60.0)

@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw docs/img/scale.png from bench/results/scale.json")
     args = parser.parse_args(argv)
+    processes.require_psutil()
     if args.plot_only:
         import json
 

@@ -452,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                              "go to docs/img/<name>.png")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
+    processes.require_psutil()
     args.cities = args.cities or (200 if args.quick else 1000)
     args.minutes = args.minutes or (4.0 if args.quick else 60.0)
     args.retention_revisions = args.retention_revisions or (6000 if args.quick else 12000)
