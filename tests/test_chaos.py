@@ -441,28 +441,32 @@ def test_overlapping_windows_are_merged_before_they_are_left_out() -> None:
                                                                          (5.0, 7.0)]
 
 
-def test_a_worker_fault_is_not_charged_the_quorum_loss_that_follows_it() -> None:
-    """A cut heals, and etcd loses its quorum just as the cut's span ends: the city the
-    cut worker was deciding waits out the quorum loss too. The cut is charged the gap
-    without the no-quorum time; the quorum loss is charged its own gaps whole."""
+@pytest.mark.parametrize("etcd_fault", ["quorum-loss", "leader-kill"])
+def test_a_worker_fault_is_not_charged_the_etcd_outage_that_follows_it(
+        etcd_fault: str) -> None:
+    """A cut heals, and etcd stops taking writes just as the cut's span ends (its quorum
+    lost, or a long election): the city the cut worker was deciding waits out the outage
+    too. The cut is charged the gap without the outage, which is etcd's fault's."""
     from devtools.chaos.analysis import gap_stats
     from devtools.chaos.faults import Fault
     from protos import dispatch_pb2 as pb
 
-    def decided(at: float, worker: str) -> tuple[int, pb.Decision]:
-        d = pb.Decision(city="c1", worker_id=worker)
+    def decided(at: float) -> tuple[int, pb.Decision]:
+        d = pb.Decision(city="c1", worker_id="w3")
         d.decided_at.FromNanoseconds(int(at * 1e9))
         return 0, d
 
-    # c1 (w3's) decides at 0.5 s steps until 34.5 s, then once the quorum is back
-    history = [decided(0.5 * k, "w3") for k in range(70)] + [decided(44.4, "w3")]
+    # c1 (w3's) decides at 0.5 s steps until 34.5 s, then once etcd takes writes again
+    history = [decided(0.5 * k) for k in range(70)] + [decided(44.4)]
     report = Report(start_revision=1, end_revision=2, decisions_by_city={"c1": history})
     cut = Fault("cut", "w3", started=29.0, healed=32.2)  # its span ends at 35.2 (TTL 2)
-    quorum = Fault("quorum-loss", "m0+m2", started=35.2, healed=44.4)
-    stats = gap_stats(report, [cut, quorum], {"c1": 0.5}, (0.0, 50.0), ttl=2.0,
-                      no_quorum=[(35.2, 44.4)])
+    outage = Fault(etcd_fault, "m0+m2", started=35.2, healed=44.4)
+    stopped = [(35.2, 44.4)]
+    stats = gap_stats(report, [cut, outage], {"c1": 0.5}, (0.0, 50.0), ttl=2.0,
+                      no_quorum=stopped if etcd_fault == "quorum-loss" else [],
+                      unwritable=stopped)  # the probe sees a lost quorum as well
     assert stats["cut"].worst_per_fault == [pytest.approx(9.9 - 9.2)]
-    assert not stats["quorum-loss"].worst_per_fault  # the gap began before it
+    assert not stats[etcd_fault].worst_per_fault  # the gap began before it
 
 
 def test_a_slowed_proxy_delays_every_round_trip_and_loses_nothing() -> None:

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.ops.verify import Availability, Report, availability, missed_periods
+from coordinator.ops.verify import Availability, Report, availability, merged, missed_periods
 from devtools.chaos.config import RECOVERY_MARGIN, ChaosConfig
-from devtools.chaos.faults import FLOORS, SINK_KINDS, SOLVER_KINDS, WORKER_KINDS, Fault
+from devtools.chaos.faults import ETCD_KINDS, FLOORS, SINK_KINDS, SOLVER_KINDS, WORKER_KINDS, Fault
 from devtools.chaos.fleet import Resources
 from devtools.pgcheck import PgCheckResult
 
@@ -169,7 +169,8 @@ def grew(before: Resources | None, after: Resources | None) -> bool:
 
 def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
               window: tuple[float, float], ttl: float,
-              no_quorum: list[tuple[float, float]] | None = None) -> dict[str, GapStat]:
+              no_quorum: list[tuple[float, float]] | None = None,
+              unwritable: list[tuple[float, float]] | None = None) -> dict[str, GapStat]:
     """The longest decision gap of any city caused by each kind's faults; ``(none)``
     for gaps that began with no fault in effect.
 
@@ -182,13 +183,15 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
     most a tenth of a period (``verify.missed_periods``) misses nothing. A
     fault is *isolated* when no other fault that concerns every city overlaps it: its
     gaps are its own doing (``GapStat.isolated``). The sink's faults are downstream of
-    etcd and cost no decision: they are left out. A gap is charged to a
-    ``quorum-loss`` whole, and to any other fault without the time etcd had no quorum:
-    a cut that heals just as a quorum loss strikes is not charged the quorum's absence.
+    etcd and cost no decision: they are left out. A gap is charged to etcd's faults
+    whole, and to any other without the time etcd could take no write (``no_quorum``,
+    and ``unwritable``: no leader that was up): a cut that heals just as a quorum loss
+    strikes is not charged the quorum's absence.
     """
     faults = [f for f in faults if f.kind not in SINK_KINDS]
     start, end = window
     quorumless = no_quorum or []
+    stopped = merged([*quorumless, *(unwritable or [])])
     stats = {kind: GapStat(kind, sum(1 for f in faults if f.kind == kind))
              for kind in sorted({f.kind for f in faults})}
     stats["(none)"] = GapStat("(none)", 0)
@@ -221,22 +224,21 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
             if not hit:
                 hit = [i for i, (f, s, e) in enumerate(spans)
                        if s < late + period and e > late and concerns(f)]
-            lost = gap - sum(max(0.0, min(b, q1) - max(a, q0)) for q0, q1 in quorumless)
+            lost = gap - _overlap(a, b, quorumless)
             if period > 0:
                 missed = missed_periods(lost, period)  # as availability counts it
                 kinds = {spans[i][0].kind for i in hit} or {"(none)"}
                 for kind in kinds:
                     stats[kind].missed += missed / len(kinds)
-
-            # the length charged to each fault hit: a quorum loss its whole gap
-            length = {i: gap if spans[i][0].kind == "quorum-loss" else lost for i in hit}
+            own = gap - _overlap(a, b, stopped)  # what a fault outside etcd is charged
+            length = {i: gap if spans[i][0].kind in ETCD_KINDS else own for i in hit}
             stalled = any(spans[i][0].kind == "slow-solve" for i in hit)
             for i, n in length.items():
                 worst[i] = max(worst.get(i, 0.0), n)
                 if not stalled or spans[i][0].kind == "slow-solve":
                     clean[i] = max(clean.get(i, 0.0), n)
             for stat, n in ([(stats[spans[i][0].kind], n) for i, n in length.items()]
-                            or [(stats["(none)"], lost)]):
+                            or [(stats["(none)"], own)]):
                 if n > stat.longest:
                     stat.longest, stat.city, stat.at = n, city, b
                     stat.period = periods.get(city, 0.0)
@@ -246,6 +248,11 @@ def gap_stats(report: Report, faults: list[Fault], periods: dict[str, float],
         if i in isolated and i in clean:
             stat.isolated.append(clean[i])
     return stats
+
+
+def _overlap(a: float, b: float, windows: list[tuple[float, float]]) -> float:
+    """How much of ``[a, b]`` the (disjoint) ``windows`` cover."""
+    return sum(max(0.0, min(b, w1) - max(a, w0)) for w0, w1 in windows)
 
 
 def fenced_out(logs: Iterable[Path]) -> int:
@@ -287,7 +294,7 @@ def analyse(config: ChaosConfig, seed: int, window: tuple[float, float], report:
     return ChaosResult(
         config=config, seed=seed, started=started, ended=ended,
         faults=faults, no_quorum=list(no_quorum), report=report,
-        gaps=gap_stats(report, faults, periods, window, config.ttl, no_quorum),
+        gaps=gap_stats(report, faults, periods, window, config.ttl, no_quorum, unwritable),
         owners=owners, stale_decisions=stale, resources=resources,
         problems=problems, tracebacks=Counter(tracebacks(logs)),
         fenced_out=fenced_out(logs), base=base, periods=periods,

@@ -77,7 +77,8 @@ def print_report(result: ChaosResult, out: TextIO) -> None:
                            if lowest else "")
           + ": what the coordinator made of the time etcd could take a write\n")
     w(f"longest decision gap by the fault in effect when it began (from injection to "
-      f"healing + TTL + {RECOVERY_MARGIN:g}s):\n")
+      f"healing + TTL + {RECOVERY_MARGIN:g}s; outside etcd's faults, without the time "
+      f"etcd could take no write):\n")
     total_missed = sum(stat.missed for stat in result.gaps.values()) or 1.0
     w(f"  {'kind':<16}{'faults':>7}{'longest':>10}  {'city (period)':<18}{'median':>9}"
       f"{'alone':>7}{'longest alone':>15}{'missed':>9}{'per fault':>11}{'floor':>8}"
