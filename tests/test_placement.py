@@ -198,28 +198,3 @@ def test_a_worker_drifted_over_its_bound_gives_down_to_its_share() -> None:
     again = plan(needs(drifted), fleet(4), costs=drifted, current=owners(first))
     assert again.loads[busy] <= 1.0 * again.shares[busy] + 1e-9, again.loads
     assert {first.owner(c) for c in moved(first, again)} == {busy}
-
-
-def test_a_failovers_undoing_does_not_flip_with_the_wobble_of_the_costs() -> None:
-    """After three of four workers lost their leases at once, the fourth holds every
-    city. While it gives them back, the plan is recomputed at every cost publication,
-    and the costs of a thousand like cities wobble by a few percent. The plan must name
-    (nearly) the same owners each time: each change re-queues standbys, and a city is
-    handed over only once its planned owner is queued next (the hour-long run's etcd
-    stall left the fleet 80 % on time for over ten minutes)."""
-    cities = [f"c{i:04d}" for i in range(1000)]
-    base = plan(needs(dict.fromkeys(cities, 0.0013)), fleet(4),
-                costs=dict.fromkeys(cities, 0.0013))
-    survivor = "w1"
-    taken = dict.fromkeys(cities, survivor)  # the survivor took every city over
-
-    def replanned(seed: int) -> Plan:
-        rng = random.Random(seed)
-        wobbled = {c: 0.0013 * rng.uniform(0.95, 1.05) for c in cities}
-        return plan(needs(wobbled), fleet(4), costs=wobbled, current=taken)
-
-    first, second = replanned(1), replanned(2)
-    assert len(moved(first, second)) <= 10, len(moved(first, second))
-    # and the cities go back where the fleet had them, not somewhere new
-    back = sum(first.owner(c) == base.owner(c) for c in cities)
-    assert back >= 0.95 * len(cities), back
