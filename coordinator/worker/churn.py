@@ -12,15 +12,13 @@ A city taken over here is not handed over again within ``cooldown`` seconds, so 
 never moves twice within it. Cities of a dead worker are not moves: its standbys take
 them over by election when its lease expires, and nothing here delays that.
 
-Undoing a failure is not churn either: a city a worker took from nobody while its
-session was young (its first ``2 × TTL``: a fleet forming, workers started together
-each see the others a moment late) or from a lost owner (its lease expired: after etcd
-stalled longer than the TTL, one survivor may hold most of the fleet's cities) was
-placed by the failure, not by the plan. Its first
-move is free of the budget and of the cool-down if it starts within ``forming`` seconds
-(``4 × TTL``) of the take, so the fleet settles at once. Later it is an ordinary move:
-a city that sat where the fleet formed for an hour is not moved for free by the first
-rebalance (nor when a worker joins just after the fleet formed).
+A fleet forming is not churn either: a city a worker took while its session was young
+(its first ``2 × TTL``), and not from a live owner, was taken because nobody else was
+there yet (workers started together each see the others a moment late). Its first move
+is free of the budget and of the cool-down if it starts within ``forming`` seconds
+(``4 × TTL``) of the take, so a fleet started together settles at once. Later it is an
+ordinary move: a city that sat where the fleet formed for an hour is not moved for free
+by the first rebalance (nor when a worker joins just after the fleet formed).
 """
 
 from __future__ import annotations
@@ -51,8 +49,8 @@ class ChurnBudget:
             self._arrived[city] = time.monotonic()
 
     def formed(self, city: str) -> None:
-        """``city`` was taken from nobody or from a lost owner: its first move is free,
-        if it comes within ``forming`` seconds."""
+        """``city`` was taken while the fleet was forming: its first move is free, if
+        it comes within ``forming`` seconds."""
         with self._lock:
             self._forming[city] = time.monotonic()
 

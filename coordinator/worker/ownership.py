@@ -370,12 +370,7 @@ class Ownership:
                 time.time() - previous.decided_at.ToNanoseconds() / 1e9 < 2 * period:
             # its owner was ticking it until just now: a move, not a failover
             self.churn.arrived(city)
-        elif previous is not None or \
-                time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
-            # from a lost owner, or from nobody while the fleet forms: placed by the
-            # failure, not by the plan, so its first move comes at once, outside the
-            # budget (the survivor of a lease loss of most of the fleet would give the
-            # cities back a few a minute, overloaded meanwhile)
+        elif time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
             self.churn.formed(city)
         if previous is None:
             phase = zlib.crc32(city.encode()) / 2**32 * period
