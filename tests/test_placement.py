@@ -198,3 +198,24 @@ def test_a_worker_drifted_over_its_bound_gives_down_to_its_share() -> None:
     again = plan(needs(drifted), fleet(4), costs=drifted, current=owners(first))
     assert again.loads[busy] <= 1.0 * again.shares[busy] + 1e-9, again.loads
     assert {first.owner(c) for c in moved(first, again)} == {busy}
+
+
+@pytest.mark.xfail(strict=True, reason="open: which light cities a rebuild moves follows "
+                   "the wobble of their costs (docs/operations.md, Placement by cost)")
+def test_a_failovers_undoing_does_not_flip_with_the_wobble_of_the_costs() -> None:
+    """After three of four workers lost their leases at once, the fourth holds every
+    city. While it gives them back, the plan is made again at every cost publication,
+    and the costs of a thousand like cities wobble by a few percent. The plan should
+    name (nearly) the same owners each time: each change re-queues standbys, and a city
+    is handed over only once its planned owner is queued next. Today 753 of 1,000
+    change; walking the light cities by the rank their owner has for them held this to
+    0-3 (taken back untested on the fleet alone: docs/operations.md)."""
+    cities = [f"c{i:04d}" for i in range(1000)]
+    taken = dict.fromkeys(cities, "w1")  # the survivor took every city over
+
+    def replanned(seed: int) -> Plan:
+        rng = random.Random(seed)
+        wobbled = {c: 0.0013 * rng.uniform(0.95, 1.05) for c in cities}
+        return plan(needs(wobbled), fleet(4), costs=wobbled, current=taken)
+
+    assert len(moved(replanned(1), replanned(2))) <= 10
