@@ -449,15 +449,11 @@ def test_a_worker_fault_is_not_charged_the_etcd_outage_that_follows_it(
     too. The cut is charged the gap without the outage, which is etcd's fault's."""
     from devtools.chaos.analysis import gap_stats
     from devtools.chaos.faults import Fault
-    from protos import dispatch_pb2 as pb
-
-    def decided(at: float) -> tuple[int, pb.Decision]:
-        d = pb.Decision(city="c1", worker_id="w3")
-        d.decided_at.FromNanoseconds(int(at * 1e9))
-        return 0, d
+    from tests.test_verify import make_decision
 
     # c1 (w3's) decides at 0.5 s steps until 34.5 s, then once etcd takes writes again
-    history = [decided(0.5 * k) for k in range(70)] + [decided(44.4)]
+    history = [(0, make_decision("c1", 1, "w3", 0.5 * k)) for k in range(1, 70)]
+    history.append((0, make_decision("c1", 1, "w3", 44.4)))
     report = Report(start_revision=1, end_revision=2, decisions_by_city={"c1": history})
     cut = Fault("cut", "w3", started=29.0, healed=32.2)  # its span ends at 35.2 (TTL 2)
     outage = Fault(etcd_fault, "m0+m2", started=35.2, healed=44.4)

@@ -115,10 +115,9 @@ class Campaigns:
             if candidate is None:
                 return None
             queue = self.queue(city)
-            keys = [kv.key for kv in queue]
-            if candidate.election.key not in keys:
-                return None
-            return keys.index(candidate.election.key), queue
+            ours = next((i for i, kv in enumerate(queue) if kv.key == candidate.election.key),
+                        None)
+            return None if ours is None else (ours, queue)
 
     def enter(self, city: str) -> None:
         """Stand for ``city`` (one create-if-absent transaction)."""
