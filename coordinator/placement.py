@@ -23,17 +23,25 @@ well inside the band (a worker over its bound at its share, so that it does not 
 where the next wobble sends it over again), in two tiers, the heavy and lumpy
 cities first, then the rest:
 
-1. In each tier, walk the cities heaviest first (then by name): each stays with its
-   current owner when that worker is eligible and the city still fits (a lumpy city
-   also while its owner holds fewer lumpy cities than an even spread gives each).
-   Then walk the others, heaviest first: a lumpy city goes to the eligible worker
-   under which it fits that holds the fewest lumpy cities (then the least loaded); a
-   new light city to the best-ranked eligible worker (rendezvous order) under which it
-   fits, a light city that must move (its owner is full, gone or no longer eligible)
-   to the least loaded worker under which it fits, so that it moves once, not from one
-   busy worker to the next. An empty worker always fits, so a city heavier than its
-   bound gets a worker to itself, and, heaviest first, before any other city is added
-   to that worker. A city that fits nowhere goes to the least loaded eligible worker.
+1. In each tier, walk the cities: each stays with its current owner when that worker
+   is eligible and the city still fits (a lumpy city also while its owner holds fewer
+   lumpy cities than an even spread gives each). Then walk the others: a lumpy city
+   goes to the eligible worker under which it fits that holds the fewest lumpy cities
+   (then the least loaded); a heavy city that must move to the least loaded worker
+   under which it fits; a light city to the best-ranked eligible worker (rendezvous
+   order) under which it fits, one that must move (its owner is full, gone or no
+   longer eligible) first to a worker under its share (one that joined or came back),
+   so that it moves once, not from one busy worker to the next. An empty worker always
+   fits, so a city heavier than its bound gets a worker to itself, and, heaviest
+   first, before any other city is added to that worker. A city that fits nowhere goes
+   to the least loaded eligible worker.
+
+   The heavy and lumpy tier is walked heaviest first. The light tier is walked by
+   the rank its current owner has for it (best first), then by name, never by cost:
+   like cities wobble by a few percent between two publications, and ordered by
+   cost, which of them stayed and which moved was drawn anew at every plan, each
+   change re-queueing standbys (docs/operations.md, "Placement by cost"). So a worker
+   keeps the cities it ranks best for, and gives back the ones it took over.
 2. Move from the most loaded worker (relative to capacity) that has a city to give to
    the least loaded one the city that leaves the two closest, if any brings the busier
    one down, until every worker is within half the tolerance of its share; a lumpy city
@@ -93,10 +101,11 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
     def fits(worker: str, cost: float, limit: float) -> bool:
         return loads[worker] == 0.0 or loads[worker] + cost <= limit + 1e-12
 
-    def room_for(names: list[str], cost: float) -> list[str]:
-        """The workers under whose aim the city fits, else under whose bound; a worker
-        that was over its bound (it gives cities away) only when no other has room."""
-        for limit in (aim, bound):
+    def room_for(names: list[str], cost: float, *limits: dict[str, float]) -> list[str]:
+        """The workers under whose aim the city fits (or under ``limits`` first), else
+        under whose bound; a worker that was over its bound (it gives cities away) only
+        when no other has room."""
+        for limit in (*limits, aim, bound):
             for over_too in (False, True):
                 room = [w for w in names if fits(w, cost, limit[w])
                         and (over_too or w not in over)]
@@ -109,9 +118,17 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         loads[owner] += costs[city]
         lumps_on[owner] += city in lumpy
 
+    def steadiest(city: str) -> tuple[int, str]:
+        """Light cities in the order they keep their owners: the ones whose owner ranks
+        best for them first, then by name; never by cost (see the module's docstring)."""
+        names = [m.worker_id for m in ranked[city]]
+        owner = kept.get(city)
+        return (names.index(owner) if owner in names else len(names), city)
+
     heaviest_first = sorted(ranked, key=lambda c: (-costs[c], c))
-    for tier in ([c for c in heaviest_first if c in heavy or c in lumpy],
-                 [c for c in heaviest_first if c not in heavy and c not in lumpy]):
+    coarse = [c for c in heaviest_first if c in heavy or c in lumpy]
+    light = sorted((c for c in ranked if c not in heavy and c not in lumpy), key=steadiest)
+    for tier in (coarse, light):
         displaced = []
         for city in tier:  # 1a: stay where you are while you fit
             owner = kept.get(city)
@@ -123,11 +140,13 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         for city in displaced:  # 1b: the rest, heaviest first, where they fit
             names = [m.worker_id for m in ranked[city]]
             cost = costs[city]
-            room = room_for(names, cost)
+            # a light city on the move: first to a worker under its share (one that
+            # joined, or came back after a failure), best-ranked first
+            room = room_for(names, cost, *([shares] if tier is light and city in kept else []))
             if city in lumpy:  # the fewest lumps, then the idlest (fitting or not)
                 owner = min(room or names, key=lambda w: (
                     lumps_on[w], loads[w] / capacity[w], names.index(w)))
-            elif room and city in kept:  # moving anyway: to the idlest, not the next busy
+            elif room and city in kept and tier is coarse:  # to the idlest, not the next busy
                 owner = min(room, key=lambda w: (loads[w] / capacity[w], names.index(w)))
             else:
                 owner = room[0] if room else min(

@@ -5,6 +5,7 @@ once whatever the budget, and no city misses a tick across the moves."""
 from __future__ import annotations
 
 import itertools
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -165,3 +166,35 @@ def test_moves_stay_within_the_budget_but_a_dead_workers_cities_move_at_once(
     wait_until(taken_over, timeout=10, message="the dead worker's cities taken over")
     # lease TTL 2 s; the budget (spent) must not hold any of them back
     assert time.time() - killed_at <= 2 + 2.5, "takeover waited for the budget"
+
+
+def test_a_failover_is_undone_at_once_whatever_the_budget(
+        etcd: object, client: EtcdClient, keys: Keys, spawn_worker: Spawn) -> None:
+    """Two of three workers lose their leases together (stopped past the TTL, as when
+    etcd stalls longer than that) and come back with new sessions; the third took their
+    cities over. Those cities were placed by the failure, not by the plan: they go back
+    at once, not one every few minutes under the budget, or the survivor runs
+    overloaded for as long."""
+    for i in range(12):
+        client.put(keys.city(f"v{i:02d}"),
+                   CityConfig(f"v{i:02d}", "greedy", 0.5,
+                              params={"orders": 20, "couriers": 15}).encode())
+    # 1 move a minute over 3 workers: a token each, then one every 3 minutes
+    light = ("--solve-isolation", "thread", "--moves-per-minute", "1")
+    workers = {w: spawn_worker(w, *light) for w in ("w1", "w2", "w3")}
+
+    def spread() -> bool:  # every worker leads cities (placed by cost, about 4 each)
+        counts = Counter(owners(client, keys).values())
+        return sum(counts.values()) == 12 and min(counts[w] for w in workers) >= 2
+
+    wait_until(spread, timeout=60, message="the cities spread over three workers")
+    time.sleep(4 * 2 + 1)  # past the forming fleet's free moves (4 x TTL)
+    for w in ("w2", "w3"):
+        workers[w].signal(signal.SIGSTOP)
+    wait_until(lambda: Counter(owners(client, keys).values())["w1"] == 12, timeout=15,
+               message="the survivor taking the lost workers' cities over")
+    for w in ("w2", "w3"):
+        workers[w].signal(signal.SIGCONT)
+    # back within seconds: under the budget, the survivor's one token would bring one
+    # city back, and the next token would come 3 minutes later
+    wait_until(spread, timeout=20, message="the cities given back at once")

@@ -200,17 +200,17 @@ def test_a_worker_drifted_over_its_bound_gives_down_to_its_share() -> None:
     assert {first.owner(c) for c in moved(first, again)} == {busy}
 
 
-@pytest.mark.xfail(strict=True, reason="open: which light cities a rebuild moves follows "
-                   "the wobble of their costs (docs/operations.md, Placement by cost)")
 def test_a_failovers_undoing_does_not_flip_with_the_wobble_of_the_costs() -> None:
     """After three of four workers lost their leases at once, the fourth holds every
     city. While it gives them back, the plan is made again at every cost publication,
-    and the costs of a thousand like cities wobble by a few percent. The plan should
-    name (nearly) the same owners each time: each change re-queues standbys, and a city
-    is handed over only once its planned owner is queued next. Today 753 of 1,000
-    change; walking the light cities by the rank their owner has for them held this to
-    0-3 (taken back untested on the fleet alone: docs/operations.md)."""
+    and the costs of a thousand like cities wobble by a few percent. The plan must name
+    (nearly) the same owners each time: each change re-queues standbys, and a city is
+    handed over only once its planned owner is queued next (walked by cost, 753 of
+    1,000 planned owners changed, and the hour-long run's etcd stall left the fleet
+    80 % on time for over ten minutes)."""
     cities = [f"c{i:04d}" for i in range(1000)]
+    even = dict.fromkeys(cities, 0.0013)
+    base = plan(needs(even), fleet(4), costs=even)
     taken = dict.fromkeys(cities, "w1")  # the survivor took every city over
 
     def replanned(seed: int) -> Plan:
@@ -218,4 +218,7 @@ def test_a_failovers_undoing_does_not_flip_with_the_wobble_of_the_costs() -> Non
         wobbled = {c: 0.0013 * rng.uniform(0.95, 1.05) for c in cities}
         return plan(needs(wobbled), fleet(4), costs=wobbled, current=taken)
 
-    assert len(moved(replanned(1), replanned(2))) <= 10
+    first, second = replanned(1), replanned(2)
+    assert len(moved(first, second)) <= 10
+    # and the cities go back where the fleet had them, not somewhere new
+    assert sum(first.owner(c) == base.owner(c) for c in cities) >= 0.95 * len(cities)

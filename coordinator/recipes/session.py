@@ -21,7 +21,7 @@ from collections.abc import Callable
 from coordinator.errors import EtcdError, LeaseLost
 from coordinator.etcd import EtcdClient
 
-__all__ = ["Session"]
+__all__ = ["Session", "lease_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,11 @@ class Session:
             self._client.lease_revoke(self.lease_id)
             self.lost_reason = "closed"
             self.lost.set()
+
+
+def lease_alive(client: EtcdClient, lease_hex: str) -> bool:
+    """Whether the lease ``lease_hex`` (as written in decisions and election keys) is
+    still granted: etcd answers TTL -1 for one that expired or was revoked. Raises
+    ``EtcdError`` when etcd cannot be asked, ``ValueError`` for a malformed id."""
+    ttl, _granted = client.lease_time_to_live(int(lease_hex, 16))
+    return ttl > 0

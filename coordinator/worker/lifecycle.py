@@ -35,7 +35,7 @@ from coordinator.recipes.election import LeaderKey
 from coordinator.recipes.loads import Loads, publish_load
 from coordinator.recipes.membership import Members, register
 from coordinator.recipes.registry import CityRegistry
-from coordinator.recipes.session import Session
+from coordinator.recipes.session import Session, lease_alive
 from coordinator.recipes.store import DecisionStore
 from coordinator.sinks.archive import StateArchive
 from coordinator.sources import SourceContext
@@ -127,7 +127,8 @@ class Worker:
             config=config, registry=self.registry, campaigns=self.campaigns,
             members=self.members, ticker=self.ticker, store=self.store,
             healths=self.healths, stopping=self._stopping, dirty=self._dirty,
-            loads=self.loads, meter=self.load_meter)
+            loads=self.loads, meter=self.load_meter,
+            lease_alive=lambda lease: lease_alive(client, lease))
 
     # -- what others read ---------------------------------------------------------------
 

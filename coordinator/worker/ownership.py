@@ -15,7 +15,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from coordinator.balancer import CityNeeds, Member, Plan, plan, rank
 from coordinator.errors import DispatchError, EtcdError
@@ -59,7 +59,8 @@ class Ownership:
                  campaigns: Campaigns, members: Members, ticker: Ticker,
                  store: DecisionStore, healths: HealthBook, stopping: threading.Event,
                  dirty: threading.Event, loads: Loads | None = None,
-                 meter: LoadMeter | None = None) -> None:
+                 meter: LoadMeter | None = None,
+                 lease_alive: Callable[[str], bool] | None = None) -> None:
         self._config = config
         self._registry = registry
         self._campaigns = campaigns
@@ -71,6 +72,8 @@ class Ownership:
         self._dirty = dirty
         self._loads = loads
         self._meter = meter or LoadMeter()
+        #: whether a lease (hex) is still granted: tells a failover from a handover
+        self._lease_alive = lease_alive or (lambda _lease: True)
         self.churn = ChurnBudget(config.moves_per_minute, config.move_cooldown,
                                  forming=4 * config.lease_ttl)
         #: the latest plan reconciled to
@@ -366,17 +369,33 @@ class Ownership:
         if measured is not None:
             self._meter.seed(city, measured)
         previous = latest[0] if latest is not None else None
-        if previous is not None and previous.worker_id != self._config.worker_id and \
-                time.time() - previous.decided_at.ToNanoseconds() / 1e9 < 2 * period:
-            # its owner was ticking it until just now: a move, not a failover
-            self.churn.arrived(city)
-        elif time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
+        if previous is None:
+            if time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
+                self.churn.formed(city)  # nobody was there yet: the fleet forming
+        elif self._failed_over(city, previous):
             self.churn.formed(city)
+        else:
+            self.churn.arrived(city)  # handed over by a live session: a move
         if previous is None:
             phase = zlib.crc32(city.encode()) / 2**32 * period
             self._ticker.add(city, period, then_at_phase=phase)
         else:
             self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
+
+    def _failed_over(self, city: str, previous: pb.Decision) -> bool:
+        """Whether ``city`` came to us because the lease of its last writer is gone (its
+        owner crashed, was cut off, or lost its lease while etcd stalled), not by a
+        handover. Such a city was placed by the failure, not by the plan, so its first
+        move back is free of the budget (``ChurnBudget.formed``): the survivor of a lease
+        loss of most of the fleet would otherwise give the cities back a few a minute,
+        overloaded meanwhile. A decision's age cannot tell: a slow solve leaves a live
+        owner's last decision old, and a city given back to its previous owner finds its
+        own. When etcd cannot say, a move (the cool-down holds it)."""
+        try:
+            return bool(previous.lease_id) and not self._lease_alive(previous.lease_id)
+        except (EtcdError, ValueError) as exc:
+            log.debug("could not tell whether %s failed over: %s", city, exc)
+            return False
 
     def _first_tick_in(self, city: str, latest: pb.Decision) -> float:
         decided = latest.decided_at.ToNanoseconds() / 1e9
