@@ -20,6 +20,9 @@ placement by cost moves cities once their costs are measured, and those moves ar
   RSS; whether a decision key is readable at the oldest revision of the retention window;
 * the benchmark's own CPU.
 
+``--stall-etcd MINUTE:SECONDS`` stops etcd for longer than the lease TTL during the run
+and reports how long on time took to come back over the target.
+
 ``dbSizeInUse`` is what a defragmentation would leave; a real ``etcdctl defrag`` (which
 blocks the one member) runs at the baseline minute (unless ``--no-baseline-defrag``) and at
 the end, and gaps ending
@@ -34,6 +37,7 @@ import contextlib
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -185,6 +189,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         defrags: list[dict[str, Any]] = []
         tally: Tally | None = None
         probe: SpeedProbe | None = None
+        stall: EtcdStall | None = None
         try:
             started = time.time()
             ids = [f"w{i + 1}" for i in range(args.workers)]
@@ -205,6 +210,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             self_cpu = time.process_time()
             end = t0 + args.minutes * 60
             baseline_defrag_done = False
+            if args.stall_etcd is not None:
+                stall = EtcdStall(etcd_pid, t0 + 60 * args.stall_etcd[0], args.stall_etcd[1])
             while last < end - 1e-3:
                 time.sleep(max(0.0, min(last + args.sample_seconds, end) - time.time()))
                 now = time.time()
@@ -255,6 +262,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             defrags.append(_defrag(cluster.endpoints, client, tally, period))
             excluded = tally.take()[0]["excluded"]
         finally:
+            if stall is not None:
+                stall.cancel()
             if tally is not None:
                 tally.stop()
             if probe is not None:
@@ -276,6 +285,46 @@ def _defrag(endpoints: str, client: EtcdClient, tally: Tally, period: float) -> 
     log(f"  defrag: {result['seconds']:.1f}s, {result['db_size_before'] / 2**20:.1f} → "
         f"{result['db_size_after'] / 2**20:.1f} MiB ({'ok' if result['ok'] else 'FAILED'})")
     return result
+
+
+class EtcdStall:
+    """Stops etcd (SIGSTOP) at ``at`` for ``seconds``, then lets it go on: a stall longer
+    than the workers' lease TTL, as a slow disk or a starved host gives, after which some
+    or all of them have lost their sessions. ``cancel`` before it struck calls it off."""
+
+    def __init__(self, pid: int, at: float, seconds: float) -> None:
+        self.pid, self.at, self.seconds = pid, at, seconds
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall etcd", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._cancelled.wait(max(0.0, self.at - time.time())):
+            return
+        log(f"  stalling etcd for {self.seconds:g}s")
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            time.sleep(self.seconds)
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+        log("  etcd goes on")
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._thread.join()
+
+
+def recovery(samples: list[dict[str, Any]], stall_minute: float, seconds: float) -> float:
+    """Seconds from the end of an etcd stall to the end of the last sample under the
+    on-time target (0 when none was; NaN when the run ended under it)."""
+    resumed = stall_minute + seconds / 60
+    late = [s["minute"] for s in samples if s["minute"] > resumed
+            and not s["on_time_share"] >= ON_TIME_TARGET]
+    if not late:
+        return 0.0
+    if late[-1] == samples[-1]["minute"]:
+        return math.nan
+    return float(late[-1] - resumed) * 60
 
 
 def _peaks(samples: list[dict[str, Any]], key: Any, start: float,
@@ -355,6 +404,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.plot(xs, [100 * s["on_time_share"] for s in samples], ".-", label="on time")
     ax.plot(xs, [100 * s["delivered_share"] for s in samples], "x:", label="delivered ÷ due")
     ax.axhline(100 * ON_TIME_TARGET, color="grey", ls=":", label="target 99.5 %")
+    if "stall" in results:
+        at = results["stall"]["minute"]
+        ax.axvspan(at, at + results["stall"]["seconds"] / 60, color="red", alpha=0.3,
+                   label="etcd stopped")
     ax.set_ylabel("% of the interval")
     ax.set_title("decisions on time")
     ax = axes[0][1]
@@ -409,6 +462,15 @@ def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]],
     ax.set_title("CPU used")
 
 
+def _minute_and_seconds(text: str) -> tuple[float, float]:
+    minute, _, seconds = text.partition(":")
+    try:
+        return float(minute), float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected MINUTE:SECONDS, e.g. 8:12") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.steady", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
                              "the raft entries etcd keeps in memory between snapshots "
                              "(default 10,000; etcd's own default of 100,000 let its RSS "
                              "reach 12 GiB in the hour)")
+    parser.add_argument("--stall-etcd", type=_minute_and_seconds, default=None,
+                        metavar="MINUTE:SECONDS",
+                        help="stop etcd (SIGSTOP) at this minute of the measured window "
+                             "for this long, e.g. 8:12; past the lease TTL (5 s) workers "
+                             "lose their sessions, and the run reports how long on time "
+                             "took to come back over the target after etcd went on")
     parser.add_argument("--isolation", default="process", choices=["thread", "process"],
                         help="the workers' --solve-isolation (default process)")
     parser.add_argument("--results", default="steady",
@@ -480,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     results.update(run(args, logs))
     results["summary"] = summarise(results, baseline, width)
+    if args.stall_etcd is not None:
+        minute, seconds = args.stall_etcd
+        results["stall"] = {"minute": minute, "seconds": seconds,
+                            "recovered_after_s": recovery(results["samples"], minute, seconds)}
     results["worker_logs"] = str(logs)
     s = results["summary"]
     print(f"\n{args.cities} cities, {args.workers} workers ({args.isolation}), "
@@ -491,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         ["on time, worst interval", f"{s['on_time_min']:.2%}", "≥ 99.5 %"],
         ["on time, overall", f"{s['on_time_overall']:.2%}", "≥ 99.5 %"],
         ["history readable", "yes" if s["history_readable"] else "no", "yes"],
-        ["bytes per decision", f"{s['bytes_per_decision']:.0f}", ""]]))
+        ["bytes per decision", f"{s['bytes_per_decision']:.0f}", ""],
+        *([["on time back after the stall", f"{results['stall']['recovered_after_s']:.0f} s",
+            "≤ 60 s"]] if "stall" in results else [])]))
     path = output.write_results(args.results, results)
     print(f"\nwritten to {path.relative_to(ROOT)}")
     if not args.no_plot:

@@ -93,6 +93,7 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
     over = {w for w in shares if before[w] > bound[w] + 1e-12}
     aim = {w: share if w in over else (1 + tolerance / 2) * share
             for w, share in shares.items()}
+    low = {w: (1 - tolerance / 2) * share for w, share in shares.items()}
     loads = dict.fromkeys(capacity, 0.0)
     lumps_on = dict.fromkeys(capacity, 0)  # lumpy cities per worker
     even = math.ceil(len(lumpy) / max(len(capacity) - len(heavy), 1))
@@ -140,9 +141,11 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
         for city in displaced:  # 1b: the rest, heaviest first, where they fit
             names = [m.worker_id for m in ranked[city]]
             cost = costs[city]
-            # a light city on the move: first to a worker under its share (one that
-            # joined, or came back after a failure), best-ranked first
-            room = room_for(names, cost, *([shares] if tier is light and city in kept else []))
+            # a light city on the move: first to a worker well under its share (one
+            # that joined or came back after a failure), then to one under its share,
+            # best-ranked first
+            room = room_for(names, cost, *([low, shares] if tier is light and city in kept
+                                           else []))
             if city in lumpy:  # the fewest lumps, then the idlest (fitting or not)
                 owner = min(room or names, key=lambda w: (
                     lumps_on[w], loads[w] / capacity[w], names.index(w)))

@@ -235,3 +235,31 @@ def test_fleet_section(tmp_path: Path) -> None:
     assert "Steady pace" in page and "no city changed writer for 90 s" in page
     for variant in [{}, {"runs": [{}]}, *_stripped(FLEET)]:
         assert_clean(render({"fleet": variant}, tmp_path))
+
+
+def _sample(minute: float, on_time: float) -> dict[str, Any]:
+    return {"minute": minute, "on_time_share": on_time, "delivered_share": 1.0,
+            "worst_gap_s": 1.0, "etcd_cpu_cores": 0.3, "gaps": 100, "on_time": 100}
+
+
+#: the shape ``python -m bench.steady --stall-etcd 2:12`` writes, with made-up figures
+STALL: dict[str, Any] = {
+    "mode": "full", "cities": 1000, "workers": 4, "period": 1.0, "minutes": 5,
+    "sample_seconds": 10,
+    "stall": {"minute": 2.0, "seconds": 12.0, "recovered_after_s": 28.0},
+    "samples": [_sample(m / 6, 0.999 if not 12 <= m <= 15 else 0.6) for m in range(1, 31)],
+    "summary": {"on_time_min": 0.6},
+}
+
+
+def test_stall_section(tmp_path: Path) -> None:
+    page = render({"steady-stall": STALL}, tmp_path)
+    assert_clean(page)
+    assert "## Recovery from an etcd stall" in page
+    assert "etcd stopped (SIGSTOP) at minute 2 for 12 s" in page
+    glance = page.split("## Targets at a glance", 1)[1].split("## Contents", 1)[0]
+    assert re.search(r"within a minute of etcd going on .*\| 28 s .*\| met \|", glance), glance
+    late = {**STALL, "stall": {**STALL["stall"], "recovered_after_s": None}}
+    assert "not by the end of the run" in render({"steady-stall": late}, tmp_path)
+    for variant in [{}, *_stripped(STALL)]:
+        assert_clean(render({"steady-stall": variant}, tmp_path))

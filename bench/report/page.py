@@ -33,7 +33,7 @@ from bench.report.parts import Context, Section
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
 ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
-         "fleet", "steady", "decisionsize")
+         "fleet", "steady", "steady-stall", "decisionsize")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -58,6 +58,9 @@ COMMANDS = {
                "etcd database in use, worker RSS and threads, on time, history readable, "
                "against time", "minute 10 of the same run; the machine's own speed and stalls, "
                "sampled beside it by a real-time probe"),
+    "steady-stall": ("the same work with etcd stopped (SIGSTOP) past the lease TTL: how "
+                     "long on time takes to come back over 99.5 %",
+                     "the samples before the stall, same run"),
     "decisionsize": ("bytes of one stored decision against the city's size (10 × 5 to "
                      "1,500 × 1,000), fixed part and per pair",
                      "the same decision in the form written before the trim"),
@@ -67,6 +70,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
     "solvers": solvers.render, "fleet": fleet.render, "steady": steady.render,
+    "steady-stall": steady.render_stall,
     "decisionsize": decisionsize.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
@@ -76,6 +80,7 @@ TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in
           "relay": "Decisions out: the relay", "solvers": "Solvers",
           "fleet": "Placement by cost: a realistic fleet",
           "steady": "An hour of steady work",
+          "steady-stall": "Recovery from an etcd stall",
           "decisionsize": "What a decision costs"}
 
 

@@ -165,3 +165,44 @@ def _snapshots(d: dict[str, Any]) -> str:
     """The run's ``--snapshot-count``, when it set one (runs before it kept etcd's)."""
     snapshot_count = d.get("snapshot_count")
     return "" if snapshot_count is None else f" `--snapshot-count={count(snapshot_count)}`"
+
+
+def render_stall(d: dict[str, Any], ctx: Context) -> Section:
+    """``bench.steady --stall-etcd``: the same work with etcd stopped past the lease TTL,
+    and how long on time took to come back over the target once it went on."""
+    s = Section("steady-stall", "Recovery from an etcd stall")
+    stall = mapping(d.get("stall"))
+    at, seconds = num(stall.get("minute")), num(stall.get("seconds"))
+    s.lines += machine_lines(d)
+    s.lines += [f"`python -m bench.steady --stall-etcd MINUTE:SECONDS`: "
+                f"{count(d.get('cities'))} cities at {number(d.get('period'), 'g')} s over "
+                f"{count(d.get('workers'))} workers, as above, for "
+                f"{number(d.get('minutes'), 'g')} minutes; etcd stopped (SIGSTOP) at minute "
+                f"{number(at, 'g')} for {number(seconds, 'g')} s, past the workers' 5 s "
+                "lease TTL, so that some or all of them lose their sessions and the others "
+                "take their cities over. A sample every "
+                f"{number(d.get('sample_seconds'), 'g')} s.", ""]
+    s.lines += ctx.image("steady-stall", "on time against the minute around an etcd stall")
+    samples = records(d.get("samples"))
+    if at is not None and seconds is not None:
+        near = [x for x in samples if at - 1 <= (num(x.get("minute")) or 0) <= at + 4]
+        s.lines += markdown_table(
+            ["minute", "on time", "delivered ÷ due", "worst gap s", "etcd CPU"],
+            [[number(x.get("minute"), ".2f"), pct(x.get("on_time_share"), 2),
+              pct(x.get("delivered_share"), 1), number(x.get("worst_gap_s"), ".1f"),
+              number(x.get("etcd_cpu_cores"), ".2f")] for x in near])
+        after = num(stall.get("recovered_after_s"))
+        width = num(d.get("sample_seconds")) or 0.0
+        s.checks.append(Check(
+            "on time back over 99.5 % within a minute of etcd going on after a stall past "
+            "the lease TTL",
+            "not by the end of the run" if after is None
+            else f"{after:.0f} s (to the end of the last sample under 99.5 %; samples of "
+                 f"{width:g} s)", after is not None and after <= 60))
+    worst = num(mapping(d.get("summary")).get("on_time_min"))
+    before = [num(x.get("on_time_share")) for x in samples
+              if at is not None and (num(x.get("minute")) or 0) < at]
+    if before and worst is not None:
+        s.lines += [f"Before the stall the worst sample was "
+                    f"{pct(min(x for x in before if x is not None), 2)}.", ""]
+    return s

@@ -12,13 +12,14 @@ A city taken over here is not handed over again within ``cooldown`` seconds, so 
 never moves twice within it. Cities of a dead worker are not moves: its standbys take
 them over by election when its lease expires, and nothing here delays that.
 
-A fleet forming is not churn either: a city a worker took while its session was young
-(its first ``2 × TTL``), and not from a live owner, was taken because nobody else was
-there yet (workers started together each see the others a moment late). Its first move
-is free of the budget and of the cool-down if it starts within ``forming`` seconds
-(``4 × TTL``) of the take, so a fleet started together settles at once. Later it is an
-ordinary move: a city that sat where the fleet formed for an hour is not moved for free
-by the first rebalance (nor when a worker joins just after the fleet formed).
+Undoing a failure is not churn either. A city placed by a failure rather than by the
+plan, taken because the lease of its last writer is gone (after etcd stalled past the
+TTL, one survivor may hold most of the fleet's cities) or taken from nobody while the
+session was young (its first ``2 × TTL``: workers started together each see the others
+a moment late), gets its first move free of the budget and of the cool-down if it starts
+within ``forming`` seconds (``4 × TTL``) of the take (``formed``), so the fleet settles
+at once. Later it is an ordinary move: a city that sat where the fleet formed for an hour
+is not moved for free by the first rebalance (nor when a worker joins just after).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class ChurnBudget:
             self._arrived[city] = time.monotonic()
 
     def formed(self, city: str) -> None:
-        """``city`` was taken while the fleet was forming: its first move is free, if
-        it comes within ``forming`` seconds."""
+        """``city`` was placed by a failure (its writer's lease gone, or nobody there
+        while the fleet forms): its first move is free, if it comes within ``forming``
+        seconds."""
         with self._lock:
             self._forming[city] = time.monotonic()
 

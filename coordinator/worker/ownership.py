@@ -72,8 +72,11 @@ class Ownership:
         self._dirty = dirty
         self._loads = loads
         self._meter = meter or LoadMeter()
-        #: whether a lease (hex) is still granted: tells a failover from a handover
+        #: whether a lease (hex) is still granted: tells a failover from a handover;
+        #: the leases found gone (they never come back: a failover of a whole worker
+        #: asks once, not once per city)
         self._lease_alive = lease_alive or (lambda _lease: True)
+        self._leases_gone: set[str] = set()
         self.churn = ChurnBudget(config.moves_per_minute, config.move_cooldown,
                                  forming=4 * config.lease_ttl)
         #: the latest plan reconciled to
@@ -391,11 +394,17 @@ class Ownership:
         overloaded meanwhile. A decision's age cannot tell: a slow solve leaves a live
         owner's last decision old, and a city given back to its previous owner finds its
         own. When etcd cannot say, a move (the cool-down holds it)."""
+        lease = previous.lease_id
+        if not lease or lease in self._leases_gone:
+            return bool(lease)
         try:
-            return bool(previous.lease_id) and not self._lease_alive(previous.lease_id)
+            if self._lease_alive(lease):
+                return False
         except (EtcdError, ValueError) as exc:
             log.debug("could not tell whether %s failed over: %s", city, exc)
             return False
+        self._leases_gone.add(lease)
+        return True
 
     def _first_tick_in(self, city: str, latest: pb.Decision) -> float:
         decided = latest.decided_at.ToNanoseconds() / 1e9
