@@ -30,8 +30,9 @@ cities first, then the rest:
    (then the least loaded); a heavy city that must move to the least loaded worker
    under which it fits; a light city to the best-ranked eligible worker (rendezvous
    order) under which it fits, one that must move (its owner is full, gone or no
-   longer eligible) first to a worker under its share (one that joined or came back),
-   so that it moves once, not from one busy worker to the next. An empty worker always
+   longer eligible) first to a worker well under its share (by half the tolerance: one
+   that joined or came back), then to one under its share, best-ranked first, so that
+   it moves once, not from one busy worker to the next. An empty worker always
    fits, so a city heavier than its bound gets a worker to itself, and, heaviest
    first, before any other city is added to that worker. A city that fits nowhere goes
    to the least loaded eligible worker.
