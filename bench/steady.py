@@ -49,7 +49,7 @@ from typing import Any
 from bench import IMAGES, ROOT, decisionlog, etcd, host, output, processes
 from bench.machinespeed import SpeedProbe
 from bench.output import log
-from coordinator.errors import EtcdCompacted
+from coordinator.errors import EtcdCompacted, EtcdError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys
 from coordinator.ops.doctor.cluster import oldest_revision
@@ -148,6 +148,27 @@ def readable(client: EtcdClient, key: str, revision: int) -> bool:
     return True
 
 
+def etcd_figures(client: EtcdClient, url: str, keys: Keys, city: str,
+                 retention: int) -> dict[str, Any]:
+    """etcd's side of a sample: database size and size in use, current and oldest
+    readable revision, and whether ``city``'s decision key is readable at the edge of
+    the retention window. NaN (readable: ``None``) while etcd does not answer, as during
+    ``--stall-etcd``: the sample still counts the workers' decisions."""
+    try:
+        db_size, in_use = db_sizes(client, url)
+        _, current = client.get_prefix(keys.decisions, count_only=True)
+        oldest = oldest_revision(client, keys.decisions, current)
+        edge = max(1, current - retention + 1)
+        return {"db_size": db_size, "db_size_in_use": in_use, "revision": current,
+                "oldest_readable_revision": oldest, "history_edge_revision": edge,
+                "history_readable": readable(client, keys.decision(city), edge)}
+    except EtcdError as exc:
+        log(f"  etcd did not answer the sample's reads: {exc}")
+        return {"db_size": math.nan, "db_size_in_use": math.nan, "revision": math.nan,
+                "oldest_readable_revision": math.nan, "history_edge_revision": math.nan,
+                "history_readable": None}
+
+
 def db_sizes(client: EtcdClient, url: str) -> tuple[int, int]:
     """etcd's database size and size in use: ``Status`` (``dbSizeInUse`` where our stubs
     know it), else /metrics' ``etcd_mvcc_db_total_size_in_use_in_bytes`` (etcd 3.4)."""
@@ -219,11 +240,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                 usage1 = {w: processes.process_tree_usage(p) for w, p in pids.items()}
                 cpu_self = time.process_time()
                 etcd_cpu1 = processes.process_tree_usage(etcd_pid)[1]
-                db_size, in_use = db_sizes(client, cluster.members[0].client_url)
-                _, current = client.get_prefix(keys.decisions, count_only=True)
-                oldest = oldest_revision(client, keys.decisions, current)
-                edge = max(1, current - args.retention_revisions + 1)
-                city = random.choice(names)
+                store = etcd_figures(client, cluster.members[0].client_url, keys,
+                                     random.choice(names), args.retention_revisions)
                 window = now - last
                 due = args.cities * window / period
                 sample = {
@@ -240,21 +258,18 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                     "bench_cpu_cores": (cpu_self - self_cpu) / window,
                     "etcd_cpu_cores": (etcd_cpu1 - etcd_cpu) / window,
                     **probe.take(),
-                    "db_size": db_size, "db_size_in_use": in_use,
-                    "revision": current, "oldest_readable_revision": oldest,
+                    **store,
                     "etcd_rss_mib": processes.process_tree_usage(etcd_pid)[2],
-                    "history_edge_revision": edge,
-                    "history_readable": readable(client, keys.decision(city), edge),
                 }
                 samples.append(sample)
                 usage, self_cpu, etcd_cpu, last = usage1, cpu_self, etcd_cpu1, now
                 log(f"  min {sample['minute']:5.1f}: on time {sample['on_time_share']:.2%}, "
                     f"delivered {sample['delivered_share']:.1%}, in use "
-                    f"{in_use / 2**20:.1f} MiB of "
-                    f"{db_size / 2**20:.1f}, RSS "
+                    f"{store['db_size_in_use'] / 2**20:.1f} MiB of "
+                    f"{store['db_size'] / 2**20:.1f}, RSS "
                     f"{sum(sample['worker_rss_mib'].values()):.0f} MiB, threads "
-                    f"{sum(sample['worker_threads'].values())}, rev {current} "
-                    f"(oldest readable {oldest})")
+                    f"{sum(sample['worker_threads'].values())}, rev {store['revision']} "
+                    f"(oldest readable {store['oldest_readable_revision']})")
                 if args.baseline_defrag and not baseline_defrag_done and \
                         sample["minute"] >= args.baseline_minute:
                     baseline_defrag_done = True
@@ -314,17 +329,33 @@ class EtcdStall:
         self._thread.join()
 
 
-def recovery(samples: list[dict[str, Any]], stall_minute: float, seconds: float) -> float:
-    """Seconds from the end of an etcd stall to the end of the last sample under the
-    on-time target (0 when none was; NaN when the run ended under it)."""
+def recovery(samples: list[dict[str, Any]], stall_minute: float,
+             seconds: float) -> dict[str, Any]:
+    """How the fleet came back from an etcd stall: the seconds from etcd going on to the
+    start of the first minute of samples (pooled, sliding by one sample) on time at the
+    target, NaN when none was; and on time pooled before the stall and from that point
+    on (a fleet stuck overloaded, as once for eleven minutes at 80-88 %, shows there)."""
     resumed = stall_minute + seconds / 60
-    late = [s["minute"] for s in samples if s["minute"] > resumed
-            and not s["on_time_share"] >= ON_TIME_TARGET]
-    if not late:
-        return 0.0
-    if late[-1] == samples[-1]["minute"]:
-        return math.nan
-    return float(late[-1] - resumed) * 60
+
+    def pooled(rows: list[dict[str, Any]]) -> float:
+        gaps = sum(r["gaps"] for r in rows)
+        return sum(r["on_time"] for r in rows) / gaps if gaps else math.nan
+
+    after = [s for s in samples if s["minute"] > resumed]
+    back = math.nan
+    for i, sample in enumerate(after):
+        start = sample["minute"] - sample["seconds"] / 60
+        window = [s for s in after[i:] if s["minute"] <= start + 1.0 + 1e-9]
+        if window[-1]["minute"] >= start + 1.0 - 1e-6 and pooled(window) >= ON_TIME_TARGET:
+            back = max(0.0, (start - resumed) * 60)
+            break
+    since = [] if math.isnan(back) else \
+        [s for s in after if s["minute"] > resumed + back / 60]
+    return {"minute": stall_minute, "seconds": seconds, "recovered_after_s": back,
+            "on_time_before": pooled([s for s in samples if s["minute"] <= stall_minute]),
+            "on_time_after_recovery": pooled(since),
+            "worst_sample_after_recovery": min((s["on_time_share"] for s in since),
+                                               default=math.nan)}
 
 
 def _peaks(samples: list[dict[str, Any]], key: Any, start: float,
@@ -358,7 +389,8 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
         "on_time_overall": sum(s["on_time"] for s in samples) / gaps if gaps else math.nan,
         "delivered_overall": decisions / sum(s["due"] for s in samples) if samples
         else math.nan,
-        "history_readable": bool(samples) and all(s["history_readable"] for s in samples),
+        "history_readable": bool(samples) and all(s["history_readable"] is not False
+                                                  for s in samples),
         "bytes_per_decision": sum(s["value_bytes"] for s in samples) / max(decisions, 1),
         "bench_cpu_cores_mean": sum(s["bench_cpu_cores"] for s in samples)
         / max(len(samples), 1),
@@ -549,9 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(run(args, logs))
     results["summary"] = summarise(results, baseline, width)
     if args.stall_etcd is not None:
-        minute, seconds = args.stall_etcd
-        results["stall"] = {"minute": minute, "seconds": seconds,
-                            "recovered_after_s": recovery(results["samples"], minute, seconds)}
+        results["stall"] = recovery(results["samples"], *args.stall_etcd)
     results["worker_logs"] = str(logs)
     s = results["summary"]
     print(f"\n{args.cities} cities, {args.workers} workers ({args.isolation}), "
@@ -564,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         ["on time, overall", f"{s['on_time_overall']:.2%}", "≥ 99.5 %"],
         ["history readable", "yes" if s["history_readable"] else "no", "yes"],
         ["bytes per decision", f"{s['bytes_per_decision']:.0f}", ""],
-        *([["on time back after the stall", f"{results['stall']['recovered_after_s']:.0f} s",
-            "≤ 60 s"]] if "stall" in results else [])]))
+        *([["on time back after the stall (first minute ≥ 99.5 %)",
+            f"{results['stall']['recovered_after_s']:.0f} s", "≤ 60 s"]]
+          if "stall" in results else [])]))
     path = output.write_results(args.results, results)
     print(f"\nwritten to {path.relative_to(ROOT)}")
     if not args.no_plot:

@@ -139,7 +139,7 @@ def by_cost(ranked: dict[str, list[Member]], active: list[Member], costs: dict[s
                 place(city, owner)
             else:
                 displaced.append(city)
-        for city in displaced:  # 1b: the rest, heaviest first, where they fit
+        for city in displaced:  # 1b: the rest, in the tier's order, where they fit
             names = [m.worker_id for m in ranked[city]]
             cost = costs[city]
             # a light city on the move: first to a worker well under its share (one

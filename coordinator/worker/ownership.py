@@ -371,19 +371,18 @@ class Ownership:
         measured = self._measured.get(city)
         if measured is not None:
             self._meter.seed(city, measured)
-        previous = latest[0] if latest is not None else None
-        if previous is None:
+        if latest is None:
             if time.monotonic() - self._session_started < 2 * self._config.lease_ttl:
                 self.churn.formed(city)  # nobody was there yet: the fleet forming
-        elif self._failed_over(city, previous):
+            phase = zlib.crc32(city.encode()) / 2**32 * period
+            self._ticker.add(city, period, then_at_phase=phase)
+            return
+        previous = latest[0]
+        if self._failed_over(city, previous):
             self.churn.formed(city)
         else:
             self.churn.arrived(city)  # handed over by a live session: a move
-        if previous is None:
-            phase = zlib.crc32(city.encode()) / 2**32 * period
-            self._ticker.add(city, period, then_at_phase=phase)
-        else:
-            self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
+        self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
 
     def _failed_over(self, city: str, previous: pb.Decision) -> bool:
         """Whether ``city`` came to us because the lease of its last writer is gone (its
