@@ -342,15 +342,13 @@ def recovery(samples: list[dict[str, Any]], stall_minute: float,
         return sum(r["on_time"] for r in rows) / gaps if gaps else math.nan
 
     after = [s for s in samples if s["minute"] > resumed]
-    back = math.nan
+    back, since = math.nan, []
     for i, sample in enumerate(after):
         start = sample["minute"] - sample["seconds"] / 60
         window = [s for s in after[i:] if s["minute"] <= start + 1.0 + 1e-9]
         if window[-1]["minute"] >= start + 1.0 - 1e-6 and pooled(window) >= ON_TIME_TARGET:
-            back = max(0.0, (start - resumed) * 60)
+            back, since = max(0.0, (start - resumed) * 60), after[i:]
             break
-    since = [] if math.isnan(back) else \
-        [s for s in after if s["minute"] > resumed + back / 60]
     return {"minute": stall_minute, "seconds": seconds, "recovered_after_s": back,
             "on_time_before": pooled([s for s in samples if s["minute"] <= stall_minute]),
             "on_time_after_recovery": pooled(since),

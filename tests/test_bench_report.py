@@ -246,7 +246,9 @@ def _sample(minute: float, on_time: float) -> dict[str, Any]:
 STALL: dict[str, Any] = {
     "mode": "full", "cities": 1000, "workers": 4, "period": 1.0, "minutes": 5,
     "sample_seconds": 10,
-    "stall": {"minute": 2.0, "seconds": 12.0, "recovered_after_s": 28.0},
+    "stall": {"minute": 2.0, "seconds": 12.0, "recovered_after_s": 28.0,
+              "on_time_before": 0.999, "on_time_after_recovery": 0.998,
+              "worst_sample_after_recovery": 0.99},
     "samples": [_sample(m / 6, 0.999 if not 12 <= m <= 15 else 0.6) for m in range(1, 31)],
     "summary": {"on_time_min": 0.6},
 }
@@ -257,6 +259,7 @@ def test_stall_section(tmp_path: Path) -> None:
     assert_clean(page)
     assert "## Recovery from an etcd stall" in page
     assert "etcd stopped (SIGSTOP) at minute 2 for 12 s" in page
+    assert "from the recovery to the end: 99.80 % (worst sample 99.00 %)" in page
     glance = page.split("## Targets at a glance", 1)[1].split("## Contents", 1)[0]
     assert re.search(r"within a minute of etcd going on .*\| 28 s .*\| met \|", glance), glance
     late = {**STALL, "stall": {**STALL["stall"], "recovered_after_s": None}}

@@ -192,17 +192,14 @@ def render_stall(d: dict[str, Any], ctx: Context) -> Section:
               pct(x.get("delivered_share"), 1), number(x.get("worst_gap_s"), ".1f"),
               number(x.get("etcd_cpu_cores"), ".2f")] for x in near])
         after = num(stall.get("recovered_after_s"))
-        width = num(d.get("sample_seconds")) or 0.0
         s.checks.append(Check(
             "on time back over 99.5 % within a minute of etcd going on after a stall past "
             "the lease TTL",
             "not by the end of the run" if after is None
-            else f"{after:.0f} s (to the end of the last sample under 99.5 %; samples of "
-                 f"{width:g} s)", after is not None and after <= 60))
-    worst = num(mapping(d.get("summary")).get("on_time_min"))
-    before = [num(x.get("on_time_share")) for x in samples
-              if at is not None and (num(x.get("minute")) or 0) < at]
-    if before and worst is not None:
-        s.lines += [f"Before the stall the worst sample was "
-                    f"{pct(min(x for x in before if x is not None), 2)}.", ""]
+            else f"{after:.0f} s (to the first minute of samples pooled at 99.5 % or more)",
+            after is not None and after <= 60))
+        s.lines += [f"On time before the stall: {pct(stall.get('on_time_before'), 2)}; "
+                    f"from the recovery to the end: "
+                    f"{pct(stall.get('on_time_after_recovery'), 2)} (worst sample "
+                    f"{pct(stall.get('worst_sample_after_recovery'), 2)}).", ""]
     return s
