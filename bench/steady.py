@@ -21,7 +21,10 @@ placement by cost moves cities once their costs are measured, and those moves ar
 * the benchmark's own CPU.
 
 ``--stall-etcd MINUTE:SECONDS`` stops etcd for longer than the lease TTL during the run
-and reports how long on time took to come back over the target.
+(every worker loses its session), ``--stall-workers MINUTE:SECONDS`` every worker but
+``w1`` (which takes all their cities over, as when a stall of etcd cost most of the
+fleet its leases), and the run reports how long on time took to come back over the
+target.
 
 ``dbSizeInUse`` is what a defragmentation would leave; a real ``etcdctl defrag`` (which
 blocks the one member) runs at the baseline minute (unless ``--no-baseline-defrag``) and at
@@ -210,7 +213,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         defrags: list[dict[str, Any]] = []
         tally: Tally | None = None
         probe: SpeedProbe | None = None
-        stall: EtcdStall | None = None
+        stall: Stall | None = None
         try:
             started = time.time()
             ids = [f"w{i + 1}" for i in range(args.workers)]
@@ -231,8 +234,11 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             self_cpu = time.process_time()
             end = t0 + args.minutes * 60
             baseline_defrag_done = False
-            if args.stall_etcd is not None:
-                stall = EtcdStall(etcd_pid, t0 + 60 * args.stall_etcd[0], args.stall_etcd[1])
+            if args.stall is not None:
+                what, (minute, seconds) = args.stall
+                stopped = {"etcd": etcd_pid} if what == "etcd" else \
+                    {w: p for w, p in pids.items() if w != ids[0]}
+                stall = Stall(stopped, t0 + 60 * minute, seconds)
             while last < end - 1e-3:
                 time.sleep(max(0.0, min(last + args.sample_seconds, end) - time.time()))
                 now = time.time()
@@ -302,27 +308,32 @@ def _defrag(endpoints: str, client: EtcdClient, tally: Tally, period: float) -> 
     return result
 
 
-class EtcdStall:
-    """Stops etcd (SIGSTOP) at ``at`` for ``seconds``, then lets it go on: a stall longer
-    than the workers' lease TTL, as a slow disk or a starved host gives, after which some
-    or all of them have lost their sessions. ``cancel`` before it struck calls it off."""
+class Stall:
+    """Stops processes (SIGSTOP) at ``at`` for ``seconds``, then lets them go on: etcd
+    (a slow disk or a starved host stalls it so) or workers, for longer than the lease
+    TTL, after which the ones stopped (every worker, when it is etcd) have lost their
+    sessions. ``cancel`` before it struck calls it off."""
 
-    def __init__(self, pid: int, at: float, seconds: float) -> None:
-        self.pid, self.at, self.seconds = pid, at, seconds
+    def __init__(self, pids: dict[str, int], at: float, seconds: float) -> None:
+        self.pids, self.at, self.seconds = pids, at, seconds
         self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stall etcd", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="stall", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         if self._cancelled.wait(max(0.0, self.at - time.time())):
             return
-        log(f"  stalling etcd for {self.seconds:g}s")
-        os.kill(self.pid, signal.SIGSTOP)
+        names = ", ".join(self.pids)
+        log(f"  stopping {names} for {self.seconds:g}s")
+        for pid in self.pids.values():
+            os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(self.seconds)
         finally:
-            os.kill(self.pid, signal.SIGCONT)
-        log("  etcd goes on")
+            for pid in self.pids.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        log(f"  {names} go on")
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -331,7 +342,7 @@ class EtcdStall:
 
 def recovery(samples: list[dict[str, Any]], stall_minute: float,
              seconds: float) -> dict[str, Any]:
-    """How the fleet came back from an etcd stall: the seconds from etcd going on to the
+    """How the fleet came back from a stall: the seconds from the end of the stall to the
     start of the first minute of samples (pooled, sliding by one sample) on time at the
     target, NaN when none was; and on time pooled before the stall and from that point
     on (a fleet stuck overloaded, as once for eleven minutes at 80-88 %, shows there)."""
@@ -437,7 +448,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if "stall" in results:
         at = results["stall"]["minute"]
         ax.axvspan(at, at + results["stall"]["seconds"] / 60, color="red", alpha=0.3,
-                   label="etcd stopped")
+                   label=f"{results['stall'].get('stopped', 'etcd')} stopped")
     ax.set_ylabel("% of the interval")
     ax.set_title("decisions on time")
     ax = axes[0][1]
@@ -537,12 +548,17 @@ def main(argv: list[str] | None = None) -> int:
                              "the raft entries etcd keeps in memory between snapshots "
                              "(default 10,000; etcd's own default of 100,000 let its RSS "
                              "reach 12 GiB in the hour)")
-    parser.add_argument("--stall-etcd", type=_minute_and_seconds, default=None,
+    stalls = parser.add_mutually_exclusive_group()
+    stalls.add_argument("--stall-etcd", type=_minute_and_seconds, default=None,
                         metavar="MINUTE:SECONDS",
                         help="stop etcd (SIGSTOP) at this minute of the measured window "
-                             "for this long, e.g. 8:12; past the lease TTL (5 s) workers "
-                             "lose their sessions, and the run reports how long on time "
-                             "took to come back over the target after etcd went on")
+                             "for this long, e.g. 8:12; past the lease TTL (5 s) the "
+                             "workers lose their sessions, and the run reports how long "
+                             "on time took to come back over the target after etcd went on")
+    stalls.add_argument("--stall-workers", type=_minute_and_seconds, default=None,
+                        metavar="MINUTE:SECONDS",
+                        help="the same, stopping every worker but w1, which takes their "
+                             "cities over, and must give them back once they return")
     parser.add_argument("--isolation", default="process", choices=["thread", "process"],
                         help="the workers' --solve-isolation (default process)")
     parser.add_argument("--results", default="steady",
@@ -551,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     processes.require_psutil()
+    args.stall = ("etcd", args.stall_etcd) if args.stall_etcd is not None else \
+        ("workers", args.stall_workers) if args.stall_workers is not None else None
     args.cities = args.cities or (200 if args.quick else 1000)
     args.minutes = args.minutes or (4.0 if args.quick else 60.0)
     args.retention_revisions = args.retention_revisions or (6000 if args.quick else 12000)
@@ -578,8 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     results.update(run(args, logs))
     results["summary"] = summarise(results, baseline, width)
-    if args.stall_etcd is not None:
-        results["stall"] = recovery(results["samples"], *args.stall_etcd)
+    if args.stall is not None:
+        what, (minute, seconds) = args.stall
+        results["stall"] = {"stopped": what, **recovery(results["samples"], minute, seconds)}
     results["worker_logs"] = str(logs)
     s = results["summary"]
     print(f"\n{args.cities} cities, {args.workers} workers ({args.isolation}), "

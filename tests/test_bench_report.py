@@ -266,3 +266,8 @@ def test_stall_section(tmp_path: Path) -> None:
     assert "not by the end of the run" in render({"steady-stall": late}, tmp_path)
     for variant in [{}, *_stripped(STALL)]:
         assert_clean(render({"steady-stall": variant}, tmp_path))
+    survivor = {**STALL, "stall": {**STALL["stall"], "stopped": "workers"}}
+    page = render({"steady-survivor": survivor}, tmp_path)
+    assert_clean(page)
+    assert "## Recovery from a lease loss of most of the fleet" in page
+    assert "every worker but w1 stopped (SIGSTOP) at minute 2 for 12 s" in page

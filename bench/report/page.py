@@ -33,7 +33,8 @@ from bench.report.parts import Context, Section
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
 ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
-         "fleet", "steady", "steady-stall", "decisionsize")
+         "fleet", "steady", "steady-stall", "steady-survivor",
+         "decisionsize")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
     "coordination": ("fenced commits/s (`DecisionStore.commit`, a whole worker), CPU per "
@@ -61,6 +62,9 @@ COMMANDS = {
     "steady-stall": ("the same work with etcd stopped (SIGSTOP) past the lease TTL: how "
                      "long on time takes to come back over 99.5 %",
                      "the samples before the stall, same run"),
+    "steady-survivor": ("the same work with every worker but one stopped past the lease "
+                        "TTL: how long the survivor takes to give the cities back",
+                        "the samples before the stall, same run"),
     "decisionsize": ("bytes of one stored decision against the city's size (10 × 5 to "
                      "1,500 × 1,000), fixed part and per pair",
                      "the same decision in the form written before the trim"),
@@ -70,7 +74,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
     "solvers": solvers.render, "fleet": fleet.render, "steady": steady.render,
-    "steady-stall": steady.render_stall,
+    "steady-stall": steady.render_stall, "steady-survivor": steady.render_survivor,
     "decisionsize": decisionsize.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
@@ -80,7 +84,8 @@ TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in
           "relay": "Decisions out: the relay", "solvers": "Solvers",
           "fleet": "Placement by cost: a realistic fleet",
           "steady": "An hour of steady work",
-          "steady-stall": "Recovery from an etcd stall",
+          "steady-stall": steady.TITLES["etcd"],
+          "steady-survivor": steady.TITLES["workers"],
           "decisionsize": "What a decision costs"}
 
 

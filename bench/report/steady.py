@@ -118,6 +118,15 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
     return s
 
 
+#: the stall sections' titles, by what was stopped
+TITLES = {"etcd": "Recovery from an etcd stall",
+          "workers": "Recovery from a lease loss of most of the fleet"}
+
+
+def render_survivor(d: dict[str, Any], ctx: Context) -> Section:
+    return render_stall(d, ctx, "steady-survivor")
+
+
 MACHINE_COLUMNS = ["machine slowest (probe ÷ median)", "workers CPU", "etcd CPU",
                    "etcd RSS MiB"]
 
@@ -167,22 +176,29 @@ def _snapshots(d: dict[str, Any]) -> str:
     return "" if snapshot_count is None else f" `--snapshot-count={count(snapshot_count)}`"
 
 
-def render_stall(d: dict[str, Any], ctx: Context) -> Section:
-    """``bench.steady --stall-etcd``: the same work with etcd stopped past the lease TTL,
-    and how long on time took to come back over the target once it went on."""
-    s = Section("steady-stall", "Recovery from an etcd stall")
+def render_stall(d: dict[str, Any], ctx: Context, name: str = "steady-stall") -> Section:
+    """``bench.steady --stall-etcd`` or ``--stall-workers``: the same work with etcd, or
+    every worker but one, stopped past the lease TTL, and how long on time took to come
+    back over the target once they went on."""
     stall = mapping(d.get("stall"))
+    workers = stall.get("stopped") == "workers"
+    s = Section(name, TITLES["workers" if workers else "etcd"])
     at, seconds = num(stall.get("minute")), num(stall.get("seconds"))
+    what = ("every worker but w1 stopped (SIGSTOP) at minute {at} for {seconds} s, past "
+            "their 5 s lease TTL, so that w1 takes all their cities over and must give "
+            "them back once they return with new sessions (the state an etcd stall left "
+            "an earlier hour-long run in)") if workers else (
+            "etcd stopped (SIGSTOP) at minute {at} for {seconds} s, past the workers' 5 s "
+            "lease TTL, so that some or all of them lose their sessions and the others "
+            "take their cities over")
     s.lines += machine_lines(d)
-    s.lines += [f"`python -m bench.steady --stall-etcd MINUTE:SECONDS`: "
-                f"{count(d.get('cities'))} cities at {number(d.get('period'), 'g')} s over "
-                f"{count(d.get('workers'))} workers, as above, for "
-                f"{number(d.get('minutes'), 'g')} minutes; etcd stopped (SIGSTOP) at minute "
-                f"{number(at, 'g')} for {number(seconds, 'g')} s, past the workers' 5 s "
-                "lease TTL, so that some or all of them lose their sessions and the others "
-                "take their cities over. A sample every "
-                f"{number(d.get('sample_seconds'), 'g')} s.", ""]
-    s.lines += ctx.image("steady-stall", "on time against the minute around an etcd stall")
+    s.lines += [f"`python -m bench.steady --stall-{'workers' if workers else 'etcd'} "
+                f"MINUTE:SECONDS`: {count(d.get('cities'))} cities at "
+                f"{number(d.get('period'), 'g')} s over {count(d.get('workers'))} workers, "
+                f"as above, for {number(d.get('minutes'), 'g')} minutes; "
+                + what.format(at=number(at, "g"), seconds=number(seconds, "g"))
+                + f". A sample every {number(d.get('sample_seconds'), 'g')} s.", ""]
+    s.lines += ctx.image(name, "on time against the minute around the stall")
     samples = records(d.get("samples"))
     if at is not None and seconds is not None:
         near = [x for x in samples if at - 1 <= (num(x.get("minute")) or 0) <= at + 4]
@@ -193,8 +209,8 @@ def render_stall(d: dict[str, Any], ctx: Context) -> Section:
               number(x.get("etcd_cpu_cores"), ".2f")] for x in near])
         after = num(stall.get("recovered_after_s"))
         s.checks.append(Check(
-            "on time back over 99.5 % within a minute of etcd going on after a stall past "
-            "the lease TTL",
+            f"on time back over 99.5 % within a minute of {'the workers' if workers else 'etcd'}"
+            " going on after a stall past the lease TTL",
             "not by the end of the run" if after is None
             else f"{after:.0f} s (to the first minute of samples pooled at 99.5 % or more)",
             after is not None and after <= 60))
