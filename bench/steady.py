@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -342,29 +343,42 @@ class Stall:
 
 def recovery(samples: list[dict[str, Any]], stall_minute: float,
              seconds: float) -> dict[str, Any]:
-    """How the fleet came back from a stall: the seconds from the end of the stall to the
-    start of the first minute of samples (pooled, sliding by one sample) on time at the
-    target, NaN when none was; and on time pooled before the stall and from that point
+    """How the fleet came back from a stall: the seconds from its end to the start of
+    the first minute of samples (pooled, sliding by one sample) on time at the target,
+    or at the worst such minute before the stall where the machine itself did no
+    better (NaN when none was); and on time pooled before the stall and from that point
     on (a fleet stuck overloaded, as once for eleven minutes at 80-88 %, shows there)."""
     resumed = stall_minute + seconds / 60
-
-    def pooled(rows: list[dict[str, Any]]) -> float:
-        gaps = sum(r["gaps"] for r in rows)
-        return sum(r["on_time"] for r in rows) / gaps if gaps else math.nan
-
+    before = [s for s in samples if s["minute"] <= stall_minute]
     after = [s for s in samples if s["minute"] > resumed]
+    baseline = min((on_time for _, on_time in _minutes(before)), default=math.nan)
+    target = min(ON_TIME_TARGET, baseline) if not math.isnan(baseline) else ON_TIME_TARGET
     back, since = math.nan, []
-    for i, sample in enumerate(after):
-        start = sample["minute"] - sample["seconds"] / 60
-        window = [s for s in after[i:] if s["minute"] <= start + 1.0 + 1e-9]
-        if window[-1]["minute"] >= start + 1.0 - 1e-6 and pooled(window) >= ON_TIME_TARGET:
+    for i, on_time in _minutes(after):
+        if on_time >= target:
+            start = after[i]["minute"] - after[i]["seconds"] / 60
             back, since = max(0.0, (start - resumed) * 60), after[i:]
             break
     return {"minute": stall_minute, "seconds": seconds, "recovered_after_s": back,
-            "on_time_before": pooled([s for s in samples if s["minute"] <= stall_minute]),
-            "on_time_after_recovery": pooled(since),
+            "target": target, "worst_minute_before": baseline,
+            "on_time_before": _pooled(before), "on_time_after_recovery": _pooled(since),
             "worst_sample_after_recovery": min((s["on_time_share"] for s in since),
                                                default=math.nan)}
+
+
+def _pooled(rows: list[dict[str, Any]]) -> float:
+    gaps = sum(r["gaps"] for r in rows)
+    return sum(r["on_time"] for r in rows) / gaps if gaps else math.nan
+
+
+def _minutes(rows: list[dict[str, Any]]) -> Iterator[tuple[int, float]]:
+    """(index, on time pooled) of each whole minute of ``rows`` starting at a sample."""
+    for i, row in enumerate(rows):
+        start, slack = row["minute"] - row["seconds"] / 60, row["seconds"] / 120
+        window = [s for s in rows[i:] if s["minute"] <= start + 1.0 + slack]
+        on_time = _pooled(window)
+        if window[-1]["minute"] >= start + 1.0 - slack and not math.isnan(on_time):
+            yield i, on_time
 
 
 def _peaks(samples: list[dict[str, Any]], key: Any, start: float,

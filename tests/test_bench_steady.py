@@ -40,3 +40,12 @@ def test_one_late_sample_in_a_good_minute_does_not_hold_recovery_back() -> None:
     rows = samples([1.0] * 6 + [0.2, 0.3] + [1.0, 0.99, 1.0, 1.0, 1.0, 1.0] + [1.0] * 6)
     # back from the first sample after the stall's, at 80 s
     assert recovery(rows, 1.0, 12.0)["recovered_after_s"] == pytest.approx(80 - 72)
+
+
+def test_on_a_machine_that_ran_late_before_the_stall_that_is_the_target() -> None:
+    """A stall's cost is measured against what the machine did before it: a minute at
+    98 % before the stall makes 98 % the mark to come back to."""
+    rows = samples([0.98] * 6 + [0.2, 0.3] + [0.9] + [0.98] * 12)
+    found = recovery(rows, 1.0, 12.0)
+    assert found["target"] == pytest.approx(0.98)
+    assert found["recovered_after_s"] == pytest.approx(90 - 72)

@@ -208,11 +208,15 @@ def render_stall(d: dict[str, Any], ctx: Context, name: str = "steady-stall") ->
               pct(x.get("delivered_share"), 1), number(x.get("worst_gap_s"), ".1f"),
               number(x.get("etcd_cpu_cores"), ".2f")] for x in near])
         after = num(stall.get("recovered_after_s"))
+        target, worst = num(stall.get("target")), num(stall.get("worst_minute_before"))
+        mark = "99.5 %" if target is None or worst is None or target >= 0.995 else \
+            f"{pct(target, 2)}, the worst minute before the stall (the machine did no better)"
         s.checks.append(Check(
-            f"on time back over 99.5 % within a minute of {'the workers' if workers else 'etcd'}"
-            " going on after a stall past the lease TTL",
+            f"on time back within a minute of {'the workers' if workers else 'etcd'} going "
+            "on after a stall past the lease TTL (99.5 %, or the machine's worst minute "
+            "before the stall)",
             "not by the end of the run" if after is None
-            else f"{after:.0f} s (to the first minute of samples pooled at 99.5 % or more)",
+            else f"{after:.0f} s, to the first minute pooled at {mark}",
             after is not None and after <= 60))
         s.lines += [f"On time before the stall: {pct(stall.get('on_time_before'), 2)}; "
                     f"from the recovery to the end: "
