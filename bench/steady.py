@@ -401,7 +401,6 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
         return b / a - 1 if a else math.nan
 
     shares = [s["on_time_share"] for s in samples if not math.isnan(s["on_time_share"])]
-    gaps = sum(s["gaps"] for s in samples)
     decisions = sum(s["decisions"] for s in samples)
     return {**_by_machine_speed(samples),
         "db_in_use_growth": growth(lambda s: s["db_size_in_use"]),
@@ -409,7 +408,7 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
         "worker_rss_growth": growth(lambda s: sum(s["worker_rss_mib"].values())),
         "worker_threads_growth": growth(lambda s: sum(s["worker_threads"].values())),
         "on_time_min": min(shares) if shares else math.nan,
-        "on_time_overall": sum(s["on_time"] for s in samples) / gaps if gaps else math.nan,
+        "on_time_overall": _pooled(samples),
         "delivered_overall": decisions / sum(s["due"] for s in samples) if samples
         else math.nan,
         "history_readable": bool(samples) and all(s["history_readable"] is not False
@@ -432,16 +431,12 @@ def _by_machine_speed(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     median = units[len(units) // 2]
 
-    def on_time(rows: list[dict[str, Any]]) -> float:
-        gaps = sum(s["gaps"] for s in rows)
-        return sum(s["on_time"] for s in rows) / gaps if gaps else math.nan
-
     slow = [s for s in samples if s.get("unit_cpu_ms", 0.0) > SLOW * median]
     normal = [s for s in samples if not s.get("unit_cpu_ms", 0.0) > SLOW * median]
     return {"unit_cpu_ms_median": median, "slow_samples": len(slow),
             "stall_max_ms": max(s.get("stall_max_ms", 0.0) for s in samples),
             "clock_step_max_ms": max(s.get("clock_step_ms", 0.0) for s in samples),
-            "on_time_slow_machine": on_time(slow), "on_time_normal_machine": on_time(normal),
+            "on_time_slow_machine": _pooled(slow), "on_time_normal_machine": _pooled(normal),
             "on_time_min_normal_machine": min((s["on_time_share"] for s in normal
                                                if s["gaps"]), default=math.nan)}
 

@@ -70,6 +70,20 @@ COMMANDS = {
                      "the same decision in the form written before the trim"),
 }
 
+#: how to run a benchmark whose results file is not named after its module
+RUN = {"steady-stall": "python -m bench.steady --minutes 20 --stall-etcd 8:12 "
+                       "--sample-seconds 10 --baseline-minute 2 --no-baseline-defrag "
+                       "--results steady-stall",
+       "steady-survivor": "python -m bench.steady --minutes 15 --stall-workers 6:12 "
+                          "--sample-seconds 10 --baseline-minute 2 --no-baseline-defrag "
+                          "--results steady-survivor"}
+
+
+def command(name: str) -> str:
+    """The command that writes ``bench/results/<name>.json``."""
+    return RUN.get(name, f"python -m bench.{name}")
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "coordination": coordination.render, "tickcost": tickcost.render, "scale": scale.render,
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
@@ -137,7 +151,7 @@ def intro(results_dir: str) -> list[str]:
         "the options. The plots need the `bench` extra (`pip install -e '.[bench]'`).", "",
     ]
     lines += markdown_table(["command", "measures", "baseline, same run"],
-                            [[f"`python -m bench.{name}`", what, base]
+                            [[f"`{command(name)}`", what, base]
                              for name, (what, base) in COMMANDS.items()])
     return lines
 
@@ -162,8 +176,7 @@ def render(results: dict[str, dict[str, Any]], problems: dict[str, str], ctx: Co
             section = Section(name, title, [f"`{name}.json` could not be read: "
                                             f"{problems[name]}.", ""])
         else:
-            section = Section(name, title, [f"No results yet: run `python -m bench.{name}`.",
-                                            ""])
+            section = Section(name, title, [f"No results yet: run `{command(name)}`.", ""])
         sections.append(section)
 
     lines = intro(results_dir)
