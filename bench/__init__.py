@@ -1,13 +1,14 @@
 """The benchmarks: one module each, run from the repository root as
 ``python -m bench.<name>`` (``coordination``, ``tickcost``, ``scale``, ``failover``,
-``leaselock``, ``solvers``, ``relay``, ``fleet``), and ``python -m bench.report``, which renders
-docs/benchmarks.md from their results.
+``leaselock``, ``solvers``, ``relay``, ``fleet``, ``steady``, ``decisionsize``), and
+``python -m bench.report``, which renders docs/benchmarks.md from their results.
 
 What the benchmarks share is split by idea: ``host`` (the machine measured), ``stats``,
 ``output`` (console tables, results files, plots, the log line), ``etcd`` (a private etcd,
 its /metrics, cities in it), ``processes`` (worker processes, the sleeper baseline),
 ``decisionlog`` (decisions as a watch delivers them), ``samples`` (a decision as the
-worker writes it) and ``rawpg`` (the relay benchmark's PostgreSQL side and raw psycopg
+worker writes it), ``stall`` (etcd or workers stopped past the TTL, and the recovery read
+from the samples) and ``rawpg`` (the relay benchmark's PostgreSQL side and raw psycopg
 baseline). Not shipped in the wheel.
 """
 

@@ -40,19 +40,18 @@ import contextlib
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench import IMAGES, ROOT, decisionlog, etcd, host, output, processes
 from bench.machinespeed import SpeedProbe
 from bench.output import log
+from bench.stall import ON_TIME_TARGET, Stall, minute_and_seconds, pooled, recovery
 from coordinator.errors import EtcdCompacted, EtcdError
 from coordinator.etcd import EtcdClient, KeyValue, WatchBatch
 from coordinator.keys import Keys
@@ -62,7 +61,6 @@ from coordinator.recipes.watch import PrefixWatch
 NAMESPACE = "/steady"
 PARAMS = {"orders": 30, "couriers": 20}
 ON_TIME_SLACK = 0.1
-ON_TIME_TARGET = 0.995
 GROWTH_TARGET = 0.10
 #: a sample where the speed probe's unit cost this many times its median: a slow machine
 SLOW = 1.10
@@ -309,78 +307,6 @@ def _defrag(endpoints: str, client: EtcdClient, tally: Tally, period: float) -> 
     return result
 
 
-class Stall:
-    """Stops processes (SIGSTOP) at ``at`` for ``seconds``, then lets them go on: etcd
-    (a slow disk or a starved host stalls it so) or workers, for longer than the lease
-    TTL, after which the ones stopped (every worker, when it is etcd) have lost their
-    sessions. ``cancel`` before it struck calls it off."""
-
-    def __init__(self, pids: dict[str, int], at: float, seconds: float) -> None:
-        self.pids, self.at, self.seconds = pids, at, seconds
-        self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stall", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        if self._cancelled.wait(max(0.0, self.at - time.time())):
-            return
-        names = ", ".join(self.pids)
-        log(f"  stopping {names} for {self.seconds:g}s")
-        for pid in self.pids.values():
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(self.seconds)
-        finally:
-            for pid in self.pids.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-        log(f"  {names} go on")
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-        self._thread.join()
-
-
-def recovery(samples: list[dict[str, Any]], stall_minute: float,
-             seconds: float) -> dict[str, Any]:
-    """How the fleet came back from a stall: the seconds from its end to the start of
-    the first minute of samples (pooled, sliding by one sample) on time at the target,
-    or at the worst such minute before the stall where the machine itself did no
-    better (NaN when none was); and on time pooled before the stall and from that point
-    on (a fleet stuck overloaded, as once for eleven minutes at 80-88 %, shows there)."""
-    resumed = stall_minute + seconds / 60
-    before = [s for s in samples if s["minute"] <= stall_minute]
-    after = [s for s in samples if s["minute"] > resumed]
-    baseline = min((on_time for _, on_time in _minutes(before)), default=math.nan)
-    target = min(ON_TIME_TARGET, baseline) if not math.isnan(baseline) else ON_TIME_TARGET
-    back, since = math.nan, []
-    for i, on_time in _minutes(after):
-        if on_time >= target:
-            start = after[i]["minute"] - after[i]["seconds"] / 60
-            back, since = max(0.0, (start - resumed) * 60), after[i:]
-            break
-    return {"minute": stall_minute, "seconds": seconds, "recovered_after_s": back,
-            "target": target, "worst_minute_before": baseline,
-            "on_time_before": _pooled(before), "on_time_after_recovery": _pooled(since),
-            "worst_sample_after_recovery": min((s["on_time_share"] for s in since),
-                                               default=math.nan)}
-
-
-def _pooled(rows: list[dict[str, Any]]) -> float:
-    gaps = sum(r["gaps"] for r in rows)
-    return sum(r["on_time"] for r in rows) / gaps if gaps else math.nan
-
-
-def _minutes(rows: list[dict[str, Any]]) -> Iterator[tuple[int, float]]:
-    """(index, on time pooled) of each whole minute of ``rows`` starting at a sample."""
-    for i, row in enumerate(rows):
-        start, slack = row["minute"] - row["seconds"] / 60, row["seconds"] / 120
-        window = [s for s in rows[i:] if s["minute"] <= start + 1.0 + slack]
-        on_time = _pooled(window)
-        if window[-1]["minute"] >= start + 1.0 - slack and not math.isnan(on_time):
-            yield i, on_time
-
-
 def _peaks(samples: list[dict[str, Any]], key: Any, start: float,
            width: float) -> float:
     values = [key(s) for s in samples if start <= s["minute"] < start + width]
@@ -408,7 +334,7 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
         "worker_rss_growth": growth(lambda s: sum(s["worker_rss_mib"].values())),
         "worker_threads_growth": growth(lambda s: sum(s["worker_threads"].values())),
         "on_time_min": min(shares) if shares else math.nan,
-        "on_time_overall": _pooled(samples),
+        "on_time_overall": pooled(samples),
         "delivered_overall": decisions / sum(s["due"] for s in samples) if samples
         else math.nan,
         "history_readable": bool(samples) and all(s["history_readable"] is not False
@@ -436,7 +362,7 @@ def _by_machine_speed(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {"unit_cpu_ms_median": median, "slow_samples": len(slow),
             "stall_max_ms": max(s.get("stall_max_ms", 0.0) for s in samples),
             "clock_step_max_ms": max(s.get("clock_step_ms", 0.0) for s in samples),
-            "on_time_slow_machine": _pooled(slow), "on_time_normal_machine": _pooled(normal),
+            "on_time_slow_machine": pooled(slow), "on_time_normal_machine": pooled(normal),
             "on_time_min_normal_machine": min((s["on_time_share"] for s in normal
                                                if s["gaps"]), default=math.nan)}
 
@@ -512,15 +438,6 @@ def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]],
     ax.set_title("CPU used")
 
 
-def _minute_and_seconds(text: str) -> tuple[float, float]:
-    minute, _, seconds = text.partition(":")
-    try:
-        return float(minute), float(seconds)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected MINUTE:SECONDS, e.g. 8:12") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.steady", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -558,13 +475,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(default 10,000; etcd's own default of 100,000 let its RSS "
                              "reach 12 GiB in the hour)")
     stalls = parser.add_mutually_exclusive_group()
-    stalls.add_argument("--stall-etcd", type=_minute_and_seconds, default=None,
+    stalls.add_argument("--stall-etcd", type=minute_and_seconds, default=None,
                         metavar="MINUTE:SECONDS",
                         help="stop etcd (SIGSTOP) at this minute of the measured window "
                              "for this long, e.g. 8:12; past the lease TTL (5 s) the "
                              "workers lose their sessions, and the run reports how long "
                              "on time took to come back over the target after etcd went on")
-    stalls.add_argument("--stall-workers", type=_minute_and_seconds, default=None,
+    stalls.add_argument("--stall-workers", type=minute_and_seconds, default=None,
                         metavar="MINUTE:SECONDS",
                         help="the same, stopping every worker but w1, which takes their "
                              "cities over, and must give them back once they return")

@@ -118,15 +118,6 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
     return s
 
 
-#: the stall sections' titles, by what was stopped
-TITLES = {"etcd": "Recovery from an etcd stall",
-          "workers": "Recovery from a lease loss of most of the fleet"}
-
-
-def render_survivor(d: dict[str, Any], ctx: Context) -> Section:
-    return render_stall(d, ctx, "steady-survivor")
-
-
 MACHINE_COLUMNS = ["machine slowest (probe ÷ median)", "workers CPU", "etcd CPU",
                    "etcd RSS MiB"]
 
@@ -174,6 +165,16 @@ def _snapshots(d: dict[str, Any]) -> str:
     """The run's ``--snapshot-count``, when it set one (runs before it kept etcd's)."""
     snapshot_count = d.get("snapshot_count")
     return "" if snapshot_count is None else f" `--snapshot-count={count(snapshot_count)}`"
+
+
+#: the stall sections' titles, by what was stopped
+TITLES = {"etcd": "Recovery from an etcd stall",
+          "workers": "Recovery from a lease loss of most of the fleet"}
+
+
+def render_survivor(d: dict[str, Any], ctx: Context) -> Section:
+    """``bench.steady --stall-workers``: :func:`render_stall` under its own name."""
+    return render_stall(d, ctx, "steady-survivor")
 
 
 def render_stall(d: dict[str, Any], ctx: Context, name: str = "steady-stall") -> Section:

@@ -1,4 +1,4 @@
-"""bench.steady's reading of a stall: how long on time took to come back, from samples."""
+"""bench.stall's reading of a stall: how long on time took to come back, from samples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.steady import recovery
+from bench.stall import recovery
 
 
 def samples(on_time: list[float], seconds: float = 10.0) -> list[dict[str, Any]]:
