@@ -394,8 +394,10 @@ class Ownership:
         owner's last decision old, and a city given back to its previous owner finds its
         own. When etcd cannot say, a move (the cool-down holds it)."""
         lease = previous.lease_id
-        if not lease or lease in self._leases_gone:
-            return bool(lease)
+        if not lease:
+            return False  # written before decisions named their writer's lease
+        if lease in self._leases_gone:
+            return True
         try:
             if self._lease_alive(lease):
                 return False
