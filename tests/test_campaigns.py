@@ -6,13 +6,16 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from typing import Any
 
-from coordinator.etcd import EtcdClient
+from coordinator.etcd import EtcdClient, EtcdConfig, KeyValue
 from coordinator.keys import Keys
 from coordinator.recipes.campaigns import Campaigns
 from coordinator.recipes.election import Election
 from coordinator.recipes.session import Session
+from devtools.proxy import Proxy
 from tests.conftest import wait_until
+from tests.etcd_server import EtcdCluster
 
 
 def test_a_candidacy_entered_again_survives_the_late_news_of_the_old_one(
@@ -58,3 +61,48 @@ def caught_up(client: EtcdClient, keys: Keys, campaigns: Campaigns, marker: str)
     brought every change before it."""
     client.put(f"{keys.election(marker)}/0", "")
     wait_until(functools.partial(campaigns.queue, marker), message="the watch to catch up")
+
+
+def test_a_candidacy_entered_while_the_watch_re_reads_survives_the_read(
+        etcd: EtcdCluster, keys: Keys) -> None:
+    """After a stream error the watch re-reads the election prefix. A candidacy entered
+    between that read and its arrival in the view is not in the read: taken at its
+    word, the worker dropped a city it had just won (a spurious step-down)."""
+    member = etcd.members[0].client_url
+    proxy = Proxy(member).start()
+    racing = threading.Event()
+
+    class EnterDuringRead(EtcdClient):
+        def get_prefix(self, prefix: str, **options: Any) -> tuple[list[KeyValue], int]:
+            read = super().get_prefix(prefix, **options)
+            if racing.is_set() and prefix == keys.elections:
+                racing.clear()
+                campaigns.enter("paris")  # after the read, before the view takes it
+            return read
+
+    client = EnterDuringRead(EtcdConfig(endpoints=(proxy.url,), timeout=5))
+    direct = EtcdClient(EtcdConfig(endpoints=(member,)))
+    session = Session(client, ttl=5)
+    lost: list[str] = []
+    campaigns = Campaigns(client, keys, "w1", on_change=lambda cities: None,
+                          on_lost=lambda city, key, reason: lost.append(city))
+    campaigns.bind(session)
+    campaigns.start()
+    try:
+        assert campaigns.wait_synced(10)
+        racing.set()
+        proxy.cut()  # the watch stream breaks: it re-reads when etcd is back
+        time.sleep(0.3)
+        proxy.restore()
+        wait_until(lambda: not racing.is_set(), timeout=10, message="the re-read")
+        wait_until(lambda: campaigns.leader("paris") is not None, timeout=10,
+                   message="paris won and kept (not dropped on a read older than it)")
+        caught_up(direct, keys, campaigns, "marker")
+        assert "paris" in campaigns.entered() and campaigns.leader("paris") is not None
+        assert lost == [], f"dropped {lost} on a read older than the candidacy"
+    finally:
+        campaigns.stop()
+        session.close()
+        proxy.close()
+        client.close()
+        direct.close()

@@ -50,3 +50,19 @@ def test_a_city_taken_while_the_fleet_formed_pays_for_a_move_long_after() -> Non
     budget.formed("a")
     time.sleep(0.25)
     assert "churn budget" in (budget.take("a", fleet=1) or "")
+
+
+def test_a_change_of_members_keeps_the_free_move_of_a_failover_for_the_return() -> None:
+    """Workers paused past the TTL come back after their cities failed over: the
+    survivor's free move back lasts the forming time from their return, not from the
+    take; a city whose free move had expired stays on the budget."""
+    budget = ChurnBudget(moves_per_minute=1, cooldown=0, forming=0.3)
+    budget.take("spend-the-only-token", fleet=1)
+    budget.formed("expired")
+    time.sleep(0.2)
+    budget.formed("failed-over")
+    time.sleep(0.15)  # "expired" is past its time; "failed-over" is not
+    budget.members_changed()
+    time.sleep(0.2)  # past the take's time, within the return's
+    assert budget.take("failed-over", fleet=2) is None
+    assert "churn budget" in (budget.take("expired", fleet=2) or "")

@@ -184,6 +184,11 @@ class Campaigns:
             if parsed is not None:
                 view.setdefault(parsed[0], {})[kv.key] = kv
         with self._lock:
+            for city, candidate in self._mine.items():
+                # entered after the read, which cannot show it yet (the watch will)
+                ours = self._view.get(city, {}).get(candidate.election.key)
+                if candidate.revision > revision and ours is not None:
+                    view.setdefault(city, {})[ours.key] = ours
             cities = set(view) | set(self._view)
             self._view = view
         self._check_lost(cities)

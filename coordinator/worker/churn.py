@@ -18,8 +18,11 @@ TTL, one survivor may hold most of the fleet's cities) or taken from nobody whil
 session was young (its first ``2 × TTL``: workers started together each see the others
 a moment late), gets its first move free of the budget and of the cool-down if it starts
 within ``forming`` seconds (``4 × TTL``) of the take (``formed``), so the fleet settles
-at once. Later it is an ordinary move: a city that sat where the fleet formed for an hour
-is not moved for free by the first rebalance (nor when a worker joins just after).
+at once. A change of members within that time starts it again (``members_changed``):
+workers coming back from a pause return after their cities failed over, and only then
+can the cities go back. Later it is an ordinary move: a city that sat where the fleet
+formed for an hour is not moved for free by the first rebalance (nor when a worker joins
+long after).
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ class ChurnBudget:
         seconds."""
         with self._lock:
             self._forming[city] = time.monotonic()
+
+    def members_changed(self) -> None:
+        """The fleet's members changed: the free first moves not yet expired last
+        ``forming`` seconds from now (the ones expired are forgotten)."""
+        now = time.monotonic()
+        with self._lock:
+            self._forming = {city: now for city, taken in self._forming.items()
+                             if now - taken <= self.forming}
 
     def take(self, city: str, fleet: int) -> str | None:
         """Spend one move on ``city`` and return ``None``, or say why it must wait

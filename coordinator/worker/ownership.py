@@ -249,6 +249,8 @@ class Ownership:
         planned at once."""
         now = time.monotonic()
         if members != self._planned_members:  # rebalance now, and until balanced
+            if self._planned_members is not None:
+                self.churn.members_changed()
             self._planned_members = members
             self._unbalanced_since = -math.inf
         self._delayed = None
