@@ -207,7 +207,8 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         etcd.put_cities(client, keys, names, solver="greedy", period=period, params=PARAMS)
         warmup = decisionlog.DecisionLog(client, keys).start()
         procs = processes.Workers(cluster.endpoints, NAMESPACE, logs, extra=[
-            "--solve-isolation", args.isolation, "--lease-ttl", "5"])
+            "--solve-isolation", args.isolation, "--lease-ttl", "5",
+            "--log-level", args.worker_log_level])
         samples: list[dict[str, Any]] = []
         defrags: list[dict[str, Any]] = []
         tally: Tally | None = None
@@ -464,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="growth compares the peak of this many minutes from the "
                              "baseline with the peak of the last ones (default 5, etcd's "
                              "compaction cadence; quick 1)")
+    parser.add_argument("--worker-log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"],
+                        help="the workers' --log-level (their logs: see worker_logs in the "
+                             "results; info shows every handover and every move held back)")
     parser.add_argument("--retention-revisions", type=int, default=None,
                         help="etcd's --auto-compaction-retention in revision mode (default "
                              "12,000: about 5 minutes of 1,000 cities at 1 s, whose ticks "

@@ -52,17 +52,18 @@ def test_a_city_taken_while_the_fleet_formed_pays_for_a_move_long_after() -> Non
     assert "churn budget" in (budget.take("a", fleet=1) or "")
 
 
-def test_a_change_of_members_keeps_the_free_move_of_a_failover_for_the_return() -> None:
-    """Workers paused past the TTL come back after their cities failed over: the
-    survivor's free move back lasts the forming time from their return, not from the
-    take; a city whose free move had expired stays on the budget."""
-    budget = ChurnBudget(moves_per_minute=1, cooldown=0, forming=0.3)
+
+def test_a_failed_over_city_goes_back_home_for_free_whenever_it_can() -> None:
+    """Workers paused past the TTL come back after their cities failed over, and need
+    their new sessions and candidacies before a city can go back: the way back to the
+    worker it failed over from stays free past the forming time; any other move pays."""
+    budget = ChurnBudget(moves_per_minute=1, cooldown=60, forming=0.1)
     budget.take("spend-the-only-token", fleet=1)
-    budget.formed("expired")
-    time.sleep(0.2)
-    budget.formed("failed-over")
-    time.sleep(0.15)  # "expired" is past its time; "failed-over" is not
-    budget.members_changed()
-    time.sleep(0.2)  # past the take's time, within the return's
-    assert budget.take("failed-over", fleet=2) is None
-    assert "churn budget" in (budget.take("expired", fleet=2) or "")
+    budget.formed("a", home="w2")
+    budget.formed("b", home="w2")
+    time.sleep(0.15)
+    assert "churn budget" in (budget.take("a", fleet=2, to="w3") or "")
+    assert budget.take("a", fleet=2, to="w2") is None  # home, however late
+    assert "churn budget" in (budget.take("a", fleet=2, to="w2") or "")  # once
+    budget.arrived("b")  # handed to us since: an ordinary move now
+    assert "cool-down" in (budget.take("b", fleet=2, to="w2") or "")

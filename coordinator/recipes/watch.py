@@ -2,20 +2,22 @@
 
 etcd drops a watch stream when its member dies, loses the raft leader, or the client
 fails over to another endpoint, and it does not resume it for us. ``PrefixWatch`` keeps
-one stream per prefix alive: every stream it opens starts with a read of the whole
-prefix, handed to the listener as a fresh snapshot, and watches from the revision of
-that read + 1, so no change is lost.
+one stream per prefix alive. After an error it opens a new stream from the last
+revision it delivered + 1, so no event is lost or repeated, when that is near the
+present; otherwise, or when that revision has been compacted away, it re-reads the
+whole prefix and hands the listener a fresh snapshot (which skips changes that came and
+went meanwhile).
 
-It does not resume from the last event delivered. The prefixes watched this way hold
-state (candidates, settings, members, loads), are small, and are quiet for long
-stretches while decisions write thousands of revisions elsewhere. To replay from an old
-revision, etcd reads every revision since of every key, under the lock its writes wait
-on: three workers resuming together after a pause made it stall for seconds and cost a
-fourth worker its lease (docs/operations.md). A read costs what the prefix holds now.
+Near means within ``REPLAY_LIMIT`` revisions of etcd's revision, asked before resuming
+(a count of the prefix: one small round trip). To replay, etcd reads every revision
+since, of every key and not only the prefix's, under a lock its writes wait on. A quiet
+prefix (candidates, members, settings) may be tens of thousands of revisions behind
+while decisions write elsewhere: three workers resuming such watches together after a
+pause stalled etcd for seconds and cost a fourth worker its lease (docs/operations.md).
+A read costs what the prefix holds now.
 
 The listener sees a snapshot first (``on_snapshot``), then batches of events
-(``on_events``) in revision order, all from one thread; after any stream error, a new
-snapshot, which may skip changes that came and went meanwhile.
+(``on_events``) in revision order, all from one thread.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 
 SnapshotHandler = Callable[[list[KeyValue], int], None]
 EventsHandler = Callable[[WatchBatch], None]
+
+#: the most revisions a resumed stream replays; further behind, the prefix is read again
+REPLAY_LIMIT = 1000
 
 #: 0.1 s after a first failure, doubling to 2 s, each spread over [0.5, 1.5) times that
 _RETRY = Backoff(0.1, 2.0, jitter=1.0)
@@ -85,13 +90,22 @@ class PrefixWatch:
         self.revision = revision
         self.synced.set()
 
+    def _far_behind(self) -> bool:
+        """Whether etcd is more than ``REPLAY_LIMIT`` revisions past the last one
+        delivered: cheaper to read the prefix again than to make etcd replay them."""
+        _, now = self._client.get_prefix(self.prefix, count_only=True)
+        return now - self.revision > REPLAY_LIMIT
+
     def _run(self) -> None:
         failures = 0  # in a row, since a stream last opened
+        need_snapshot = True
         failing_since = 0.0  # monotonic time the current streak of failures began
         last_warning = 0.0
         while not self._stop.is_set():
             try:
-                self._snapshot()
+                if need_snapshot or self._far_behind():
+                    self._snapshot()
+                    need_snapshot = False
                 stream = self._client.watch_stream(self.prefix, self.revision + 1)
                 with self._lock:
                     if self._stop.is_set():
@@ -106,11 +120,15 @@ class PrefixWatch:
                 for batch in stream:
                     if batch.events:
                         self._on_events(batch)
+                        # Resume after the last event delivered, never from a header
+                        # revision: etcd 3.4 answers progress requests with the current
+                        # revision even while this watcher is still catching up, so a
+                        # header can run ahead of events not yet sent.
                         self.revision = max(self.revision, batch.events[-1].kv.mod_revision)
             except EtcdCompacted as exc:
-                # the snapshot's revision compacted before the stream opened: read again
                 log.warning("watch on %s fell behind compaction (%s); re-reading it",
                             self.prefix, exc)
+                need_snapshot = True
             except DispatchError as exc:
                 if self._stop.is_set():
                     return
@@ -122,7 +140,8 @@ class PrefixWatch:
                 if not failing_since or now - last_warning > 30:
                     level, last_warning = logging.WARNING, now
                 failing_since = failing_since or now
-                log.log(level, "watch on %s interrupted: %s; re-reading it", self.prefix, exc)
+                log.log(level, "watch on %s interrupted: %s; retrying (from revision %d)",
+                        self.prefix, exc, self.revision + 1)
                 failures += 1
                 self._stop.wait(_RETRY.delay(failures))
             finally:

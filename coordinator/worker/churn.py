@@ -13,16 +13,18 @@ never moves twice within it. Cities of a dead worker are not moves: its standbys
 them over by election when its lease expires, and nothing here delays that.
 
 Undoing a failure is not churn either. A city placed by a failure rather than by the
-plan, taken because the lease of its last writer is gone (after etcd stalled past the
-TTL, one survivor may hold most of the fleet's cities) or taken from nobody while the
-session was young (its first ``2 × TTL``: workers started together each see the others
-a moment late), gets its first move free of the budget and of the cool-down if it starts
-within ``forming`` seconds (``4 × TTL``) of the take (``formed``), so the fleet settles
-at once. A change of members within that time starts it again (``members_changed``):
-workers coming back from a pause return after their cities failed over, and only then
-can the cities go back. Later it is an ordinary move: a city that sat where the fleet
-formed for an hour is not moved for free by the first rebalance (nor when a worker joins
-long after).
+plan gets a move free of the budget and of the cool-down (``formed``):
+- a city taken because the lease of its last writer is gone (after etcd stalled past the
+  TTL, or its workers were paused, one survivor may hold most of the fleet's cities)
+  goes back to that writer, by worker id, whenever the plan sends it there: workers
+  coming back from a pause, or restarted, first need their new sessions and their
+  candidacies, and their cities cannot go back before;
+- such a city, or one taken from nobody while the session was young (its first
+  ``2 × TTL``: workers started together each see the others a moment late), moves once
+  anywhere within ``forming`` seconds (``4 × TTL``) of the take, so the fleet settles at
+  once.
+Otherwise it is an ordinary move: a city that sat where the fleet formed for an hour is
+not moved for free by the first rebalance, nor to a worker that joins later.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ class ChurnBudget:
         self._tokens: float | None = None  # full at the first look
         self._refilled = time.monotonic()
         self._arrived: dict[str, float] = {}
-        self._forming: dict[str, float] = {}  # city -> when it was taken, forming
+        #: city placed by a failure -> when it was taken, and the worker it failed over
+        #: from (its way back is free)
+        self._forming: dict[str, tuple[float, str | None]] = {}
         #: moves started here since the worker started
         self.spent = 0
 
@@ -51,31 +55,28 @@ class ChurnBudget:
         """``city`` was just handed to us: its cool-down starts now."""
         with self._lock:
             self._arrived[city] = time.monotonic()
+            self._forming.pop(city, None)
 
-    def formed(self, city: str) -> None:
-        """``city`` was placed by a failure (its writer's lease gone, or nobody there
-        while the fleet forms): its first move is free, if it comes within ``forming``
-        seconds."""
+    def formed(self, city: str, home: str | None = None) -> None:
+        """``city`` was placed by a failure: its first move is free if it comes within
+        ``forming`` seconds, and its move back to ``home`` (the worker whose lease was
+        lost) is free whenever it comes."""
         with self._lock:
-            self._forming[city] = time.monotonic()
+            self._forming[city] = (time.monotonic(), home)
+            self._arrived.pop(city, None)
 
-    def members_changed(self) -> None:
-        """The fleet's members changed: the free first moves not yet expired last
-        ``forming`` seconds from now (the ones expired are forgotten)."""
-        now = time.monotonic()
-        with self._lock:
-            self._forming = {city: now for city, taken in self._forming.items()
-                             if now - taken <= self.forming}
-
-    def take(self, city: str, fleet: int) -> str | None:
-        """Spend one move on ``city`` and return ``None``, or say why it must wait
-        (``fleet``: the active workers sharing the budget)."""
+    def take(self, city: str, fleet: int, to: str | None = None) -> str | None:
+        """Spend one move of ``city`` (to worker ``to``) and return ``None``, or say why
+        it must wait (``fleet``: the active workers sharing the budget)."""
         now = time.monotonic()
         share = self.moves_per_minute / max(fleet, 1)
         with self._lock:
-            formed = self._forming.pop(city, None)
-            if formed is not None and now - formed <= self.forming:
-                return None
+            formed = self._forming.get(city)
+            if formed is not None:
+                taken, home = formed
+                if now - taken <= self.forming or (home is not None and to == home):
+                    del self._forming[city]
+                    return None
             arrived = self._arrived.get(city)
             if arrived is not None and now - arrived < self.cooldown:
                 return f"cool-down: moved here {now - arrived:.0f}s ago " \
@@ -89,5 +90,6 @@ class ChurnBudget:
                        f"(--moves-per-minute {self.moves_per_minute:g} over {fleet} workers)"
             self._tokens = tokens - 1.0
             self._arrived.pop(city, None)
+            self._forming.pop(city, None)
             self.spent += 1
             return None

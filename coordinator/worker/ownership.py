@@ -190,7 +190,7 @@ class Ownership:
                 self._config.worker_id in self._members.drained():
             return None
         fleet = sum(1 for m in self._members.members() if not m.drained)
-        return self.churn.take(city, fleet)
+        return self.churn.take(city, fleet, to=self.plan.owner(city))
 
     def _costs(self, needs: dict[str, CityNeeds]) -> tuple[dict[str, float], dict[str, str]]:
         """Each planned city's cost (measured, else the prior from its settings) and its
@@ -249,8 +249,6 @@ class Ownership:
         planned at once."""
         now = time.monotonic()
         if members != self._planned_members:  # rebalance now, and until balanced
-            if self._planned_members is not None:
-                self.churn.members_changed()
             self._planned_members = members
             self._unbalanced_since = -math.inf
         self._delayed = None
@@ -381,7 +379,7 @@ class Ownership:
             return
         previous = latest[0]
         if self._failed_over(city, previous):
-            self.churn.formed(city)
+            self.churn.formed(city, home=previous.worker_id)  # free to go back there
         else:
             self.churn.arrived(city)  # handed over by a live session: a move
         self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
