@@ -22,6 +22,9 @@ import io
 import itertools
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -164,18 +167,53 @@ def test_an_etcd_leader_change_does_not_cost_the_workers_their_leases(
 # -- focused: a watch resuming with a backlog -------------------------------------------
 
 
-def test_a_watch_resumed_with_a_long_backlog_loses_no_event(etcd: EtcdCluster) -> None:
+@dataclass
+class Cutoff:
+    """A client through a proxy the test cuts and restores, one straight to etcd, and a
+    prefix of the test's own (deleted after it)."""
+
+    proxy: Proxy
+    proxied: EtcdClient
+    direct: EtcdClient
+    root: str
+
+    @contextmanager
+    def watch(self, prefix: str, snapshot: Callable[[list[KeyValue], int], None],
+              events: Callable[[WatchBatch], None]) -> Iterator[PrefixWatch]:
+        watch = PrefixWatch(self.proxied, prefix, on_snapshot=snapshot,
+                            on_events=events).start()
+        try:
+            assert watch.synced.wait(10)
+            yield watch
+        finally:
+            watch.stop()
+
+
+@pytest.fixture
+def cutoff(etcd: EtcdCluster) -> Iterator[Cutoff]:
+    member = etcd.members[0].client_url
+    proxy = Proxy(member).start()
+    proxied = EtcdClient(EtcdConfig(endpoints=(proxy.url,), timeout=5))
+    direct = EtcdClient(EtcdConfig(endpoints=(member,)))
+    root = f"/cutoff-{time.time_ns()}/"
+    try:
+        yield Cutoff(proxy, proxied, direct, root)
+    finally:
+        proxy.close()
+        proxied.close()
+        direct.delete(root, prefix=True)
+        direct.close()
+
+
+def test_a_watch_resumed_with_a_long_backlog_loses_no_event(cutoff: Cutoff) -> None:
     """A PrefixWatch through a proxy: cut it off, write a backlog of 16,000 revisions,
     restore it, and cut it again if it is catching up. Every key written must reach the
     listener. (Written for the replay, which took etcd over a second; since a backlog
     over ``REPLAY_LIMIT`` is read again instead, it holds the read to the same bar.)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    member = etcd.members[0].client_url
-    prefix = f"/backlog-{time.time_ns()}/"
-    direct = EtcdClient(EtcdConfig(endpoints=(member,)))
-    proxy = Proxy(member).start()
-    proxied = EtcdClient(EtcdConfig(endpoints=(proxy.url,), timeout=5))
+    prefix = cutoff.root
+    direct, proxy = cutoff.direct, cutoff.proxy
     seen: set[str] = set()
     delivered = [0]
     lock = threading.Lock()
@@ -190,9 +228,7 @@ def test_a_watch_resumed_with_a_long_backlog_loses_no_event(etcd: EtcdCluster) -
             seen.update(e.kv.key for e in batch.events if e.kind == "put")
             delivered[0] = batch.events[-1].kv.mod_revision
 
-    watch = PrefixWatch(proxied, prefix, on_snapshot=snapshot, on_events=events).start()
-    try:
-        assert watch.synced.wait(10)
+    with cutoff.watch(prefix, snapshot, events) as watch:
         proxy.cut()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda i: direct.put(f"{prefix}{i}", b"x"), range(16_000)))
@@ -216,16 +252,9 @@ def test_a_watch_resumed_with_a_long_backlog_loses_no_event(etcd: EtcdCluster) -
         wait_until(lambda: len(seen) >= 16_000, timeout=30,
                    message=f"all 16000 keys to reach the listener (watch claimed revision "
                            f"{watch.revision} while delivered {delivered[0]})")
-    finally:
-        watch.stop()
-        proxy.close()
-        proxied.close()
-        direct.delete(prefix, prefix=True)
-        direct.close()
 
 
-def test_a_quiet_watch_resumes_from_the_present_and_loses_no_change(
-        etcd: EtcdCluster) -> None:
+def test_a_quiet_watch_resumes_from_the_present_and_loses_no_change(cutoff: Cutoff) -> None:
     """A PrefixWatch on a quiet prefix, through a proxy: cut it off, change the prefix,
     then write a history longer than ``REPLAY_LIMIT`` elsewhere (as decisions do), and
     restore it. The watch must come back at the present, by a read, not ask etcd to
@@ -233,12 +262,8 @@ def test_a_quiet_watch_resumes_from_the_present_and_loses_no_change(
     and stalls its writes); and the listener must hold exactly what etcd holds."""
     from concurrent.futures import ThreadPoolExecutor
 
-    member = etcd.members[0].client_url
-    stamp = time.time_ns()
-    quiet, busy = f"/quiet-{stamp}/", f"/busy-{stamp}/"
-    direct = EtcdClient(EtcdConfig(endpoints=(member,)))
-    proxy = Proxy(member).start()
-    proxied = EtcdClient(EtcdConfig(endpoints=(proxy.url,), timeout=5))
+    quiet, busy = f"{cutoff.root}quiet/", f"{cutoff.root}busy/"
+    direct, proxy = cutoff.direct, cutoff.proxy
     held: dict[str, bytes] = {}
     snapshots = [0]
     lock = threading.Lock()
@@ -258,9 +283,7 @@ def test_a_quiet_watch_resumes_from_the_present_and_loses_no_change(
                     held.pop(e.kv.key, None)
 
     direct.put(f"{quiet}a", b"1")
-    watch = PrefixWatch(proxied, quiet, on_snapshot=snapshot, on_events=events).start()
-    try:
-        assert watch.synced.wait(10)
+    with cutoff.watch(quiet, snapshot, events) as watch:
         proxy.cut()
         direct.put(f"{quiet}b", b"2")
         direct.delete(f"{quiet}a")
@@ -274,24 +297,14 @@ def test_a_quiet_watch_resumes_from_the_present_and_loses_no_change(
         with lock:
             assert held == {f"{quiet}b": b"2"}
             assert snapshots[0] >= 2, "resumed by replaying events, not by a read"
-    finally:
-        watch.stop()
-        proxy.close()
-        proxied.close()
-        direct.delete(quiet, prefix=True)
-        direct.delete(busy, prefix=True)
-        direct.close()
 
 
-def test_a_watch_a_few_revisions_behind_replays_every_event(etcd: EtcdCluster) -> None:
+def test_a_watch_a_few_revisions_behind_replays_every_event(cutoff: Cutoff) -> None:
     """Cut off for a moment, a watch near the present resumes by replay: a key created
     and deleted meanwhile reaches the listener as two events, which a read would skip
     (a decision log counts every decision)."""
-    member = etcd.members[0].client_url
-    prefix = f"/near-{time.time_ns()}/"
-    direct = EtcdClient(EtcdConfig(endpoints=(member,)))
-    proxy = Proxy(member).start()
-    proxied = EtcdClient(EtcdConfig(endpoints=(proxy.url,), timeout=5))
+    prefix = cutoff.root
+    direct, proxy = cutoff.direct, cutoff.proxy
     seen: list[tuple[str, str]] = []
     snapshots = [0]
 
@@ -301,9 +314,7 @@ def test_a_watch_a_few_revisions_behind_replays_every_event(etcd: EtcdCluster) -
     def events(batch: WatchBatch) -> None:
         seen.extend((e.kind, e.kv.key) for e in batch.events)
 
-    watch = PrefixWatch(proxied, prefix, on_snapshot=snapshot, on_events=events).start()
-    try:
-        assert watch.synced.wait(10)
+    with cutoff.watch(prefix, snapshot, events):
         proxy.cut()
         direct.put(f"{prefix}brief", b"1")
         direct.delete(f"{prefix}brief")
@@ -314,12 +325,6 @@ def test_a_watch_a_few_revisions_behind_replays_every_event(etcd: EtcdCluster) -
         assert seen == [("put", f"{prefix}brief"), ("delete", f"{prefix}brief"),
                         ("put", f"{prefix}marker")]
         assert snapshots[0] == 1, "read again though only three revisions behind"
-    finally:
-        watch.stop()
-        proxy.close()
-        proxied.close()
-        direct.delete(prefix, prefix=True)
-        direct.close()
 
 
 # -- focused: etcd out of reach, again and again ------------------------------------------

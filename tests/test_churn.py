@@ -53,17 +53,29 @@ def test_a_city_taken_while_the_fleet_formed_pays_for_a_move_long_after() -> Non
 
 
 
-def test_a_failed_over_city_goes_back_home_for_free_whenever_it_can() -> None:
-    """Workers paused past the TTL come back after their cities failed over, and need
-    their new sessions and candidacies before a city can go back: the way back to the
-    worker it failed over from stays free past the forming time; any other move pays."""
+
+def test_what_a_failure_brought_goes_back_for_free_whenever_it_can() -> None:
+    """A survivor took two cities of w2 when w2's lease was lost. Its moves to w2 are
+    free, two of them, whichever cities the plan sends and however late (w2 must come
+    back and stand again first); moves elsewhere pay, and a city handed to us since
+    still waits out its cool-down."""
     budget = ChurnBudget(moves_per_minute=1, cooldown=60, forming=0.1)
     budget.take("spend-the-only-token", fleet=1)
-    budget.formed("a", home="w2")
-    budget.formed("b", home="w2")
+    budget.failed_over("a", "w2")
+    budget.failed_over("b", "w2")
+    budget.arrived("mine")
     time.sleep(0.15)
     assert "churn budget" in (budget.take("a", fleet=2, to="w3") or "")
-    assert budget.take("a", fleet=2, to="w2") is None  # home, however late
-    assert "churn budget" in (budget.take("a", fleet=2, to="w2") or "")  # once
-    budget.arrived("b")  # handed to us since: an ordinary move now
-    assert "cool-down" in (budget.take("b", fleet=2, to="w2") or "")
+    assert "cool-down" in (budget.take("mine", fleet=2, to="w2") or "")
+    assert budget.take("own", fleet=2, to="w2") is None  # not one of them: owed all the same
+    assert budget.take("a", fleet=2, to="w2") is None
+    assert "churn budget" in (budget.take("b", fleet=2, to="w2") or "")  # two, no more
+    assert budget.spent == 1
+
+
+def test_a_new_session_owes_nothing() -> None:
+    budget = ChurnBudget(moves_per_minute=1, cooldown=0, forming=0.0)
+    budget.take("spend-the-only-token", fleet=1)
+    budget.failed_over("a", "w2")
+    budget.forget()
+    assert "churn budget" in (budget.take("a", fleet=2, to="w2") or "")

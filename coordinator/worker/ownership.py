@@ -107,6 +107,7 @@ class Ownership:
     def new_session(self) -> None:
         """A new lease: cities taken in its first moments are the fleet forming."""
         self._session_started = time.monotonic()
+        self.churn.forget()
 
     # -- leadership as it comes and goes (the campaigns' callbacks) --------------------
 
@@ -379,7 +380,10 @@ class Ownership:
             return
         previous = latest[0]
         if self._failed_over(city, previous):
-            self.churn.formed(city, home=previous.worker_id)  # free to go back there
+            if previous.worker_id and previous.worker_id != self._config.worker_id:
+                self.churn.failed_over(city, previous.worker_id)
+            else:
+                self.churn.formed(city)
         else:
             self.churn.arrived(city)  # handed over by a live session: a move
         self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
