@@ -85,6 +85,7 @@ bench: setup
 	$(PY) -m bench.relay $(BENCH_ARGS)
 	$(PY) -m bench.fleet $(BENCH_ARGS)
 	$(PY) -m bench.decisionsize $(BENCH_ARGS)
+	$(PY) -m bench.watchresume $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # an hour of steady work (not in `make bench`: it alone takes an hour); --quick: 5 minutes

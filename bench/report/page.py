@@ -25,6 +25,7 @@ from bench.report import (
     solvers,
     steady,
     tickcost,
+    watchresume,
 )
 from bench.report.format import DASH, markdown_table, slug, verdict
 from bench.report.parts import Context, Section
@@ -33,7 +34,7 @@ from bench.report.parts import Context, Section
 RETRY_DELAY = 0.5
 #: the order of the sections; a results file with another name gets a generic section
 ORDER = ("coordination", "tickcost", "scale", "failover", "leaselock", "relay", "solvers",
-         "fleet", "steady", "steady-stall", "steady-survivor",
+         "fleet", "steady", "steady-stall", "steady-survivor", "watchresume",
          "decisionsize")
 #: the intro's table of commands: what each benchmark measures, and its baseline
 COMMANDS = {
@@ -65,6 +66,9 @@ COMMANDS = {
     "steady-survivor": ("the same work with every worker but one stopped past the lease "
                         "TTL: how long the survivor takes to give the cities back",
                         "the samples before the stall, same run"),
+    "watchresume": ("etcd's longest put while 3 watches on a quiet prefix resume 12,000 "
+                    "revisions behind: replayed, or the prefix read again",
+                    "the same watches opened at the present, same run"),
     "decisionsize": ("bytes of one stored decision against the city's size (10 × 5 to "
                      "1,500 × 1,000), fixed part and per pair",
                      "the same decision in the form written before the trim"),
@@ -89,7 +93,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any], Context], Section]] = {
     "failover": failover.render, "leaselock": leaselock.render, "relay": relay.render,
     "solvers": solvers.render, "fleet": fleet.render, "steady": steady.render,
     "steady-stall": steady.render_stall, "steady-survivor": steady.render_survivor,
-    "decisionsize": decisionsize.render,
+    "watchresume": watchresume.render, "decisionsize": decisionsize.render,
 }
 TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in situ",
           "scale": "Scale",
@@ -100,6 +104,7 @@ TITLES = {"coordination": "Coordination overhead", "tickcost": "CPU per tick, in
           "steady": "An hour of steady work",
           "steady-stall": steady.TITLES["etcd"],
           "steady-survivor": steady.TITLES["workers"],
+          "watchresume": "Resuming a quiet watch",
           "decisionsize": "What a decision costs"}
 
 

@@ -391,10 +391,10 @@ class Ownership:
     def _failed_over(self, city: str, previous: pb.Decision) -> bool:
         """Whether ``city`` came to us because the lease of its last writer is gone (its
         owner crashed, was cut off, or lost its lease while etcd stalled), not by a
-        handover. Such a city was placed by the failure, not by the plan, so its first
-        move back is free of the budget (``ChurnBudget.formed``): the survivor of a lease
-        loss of most of the fleet would otherwise give the cities back a few a minute,
-        overloaded meanwhile. A decision's age cannot tell: a slow solve leaves a live
+        handover. Such a city was placed by the failure, not by the plan, so it is owed
+        back to its writer free of the budget (``ChurnBudget.failed_over``): the survivor
+        of a lease loss of most of the fleet would otherwise give the cities back a few a
+        minute, overloaded meanwhile. A decision's age cannot tell: a slow solve leaves a live
         owner's last decision old, and a city given back to its previous owner finds its
         own. When etcd cannot say, a move (the cool-down holds it)."""
         lease = previous.lease_id
