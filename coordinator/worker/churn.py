@@ -64,6 +64,7 @@ class ChurnBudget:
         ``forming`` seconds."""
         with self._lock:
             self._forming[city] = time.monotonic()
+            self._arrived.pop(city, None)  # not a move: no cool-down
 
     def failed_over(self, city: str, home: str) -> None:
         """``city`` was taken because the lease of ``home``, its last writer, is gone:
@@ -85,15 +86,13 @@ class ChurnBudget:
         with self._lock:
             formed = self._forming.pop(city, None)
             if formed is not None and now - formed <= self.forming:
-                if to is not None and self._owed[to] > 0:
-                    self._owed[to] -= 1  # given back, if owed
+                self._give_back(to)  # counted as given back, if owed
                 return None
             arrived = self._arrived.get(city)
             if arrived is not None and now - arrived < self.cooldown:
                 return f"cool-down: moved here {now - arrived:.0f}s ago " \
                        f"(--move-cooldown {self.cooldown:.0f}s)"
-            if to is not None and self._owed[to] > 0:
-                self._owed[to] -= 1
+            if self._give_back(to):
                 return None
             capacity = max(share, 1.0)
             tokens = capacity if self._tokens is None else min(
@@ -106,3 +105,10 @@ class ChurnBudget:
             self._arrived.pop(city, None)
             self.spent += 1
             return None
+
+    def _give_back(self, to: str | None) -> bool:
+        """Count a move to ``to`` against the cities owed to it, if any (lock held)."""
+        if to is None or self._owed[to] <= 0:
+            return False
+        self._owed[to] -= 1
+        return True

@@ -379,14 +379,16 @@ class Ownership:
             self._ticker.add(city, period, then_at_phase=phase)
             return
         previous = latest[0]
+        # A move until etcd says the writer's lease is gone: that round trip comes after
+        # the city ticks, not before (a handover's successor has a period to tick in,
+        # and the survivor of a failover hands hundreds back at once).
+        self.churn.arrived(city)
+        self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
         if self._failed_over(city, previous):
             if previous.worker_id and previous.worker_id != self._config.worker_id:
                 self.churn.failed_over(city, previous.worker_id)
             else:
                 self.churn.formed(city)
-        else:
-            self.churn.arrived(city)  # handed over by a live session: a move
-        self._ticker.add(city, period, first_in=self._first_tick_in(city, previous))
 
     def _failed_over(self, city: str, previous: pb.Decision) -> bool:
         """Whether ``city`` came to us because the lease of its last writer is gone (its
@@ -394,9 +396,9 @@ class Ownership:
         handover. Such a city was placed by the failure, not by the plan, so it is owed
         back to its writer free of the budget (``ChurnBudget.failed_over``): the survivor
         of a lease loss of most of the fleet would otherwise give the cities back a few a
-        minute, overloaded meanwhile. A decision's age cannot tell: a slow solve leaves a live
-        owner's last decision old, and a city given back to its previous owner finds its
-        own. When etcd cannot say, a move (the cool-down holds it)."""
+        minute, overloaded meanwhile. A decision's age cannot tell: a slow solve leaves a
+        live owner's last decision old, and a city given back to its previous owner finds
+        its own. When etcd cannot say, a move (the cool-down holds it)."""
         lease = previous.lease_id
         if not lease:
             return False  # written before decisions named their writer's lease
