@@ -1,7 +1,8 @@
 """The benchmarks: one module each, run from the repository root as
 ``python -m bench.<name>`` (``coordination``, ``tickcost``, ``scale``, ``failover``,
-``leaselock``, ``solvers``, ``relay``, ``fleet``, ``steady``, ``decisionsize``), and
-``python -m bench.report``, which renders docs/benchmarks.md from their results.
+``leaselock``, ``solvers``, ``relay``, ``fleet``, ``steady``, ``watchresume``,
+``decisionsize``), and ``python -m bench.report``, which renders docs/benchmarks.md from
+their results.
 
 What the benchmarks share is split by idea: ``host`` (the machine measured), ``stats``,
 ``output`` (console tables, results files, plots, the log line), ``etcd`` (a private etcd,

@@ -22,14 +22,13 @@ marker written just after opening.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench import ROOT, etcd, host, output
+from bench import ROOT, etcd, host, output, stats
 from bench.output import log
 from coordinator.etcd import EtcdClient, WatchStream
 
@@ -124,12 +123,13 @@ def trial(client: EtcdClient, how: str, quiet_at: int, watches: int,
         time.sleep(TAIL)
         during = probe.latencies[before:]
     client.delete(marker)
-    return {"longest_put_ms": 1e3 * max(during), "median_put_ms": 1e3 * statistics.median(during),
+    return {"longest_put_ms": 1e3 * max(during),
+            "median_put_ms": 1e3 * stats.percentile(during, 50),
             "synced_s": took}
 
 
 def summarise(trials: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    out = {how: {key: statistics.median(t[key] for t in ts) for key in ts[0]}
+    out = {how: {key: stats.percentile([t[key] for t in ts], 50) for key in ts[0]}
            for how, ts in trials.items()}
     base = out["present"]["longest_put_ms"]
     for figures in out.values():
