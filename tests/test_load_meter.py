@@ -77,6 +77,21 @@ def test_cpu_no_tick_booked_is_shared_out_in_proportion_to_each_citys_cost() -> 
     assert sum(costs.values()) == pytest.approx(0.102 + 0.1)  # nothing lost, none twice
 
 
+def test_a_worker_with_one_light_city_does_not_put_its_own_overhead_on_it() -> None:
+    """A worker that just joined leads one village and spends ten times as much on its
+    keep-alives, watches and control loop: that stays when the village leaves, so the
+    village carries at most as much again as its own ticks (else the plan sees the
+    worker full and sends it nothing more)."""
+    clocks = Clocks()
+    meter = clocks.meter()
+    meter.costs()
+    meter.ticked("village", 0.005, period=0.5)   # 0.01 CPU s/s
+    clocks.cpu += 0.005 + 1.0                    # 0.1 cores booked to no tick
+    clocks.now += 10.0
+    assert meter.costs() == {"village": pytest.approx(0.01 * 2)}
+    assert meter.unbooked() == pytest.approx(0.1)
+
+
 def test_a_solve_in_a_solver_process_is_not_taken_from_this_process() -> None:
     clocks = Clocks()
     meter = clocks.meter()
@@ -93,13 +108,13 @@ def test_a_solve_in_a_solver_process_is_not_taken_from_this_process() -> None:
 def test_the_unbooked_cpu_is_measured_over_whole_windows() -> None:
     clocks = Clocks()
     meter = clocks.meter()
-    meter.ticked("a", 0.01, period=1.0)
+    meter.ticked("a", 0.2, period=1.0)
     meter.costs()
     clocks.cpu += 0.5
     clocks.now += 1.0                            # too short a window to judge
-    assert meter.costs() == {"a": pytest.approx(0.01)}
+    assert meter.costs() == {"a": pytest.approx(0.2)}
     clocks.now += 4.0
-    assert meter.costs()["a"] == pytest.approx(0.01 + 0.1)
+    assert meter.costs()["a"] == pytest.approx(0.2 + 0.1)
 
 
 def test_a_load_is_published_again_when_other_moves_wait_not_as_their_wait_grows() -> None:

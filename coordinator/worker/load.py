@@ -46,6 +46,8 @@ class LoadMeter:
     KEEP = 30.0
     #: weight of each new window in the mean of the unbooked CPU
     WINDOW_ALPHA = 0.3
+    #: the unbooked CPU shared out is at most this many times what the ticks booked
+    OVERHEAD_CAP = 1.0
 
     def __init__(self, *, window: float = 5.0,
                  process_cpu: Callable[[], float] = time.process_time,
@@ -87,7 +89,7 @@ class LoadMeter:
 
     def costs(self) -> dict[str, float]:
         """The cities ticked here recently, each with its smoothed cost and its share of
-        the unbooked CPU (in proportion to that cost)."""
+        the unbooked CPU (in proportion to that cost, ``OVERHEAD_CAP`` at most)."""
         now = self._clock()
         with self._lock:
             for city in [c for c, seen in self._seen.items() if now - seen > self.KEEP]:
@@ -98,7 +100,7 @@ class LoadMeter:
             total = sum(self._cost.values())
             if not self._unbooked or not total:
                 return dict(self._cost)
-            scale = 1.0 + self._unbooked / total
+            scale = 1.0 + min(self._unbooked / total, self.OVERHEAD_CAP)
             return {c: cost * scale for c, cost in self._cost.items()}
 
     def unbooked(self) -> float:
