@@ -145,6 +145,46 @@ def test_sigterm_hands_the_city_over_at_once_and_revokes_the_lease(
     assert verify(client, keys).ok
 
 
+def test_a_city_won_while_stopping_is_resigned_at_once_not_held_till_the_end(
+        etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
+        spawn_worker: Spawn) -> None:
+    """A leaving worker waits for its ticks in flight before its lease goes. A city won
+    meanwhile (its leader resigned to us) must not wait with it, unticked: the worker
+    stands in no queue once it stops, and resigns at once what it wins anyway."""
+    import subprocess
+
+    from tests.etcd_server import ETCDCTL
+
+    operator = subprocess.Popen([ETCDCTL, f"--endpoints={etcd.endpoints}", "elect",
+                                 keys.election("paris"), "operator"], stdout=subprocess.PIPE)
+    try:
+        wait_until(lambda: client.get_prefix(keys.election("paris") + "/")[0],
+                   message="etcdctl to stand")
+        leaving = spawn_worker("w1", ttl=10)
+        add_city(etcd, namespace, "paris", period=0.3)
+        # a tick of 2 s every 3 s: the worker's shutdown waits for the one in flight
+        dispatchctl(etcd.endpoints, namespace, "city", "add", "slowtown", "--solver",
+                    "test-slow", "--param", "sleep=2.0", "--period", "3")
+        wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
+                   message="the worker to queue behind etcdctl")
+        first = wait_until(lambda: decision(client, keys, "slowtown"), timeout=15,
+                           message="slowtown's first decision")
+        wait_until(lambda: (d := decision(client, keys, "slowtown")) and d != first,
+                   timeout=10, interval=0.05, message="slowtown's next decision")
+        time.sleep(1.3)  # its next tick started a second ago and runs 2 s
+        leaving.signal(signal.SIGTERM)
+        wait_until(lambda: "stopping: finishing ticks" in leaving.log(), timeout=5,
+                   interval=0.05, message="the worker to begin stopping")
+        operator.send_signal(signal.SIGINT)   # paris is handed over while w1 stops
+        operator.wait(10)
+        wait_until(lambda: not client.get_prefix(keys.election("paris") + "/")[0],
+                   timeout=1, interval=0.05, message="paris left free for the next in line")
+        assert leaving.process.poll() is None, "w1 stopped before the check could tell"
+        assert leaving.process.wait(15) == 0
+    finally:
+        operator.kill()
+
+
 def test_cities_are_added_reconfigured_disabled_and_removed_live(
         etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
         spawn_worker: Spawn) -> None:

@@ -112,8 +112,14 @@ class Ownership:
     # -- leadership as it comes and goes (the campaigns' callbacks) --------------------
 
     def elected(self, city: str, _leader: LeaderKey) -> None:
-        """Start ticking a city the moment we win it (see ``Campaigns._claim_first``)."""
-        if self._stopping.is_set() or city in self._ticker.cities():
+        """Start ticking a city the moment we win it (see ``Campaigns._claim_first``);
+        while stopping, resign it at once for the next in line rather than hold it,
+        unticked, until our lease goes (a missed tick at a leave: docs/operations.md)."""
+        if self._stopping.is_set():
+            log.info("stopping: resigning %s, won meanwhile, at once", city)
+            self._resign(city)
+            return
+        if city in self._ticker.cities():
             return
         self._start_ticking(city)
 
@@ -319,6 +325,14 @@ class Ownership:
         return True
 
     # -- letting go ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Warm shutdown: leave the queues we only stand in, so that nobody hands us a
+        city now, then hand over the cities we lead."""
+        leaders = self._campaigns.leaders()
+        for city in sorted(self._campaigns.entered() - set(leaders)):
+            self._resign(city)
+        self.hand_over(sorted(leaders))
 
     def hand_over(self, cities: list[str]) -> None:
         """Resign ``cities`` so that whoever is queued next keeps their rhythm.
