@@ -30,6 +30,9 @@ __all__ = ["Campaigns", "Candidate"]
 
 log = logging.getLogger(__name__)
 
+#: claims confirmed at once (each is I/O: a read of the queue, then the city's start)
+CLAIM_THREADS = 8
+
 
 @dataclass
 class Candidate:
@@ -48,7 +51,11 @@ class Campaigns:
         # Claims triggered by the watch run here, not on the watch thread (a claim is a
         # round trip) and not in the worker's control loop, which may be busy handing
         # other cities over: a standby whose predecessor resigned must lead at once.
-        self._claims = ThreadPoolExecutor(max_workers=2, thread_name_prefix="claim")
+        # Several at a time: a leave or a failover brings a hundred claims in a second,
+        # each a few round trips before its city ticks, and two threads made the last
+        # of them tick a second late (docs/operations.md, *Health checks*).
+        self._claims = ThreadPoolExecutor(max_workers=CLAIM_THREADS,
+                                          thread_name_prefix="claim")
         self._client = client
         self._keys = keys
         self._value = value
