@@ -26,6 +26,7 @@ import pytest
 
 from coordinator.etcd import EtcdClient, EtcdConfig
 from coordinator.keys import Keys
+from coordinator.recipes.campaigns import CLAIM_THREADS
 from devtools.proxy import Proxy
 from tests.conftest import WorkerProcess, wait_until
 from tests.etcd_server import EtcdCluster
@@ -129,8 +130,8 @@ def member() -> Iterator[EtcdCluster]:
 #: the worker's pool of tick threads: one (groups of quick cities keep it busy enough)
 TICK_THREADS = 1
 #: threads the worker's pools may start during churn and keep: the tick pool and the
-#: campaigns' claim pool (2)
-POOL_THREADS = TICK_THREADS + 2
+#: campaigns' claim pool
+POOL_THREADS = TICK_THREADS + CLAIM_THREADS
 
 
 def put_city(client: EtcdClient, keys: Keys, city: str, solver: str = "greedy",
