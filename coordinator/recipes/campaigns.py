@@ -30,8 +30,9 @@ __all__ = ["Campaigns", "Candidate"]
 
 log = logging.getLogger(__name__)
 
-#: claims confirmed at once (each is I/O: a read of the queue, then the city's start)
-CLAIM_THREADS = 8
+#: claims confirmed at once (each is I/O: a read of the queue, then the city's start);
+#: eight did no better than two at a leave (docs/operations.md, *Health checks*)
+CLAIM_THREADS = 2
 
 
 @dataclass
@@ -51,9 +52,6 @@ class Campaigns:
         # Claims triggered by the watch run here, not on the watch thread (a claim is a
         # round trip) and not in the worker's control loop, which may be busy handing
         # other cities over: a standby whose predecessor resigned must lead at once.
-        # Several at a time: a leave or a failover brings a hundred claims in a second,
-        # each a few round trips before its city ticks, and two threads made the last
-        # of them tick a second late (docs/operations.md, *Health checks*).
         self._claims = ThreadPoolExecutor(max_workers=CLAIM_THREADS,
                                           thread_name_prefix="claim")
         self._client = client
