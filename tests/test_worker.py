@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from coordinator.codec import assigned
 from coordinator.etcd import EtcdClient
 from coordinator.keys import Keys
 from coordinator.ops.verify import verify
 from tests.conftest import WorkerProcess, wait_until
-from tests.etcd_server import EtcdCluster, etcdctl_leader
+from tests.etcd_server import ETCDCTL, EtcdCluster, etcdctl_leader
 from tests.helpers import decision, dispatchctl
 
 Spawn = Callable[..., WorkerProcess]
@@ -21,6 +23,21 @@ def add_city(etcd: EtcdCluster, namespace: str, city: str, *extra: str,
              period: float = 0.3) -> None:
     dispatchctl(etcd.endpoints, namespace, "city", "add", city, "--solver", "greedy",
                 "--period", str(period), *extra)
+
+
+@contextmanager
+def operator_leads(etcd: EtcdCluster, client: EtcdClient, keys: Keys,
+                   city: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An operator holds ``city``'s election with ``etcdctl elect`` (SIGINT resigns)."""
+    proc = subprocess.Popen([ETCDCTL, f"--endpoints={etcd.endpoints}", "elect",
+                             keys.election(city), "operator"], stdout=subprocess.PIPE)
+    try:
+        wait_until(lambda: client.get_prefix(keys.election(city) + "/")[0],
+                   message="etcdctl to stand")
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def owner(etcd: EtcdCluster, keys: Keys, city: str) -> str:
@@ -150,28 +167,20 @@ def test_a_city_won_while_stopping_is_resigned_at_once_not_held_till_the_end(
         spawn_worker: Spawn) -> None:
     """A leaving worker waits for its ticks in flight before its lease goes. A city won
     meanwhile (its leader resigned to us) must not wait with it, unticked: the worker
-    stands in no queue once it stops, and resigns at once what it wins anyway."""
-    import subprocess
-
-    from tests.etcd_server import ETCDCTL
-
-    operator = subprocess.Popen([ETCDCTL, f"--endpoints={etcd.endpoints}", "elect",
-                                 keys.election("paris"), "operator"], stdout=subprocess.PIPE)
-    try:
-        wait_until(lambda: client.get_prefix(keys.election("paris") + "/")[0],
-                   message="etcdctl to stand")
+    resigns it as it wins it, for the next in line."""
+    with operator_leads(etcd, client, keys, "paris") as operator:
         leaving = spawn_worker("w1", ttl=10)
         add_city(etcd, namespace, "paris", period=0.3)
-        # a tick of 2 s every 3 s: the worker's shutdown waits for the one in flight
+        # a tick of 3 s every 4 s: the worker's shutdown waits for the one in flight
         dispatchctl(etcd.endpoints, namespace, "city", "add", "slowtown", "--solver",
-                    "test-slow", "--param", "sleep=2.0", "--period", "3")
+                    "test-slow", "--param", "sleep=3.0", "--period", "4")
         wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
                    message="the worker to queue behind etcdctl")
-        first = wait_until(lambda: decision(client, keys, "slowtown"), timeout=15,
+        first = wait_until(lambda: decision(client, keys, "slowtown"), timeout=20,
                            message="slowtown's first decision")
         wait_until(lambda: (d := decision(client, keys, "slowtown")) and d != first,
                    timeout=10, interval=0.05, message="slowtown's next decision")
-        time.sleep(1.3)  # its next tick started a second ago and runs 2 s
+        time.sleep(1.4)  # its next tick started moments ago and runs 3 s
         leaving.signal(signal.SIGTERM)
         wait_until(lambda: "stopping: finishing ticks" in leaving.log(), timeout=5,
                    interval=0.05, message="the worker to begin stopping")
@@ -181,8 +190,6 @@ def test_a_city_won_while_stopping_is_resigned_at_once_not_held_till_the_end(
                    timeout=1, interval=0.05, message="paris left free for the next in line")
         assert leaving.process.poll() is None, "w1 stopped before the check could tell"
         assert leaving.process.wait(15) == 0
-    finally:
-        operator.kill()
 
 
 def test_cities_are_added_reconfigured_disabled_and_removed_live(
@@ -216,25 +223,15 @@ def test_cities_are_added_reconfigured_disabled_and_removed_live(
 def test_an_etcdctl_candidate_holds_the_city_and_no_worker_decides(
         etcd: EtcdCluster, client: EtcdClient, keys: Keys, namespace: str,
         spawn_worker: Spawn) -> None:
-    import subprocess
-
-    from tests.etcd_server import ETCDCTL
-
-    proc = subprocess.Popen([ETCDCTL, f"--endpoints={etcd.endpoints}", "elect",
-                             keys.election("paris"), "operator"], stdout=subprocess.PIPE)
-    try:
-        wait_until(lambda: client.get_prefix(keys.election("paris") + "/")[0],
-                   message="etcdctl to stand")
+    with operator_leads(etcd, client, keys, "paris") as operator:
         spawn_worker("w1")
         add_city(etcd, namespace, "paris", period=0.2)
         wait_until(lambda: len(client.get_prefix(keys.election("paris") + "/")[0]) == 2,
                    message="the worker to queue behind etcdctl")
         time.sleep(1.0)
         assert decision(client, keys, "paris") is None
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        operator.send_signal(signal.SIGINT)
+        operator.wait(10)
         wait_until(lambda: decision(client, keys, "paris"), timeout=5,
                    message="the worker to decide once etcdctl resigned")
         assert verify(client, keys).ok
-    finally:
-        proc.kill()

@@ -290,7 +290,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         log.info("stopping: finishing ticks in flight and handing cities over")
-        self.ownership.stop()
+        self.ownership.hand_over(sorted(self.campaigns.leaders()))
         self.ticker.stop(wait=False)
         self.pipeline.close()
         self.batcher.close()

@@ -326,14 +326,6 @@ class Ownership:
 
     # -- letting go ---------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Warm shutdown: leave the queues we only stand in, so that nobody hands us a
-        city now, then hand over the cities we lead."""
-        leaders = self._campaigns.leaders()
-        for city in sorted(self._campaigns.entered() - set(leaders)):
-            self._resign(city)
-        self.hand_over(sorted(leaders))
-
     def hand_over(self, cities: list[str]) -> None:
         """Resign ``cities`` so that whoever is queued next keeps their rhythm.
 
