@@ -29,6 +29,12 @@ def decided_at(value: bytes) -> float | None:
     return parse_rfc3339(found.group(1).decode()) if found else None
 
 
+def writer(value: bytes) -> str:
+    """A stored decision's ``workerId``, ``""`` if it has none."""
+    found = _WORKER.search(value)
+    return found.group(1).decode() if found else ""
+
+
 def parse_rfc3339(text: str) -> float:
     """protobuf's Timestamp JSON (``2024-01-01T00:00:00.123456Z``) → epoch seconds."""
     main, _, frac = text.rstrip("Z").partition(".")
@@ -83,12 +89,10 @@ class DecisionLog:
                 continue
             value = event.kv.value
             decided = decided_at(value)
-            worker = _WORKER.search(value)
             token = _TOKEN.search(value)
             seen.append(Seen(
                 event.kv.key[len(root):], now, now if decided is None else decided,
-                worker.group(1).decode() if worker else "",
-                int(token.group(1)) if token else 0, event.kv.mod_revision))
+                writer(value), int(token.group(1)) if token else 0, event.kv.mod_revision))
         with self._cond:
             for s in seen:
                 self.by_city[s.city].append(s)

@@ -15,6 +15,10 @@ work. Every 100 ms it reports:
 * how far the wall clock moved against the monotonic one (decisions are stamped with
   wall-clock time, so a clock step would look like a late tick).
 
+:class:`SpeedProbe` adds, from ``/proc/stat``, the share of the machine's CPU time its
+host gave to others (*steal*): time no process of ours could run, however idle the
+guest looked.
+
 ``bench.steady`` samples them beside its on-time figures, so that a dip can be told
 apart from a fault of ours. The probe costs about 1 % of a core.
 """
@@ -50,6 +54,19 @@ def _realtime() -> bool:
     return True
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's stolen and total CPU time so far, in clock ticks (``/proc/stat``'s
+    first line; ``(0, 0)`` where there is none)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal guest guest_nice; the guest times
+    # are already counted in user and nice
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def main() -> int:
     print(f"realtime {int(_realtime())}", flush=True)
     offset = time.time() - time.monotonic()
@@ -72,7 +89,8 @@ def main() -> int:
 class SpeedProbe:
     """Runs the probe in a child process; :meth:`take` gives what it saw since the last
     call, in milliseconds: the unit's median CPU time, the longest stall, the number of
-    stalls over ``STALL_MS``, and the largest step of the wall clock."""
+    stalls over ``STALL_MS``, the largest step of the wall clock; and the share of the
+    machine's CPU time stolen by its host meanwhile."""
 
     STALL_MS = 50.0
 
@@ -84,6 +102,7 @@ class SpeedProbe:
         self._cpu: list[float] = []
         self._stalls: list[float] = []
         self._step = 0.0
+        self._cpu_times = cpu_times()
         self._thread = threading.Thread(target=self._read, name="speed probe", daemon=True)
         self._thread.start()
 
@@ -103,10 +122,14 @@ class SpeedProbe:
         with self._lock:
             cpu, stalls, step = self._cpu, self._stalls, self._step
             self._cpu, self._stalls, self._step = [], [], 0.0
+        (stolen0, total0), (stolen, total) = self._cpu_times, cpu_times()
+        self._cpu_times = stolen, total
+        steal = (stolen - stolen0) / (total - total0) if total > total0 else float("nan")
         if not cpu:
             nan = float("nan")
-            return {"unit_cpu_ms": nan, "stall_max_ms": nan, "stalls": 0, "clock_step_ms": nan}
-        return {"unit_cpu_ms": 1e3 * statistics.median(cpu),
+            return {"unit_cpu_ms": nan, "stall_max_ms": nan, "stalls": 0,
+                    "clock_step_ms": nan, "steal_share": steal}
+        return {"unit_cpu_ms": 1e3 * statistics.median(cpu), "steal_share": steal,
                 "stall_max_ms": 1e3 * max(stalls),
                 "stalls": sum(1e3 * s > self.STALL_MS for s in stalls),
                 "clock_step_ms": 1e3 * step}

@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +90,7 @@ class Tally:
         self.counts = {"decisions": 0, "gaps": 0, "on_time": 0, "excluded": 0,
                        "value_bytes": 0}
         self.worst_gap = 0.0
+        self.late_by_worker: dict[str, int] = {}
 
     def _seed(self, kvs: list[KeyValue], _revision: int) -> None:
         """Each city's latest decision, read at the start (and after falling behind a
@@ -121,13 +124,17 @@ class Tally:
                 c["gaps"] += 1
                 c["on_time"] += gap <= deadline
                 self.worst_gap = max(self.worst_gap, gap)
+                if gap > deadline:  # one worker's trouble or the whole fleet's?
+                    writer = decisionlog.writer(value)
+                    self.late_by_worker[writer] = self.late_by_worker.get(writer, 0) + 1
 
-    def take(self) -> tuple[dict[str, int], float]:
-        """The counts since the last call, and the interval's longest gap."""
+    def take(self) -> tuple[dict[str, int], float, dict[str, int]]:
+        """The counts since the last call, the interval's longest gap, and its late gaps
+        by the worker that ended them."""
         with self._lock:
-            counts, worst = self.counts, self.worst_gap
+            counts, worst, late = self.counts, self.worst_gap, self.late_by_worker
             self._reset()
-        return counts, worst
+        return counts, worst, late
 
     def stop(self) -> None:
         self._watch.stop()
@@ -242,7 +249,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             while last < end - 1e-3:
                 time.sleep(max(0.0, min(last + args.sample_seconds, end) - time.time()))
                 now = time.time()
-                counts, worst = tally.take()
+                counts, worst, late = tally.take()
                 usage1 = {w: processes.process_tree_usage(p) for w, p in pids.items()}
                 cpu_self = time.process_time()
                 etcd_cpu1 = processes.process_tree_usage(etcd_pid)[1]
@@ -257,6 +264,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                     if counts["gaps"] else math.nan,
                     "delivered_share": counts["decisions"] / due,
                     "worst_gap_s": worst,
+                    "late_by_worker": late,
                     "worker_rss_mib": {w: usage1[w][3] for w in ids},
                     "worker_threads": {w: threads_of(p) for w, p in pids.items()},
                     "worker_cpu_cores": {w: (usage1[w][1] - usage[w][1]) / window
@@ -329,7 +337,7 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
 
     shares = [s["on_time_share"] for s in samples if not math.isnan(s["on_time_share"])]
     decisions = sum(s["decisions"] for s in samples)
-    return {**_by_machine_speed(samples),
+    return {**_by_machine_speed(samples), **_dips(samples),
         "db_in_use_growth": growth(lambda s: s["db_size_in_use"]),
         "db_size_growth": growth(lambda s: s["db_size"]),
         "worker_rss_growth": growth(lambda s: sum(s["worker_rss_mib"].values())),
@@ -348,6 +356,21 @@ def summarise(data: dict[str, Any], baseline: float, width: float) -> dict[str, 
     }
 
 
+def _dips(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The samples under the on-time target: how many came within a minute after etcd
+    compacted (one minute in five would by chance), and the worst one's late gaps by the
+    worker that ended them (one worker's trouble, or the whole fleet's)."""
+    after = compactions(samples)
+    dips = [s for s in samples if s["on_time_share"] < ON_TIME_TARGET]
+    worst = min(samples, key=lambda s: s["on_time_share"] if s["gaps"] else math.inf,
+                default=None)
+    return {"compaction_minutes": after, "dips": len(dips),
+            "dips_after_compaction": sum(any(0 <= s["minute"] - c <= 1.0 for c in after)
+                                         for s in dips),
+            "worst_minute": worst["minute"] if worst else math.nan,
+            "worst_late_by_worker": worst.get("late_by_worker") if worst else None}
+
+
 def _by_machine_speed(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """On time in the samples where the machine itself ran slow (the speed probe's unit
     cost over ``SLOW`` × its median for the run) and in the others: whether the dips
@@ -360,12 +383,23 @@ def _by_machine_speed(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
     slow = [s for s in samples if s.get("unit_cpu_ms", 0.0) > SLOW * median]
     normal = [s for s in samples if not s.get("unit_cpu_ms", 0.0) > SLOW * median]
+    steal = [s["steal_share"] for s in samples
+             if not math.isnan(s.get("steal_share", math.nan))]
     return {"unit_cpu_ms_median": median, "slow_samples": len(slow),
+            "steal_share_mean": statistics.fmean(steal) if steal else math.nan,
+            "steal_share_max": max(steal, default=math.nan),
             "stall_max_ms": max(s.get("stall_max_ms", 0.0) for s in samples),
             "clock_step_max_ms": max(s.get("clock_step_ms", 0.0) for s in samples),
             "on_time_slow_machine": pooled(slow), "on_time_normal_machine": pooled(normal),
             "on_time_min_normal_machine": min((s["on_time_share"] for s in normal
                                                if s["gaps"]), default=math.nan)}
+
+
+def compactions(samples: list[dict[str, Any]]) -> list[float]:
+    """The minutes of the samples in which etcd's oldest readable revision moved on: its
+    compactor ran (every ``COMPACTION_CADENCE_MIN``), which a dip may follow."""
+    return [b["minute"] for a, b in itertools.pairwise(samples)
+            if b["oldest_readable_revision"] != a["oldest_readable_revision"]]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -381,12 +415,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.plot(xs, [100 * s["on_time_share"] for s in samples], ".-", label="on time")
     ax.plot(xs, [100 * s["delivered_share"] for s in samples], "x:", label="delivered ÷ due")
     ax.axhline(100 * ON_TIME_TARGET, color="grey", ls=":", label="target 99.5 %")
+    for minute in compactions(samples):
+        ax.axvline(minute, color="grey", ls="--", lw=0.6)
     if "stall" in results:
         at = results["stall"]["minute"]
         ax.axvspan(at, at + results["stall"]["seconds"] / 60, color="red", alpha=0.3,
                    label=f"{results['stall'].get('stopped', 'etcd')} stopped")
     ax.set_ylabel("% of the interval")
-    ax.set_title("decisions on time")
+    ax.set_title("decisions on time (dashed: etcd compacted)")
     ax = axes[0][1]
     ax.plot(xs, [s["db_size"] / 2**20 for s in samples], ".-", label="dbSize")
     ax.plot(xs, [(s["db_size_in_use"] or 0) / 2**20 for s in samples], ".-",
@@ -434,6 +470,10 @@ def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]],
     ax.plot(xs, [sum(s["worker_cpu_cores"].values()) for s in samples], ".-", label="workers")
     ax.plot(xs, [s["etcd_cpu_cores"] for s in samples], ".-", label="etcd")
     ax.plot(xs, [s["bench_cpu_cores"] for s in samples], ".-", label="benchmark")
+    if "steal_share" in samples[0]:
+        cores = os.cpu_count() or 1
+        ax.plot(xs, [cores * s["steal_share"] for s in samples], ".:",
+                label="stolen by the host")
     ax.set_ylabel("cores")
     ax.set_ylim(bottom=0)
     ax.set_title("CPU used")

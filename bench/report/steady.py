@@ -84,6 +84,7 @@ def render(d: dict[str, Any], ctx: Context) -> Section:
         if median is not None:
             s.lines += _machine_lines(mapping(d.get("summary")), median,
                                       d.get("speed_probe_realtime") is not False)
+        s.lines += _dip_lines(mapping(d.get("summary")))
     for d_ in records(d.get("defrags")):
         s.lines += [f"- defrag at minute {number(d_.get('minute'), '.1f')}: "
                     f"{number(d_.get('seconds'), '.1f')} s, dbSize "
@@ -151,7 +152,30 @@ def _machine_lines(summary: dict[str, Any], median: float, realtime: bool) -> li
                "more than ")
             + f"{number(summary.get('stall_max_ms'), '.1f')} ms; the wall clock never "
             f"stepped by more than "
-            f"{number(summary.get('clock_step_max_ms'), '.2f')} ms.", ""]
+            f"{number(summary.get('clock_step_max_ms'), '.2f')} ms."
+            + ("" if num(summary.get("steal_share_max")) is None else
+               f" The host took (steal) {pct(summary.get('steal_share_mean'), 1)} of the "
+               f"machine's CPU time on average, at most "
+               f"{pct(summary.get('steal_share_max'), 1)} in a sample."), ""]
+
+
+def _dip_lines(summary: dict[str, Any]) -> list[str]:
+    """Where the samples under the target fell: after etcd's compactions or not, and
+    whose cities the worst one's late ticks were (runs before these were recorded: none)."""
+    dips, after = num(summary.get("dips")), num(summary.get("dips_after_compaction"))
+    if dips is None or after is None:
+        return []
+    if not dips:
+        return [f"No sample under {ON_TIME_TARGET:.1%} on time.", ""]
+    late = {str(k): v for k, v in mapping(summary.get("worst_late_by_worker")).items()
+            if num(v) is not None}
+    by_worker = "" if not late else (
+        "; its late gaps by the worker that ended them: "
+        + ", ".join(f"{w} {count(late[w])}" for w in sorted(late)))
+    return [f"Samples under {ON_TIME_TARGET:.1%} on time: {count(dips)}, of which "
+            f"{count(after)} within a minute after one of etcd's compactions (every 5 "
+            "minutes, so one in five by chance). The worst was at minute "
+            f"{number(summary.get('worst_minute'), '.1f')}{by_worker}.", ""]
 
 
 def _warm_up(d: dict[str, Any]) -> str:
