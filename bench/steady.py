@@ -14,11 +14,13 @@ placement by cost moves cities once their costs are measured, and those moves ar
 
 * **on time**: gaps between a city's consecutive decisions (``decidedAt``) ≤ period +
   100 ms, as a share of the interval's gaps, and decisions delivered ÷ due. A streaming
-  tally keeps only each city's last decision time, never the hour's decisions;
+  tally keeps only each city's last decision time, never the hour's decisions; the late
+  gaps by the worker that ended them (one worker's trouble, or the whole fleet's);
 * **workers**: RSS (with solver processes), threads (``/proc/<pid>/status``), CPU;
 * **etcd**: database size and size in use, current and oldest readable revision,
   RSS; whether a decision key is readable at the oldest revision of the retention window;
-* the benchmark's own CPU.
+* the benchmark's own CPU, and the machine's: the speed probe (``bench/machinespeed.py``)
+  and the CPU time the host stole.
 
 ``--stall-etcd MINUTE:SECONDS`` stops etcd for longer than the lease TTL during the run
 (every worker loses its session), ``--stall-workers MINUTE:SECONDS`` every worker but
@@ -441,7 +443,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(title)
     if probed:
-        _plot_machine(axes[2], xs, samples, results["summary"]["unit_cpu_ms_median"])
+        _plot_machine(axes[2], xs, samples, results["summary"]["unit_cpu_ms_median"],
+                      results["machine"].get("cores") or 1)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -455,9 +458,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]],
-                  median: float) -> None:
+                  median: float, cores: int) -> None:
     """The speed probe's unit cost against its ``median`` (the machine's own slowness),
-    and the CPU the workers, etcd and the benchmark used."""
+    and the CPU the workers, etcd and the benchmark used, and the host stole (of ``cores``)."""
     ax = axes[0]
     ax.plot(xs, [s["unit_cpu_ms"] / median for s in samples], ".-",
             label="fixed work's CPU time ÷ run median")
@@ -471,7 +474,6 @@ def _plot_machine(axes: Any, xs: list[float], samples: list[dict[str, Any]],
     ax.plot(xs, [s["etcd_cpu_cores"] for s in samples], ".-", label="etcd")
     ax.plot(xs, [s["bench_cpu_cores"] for s in samples], ".-", label="benchmark")
     if "steal_share" in samples[0]:
-        cores = os.cpu_count() or 1
         ax.plot(xs, [cores * s["steal_share"] for s in samples], ".:",
                 label="stolen by the host")
     ax.set_ylabel("cores")
